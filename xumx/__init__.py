@@ -1,0 +1,21 @@
+"""xumx: CrossNet-Open-Unmix (X-UMX) music source separation in NNabla.
+
+Importing the package is cheap: nnabla, musdb and audio libraries load only when used.
+"""
+__version__ = "1.0.0"
+
+from .config import ModelConfig, SeparationConfig  # noqa: E402,F401
+
+
+def __getattr__(name):
+    # lazy public surface, so `import xumx` does not import nnabla
+    if name == "Separator":
+        from .separator import Separator
+        return Separator
+    if name == "OpenUnmixCrossNet":
+        from .model import OpenUnmixCrossNet
+        return OpenUnmixCrossNet
+    if name in ("separate", "separate_args_dict", "get_separator"):
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,79 @@
+"""Function-style separation API kept for existing callers (Spleeter Web, the published code).
+
+Separators are cached per model file (path, size, modification time and mode), so
+parameters are read once per model file and reused across calls and chunks.
+"""
+import os
+import threading
+from typing import Dict
+
+import numpy as np
+
+from .config import SeparationConfig
+from .separator import Separator
+
+_CACHE: Dict[tuple, Separator] = {}
+_LOCK = threading.Lock()
+
+
+def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
+                  umx: bool = False, context=None) -> Separator:
+    """A Separator for ``model`` with the given settings, loading the file only once."""
+    if not model:
+        raise ValueError("no model file given")
+    path = os.path.abspath(os.path.expanduser(str(model)))
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None  # let the loader report the missing file
+    key = (path, stamp, bool(umx), separation.targets if umx else None, context)
+    with _LOCK:
+        sep = _CACHE.get(key)
+        if sep is None:
+            sep = Separator.from_file(path, SeparationConfig(targets=separation.targets), umx, context)
+            for k in [k for k in _CACHE if k[0] == path]:
+                del _CACHE[k]   # the file changed: drop what was loaded from it before
+            _CACHE[key] = sep
+    return sep.with_separation(separation)
+
+
+def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarray]:
+    """Separate ``audio`` (T, 2) float at 44.1 kHz with settings from a dict.
+
+    Keys (as Spleeter Web 3.12+ passes them): model, umx_infer, targets, softmask,
+    alpha, residual_model, niter. Returns {target: (T, 2) float32} for exactly the targets
+    asked for, plus 'residual' with residual_model.
+    """
+    d = dict(args_dict)
+    if "model" not in d:
+        raise ValueError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
+    targets = d.get("targets")
+    separation = SeparationConfig(targets=tuple(targets) if targets else None,
+                                  niter=int(d.get("niter", 1)), softmask=bool(d.get("softmask", False)),
+                                  alpha=float(d.get("alpha", 1.0)),
+                                  residual_model=bool(d.get("residual_model", False)))
+    sep = get_separator(d["model"], separation, umx=bool(d.get("umx_infer", False)))
+    return sep.separate(audio)
+
+
+def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5", niter: int = 1,
+             softmask: bool = False, alpha: float = 1.0, residual_model: bool = False,
+             **kwargs) -> Dict[str, np.ndarray]:
+    """Separate ``audio`` (T, 2) float at 44.1 kHz.
+
+    Two call forms:
+      * ``separate(audio, args)`` with an argparse Namespace carrying model, umx_infer,
+        targets, softmask, alpha, residual_model and niter (the published code);
+      * ``separate(audio, model_path=..., niter=1, softmask=False, alpha=1.0,
+        residual_model=False)`` (Spleeter Web up to 3.11).
+    """
+    if args is not None and not isinstance(args, (str, os.PathLike)):
+        keys = ("model", "umx_infer", "targets", "softmask", "alpha", "residual_model", "niter")
+        return separate_args_dict(audio, {k: getattr(args, k) for k in keys if hasattr(args, k)})
+    if args is not None:
+        model_path = args
+    if kwargs:
+        raise TypeError(f"separate() got unexpected arguments {sorted(kwargs)}")
+    return separate_args_dict(audio, {"model": model_path, "niter": niter, "softmask": softmask,
+                                      "alpha": alpha, "residual_model": residual_model})

@@ -1,0 +1,153 @@
+"""The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
+import contextlib
+from typing import Dict, Optional
+
+import numpy as np
+
+from . import dsp
+from .config import ModelConfig, SeparationConfig
+from .filtering import wiener_separate
+from .model import OpenUnmixCrossNet
+
+
+def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
+    """Validate a waveform for separation and return it as float (T, C).
+
+    Raises ValueError naming what was expected: a 2-D float array of shape
+    (nb_timesteps, nb_channels) with 1 or 2 channels, finite and not empty.
+    """
+    if not isinstance(audio, np.ndarray):
+        raise ValueError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
+                         f"not {type(audio).__name__}")
+    if audio.dtype.kind != "f":
+        raise ValueError(f"audio must be floating point (float32 or float64) in [-1, 1], "
+                         f"not {audio.dtype}")
+    if audio.ndim == 1:
+        raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
+                         f"{audio.shape}: use audio[:, None] for mono")
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got shape {audio.shape}")
+    if audio.shape[0] in (1, 2) and audio.shape[1] > 2:
+        raise ValueError(f"audio has shape {audio.shape}, which looks like (channels, samples); "
+                         f"expected (nb_timesteps, nb_channels): pass audio.T")
+    if audio.shape[1] not in (1, 2):
+        raise ValueError(f"audio must have 1 or 2 channels (shape (nb_timesteps, 2)), "
+                         f"got shape {audio.shape}")
+    if audio.shape[0] == 0:
+        raise ValueError("audio is empty (0 samples)")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio contains NaN or infinite samples")
+    return audio
+
+
+@contextlib.contextmanager
+def nnabla_scope(context=None):
+    """Auto-forward on, no gradient graph, and ``context`` (a name such as 'cpu'/'cudnn', an
+    nnabla Context, or None for the caller's default); the caller's settings come back after."""
+    import nnabla as nn
+    with contextlib.ExitStack() as stack:
+        if context is not None:
+            if isinstance(context, str):
+                from nnabla.ext_utils import get_extension_context
+                context = get_extension_context(context)
+            stack.enter_context(nn.context_scope(context))
+        stack.enter_context(nn.auto_forward(True))
+        stack.enter_context(nn.no_grad())
+        yield
+
+
+class Separator:
+    """Separates a mixture into the sources of one model.
+
+    Args:
+        cfg: the model's configuration.
+        arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`).
+        separation: targets and Wiener settings.
+        context: nnabla context for the network (None: the caller's default context).
+    """
+
+    def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                 separation: SeparationConfig = SeparationConfig(), context=None):
+        self.cfg = cfg
+        self.separation = separation
+        self.context = context
+        targets = separation.targets or cfg.sources
+        unknown = [t for t in targets if t not in cfg.sources]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
+        self.targets = tuple(targets)
+        self.model = OpenUnmixCrossNet(cfg)
+        self.model.set_parameters(arrays)
+
+    @classmethod
+    def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
+                  umx: bool = False, context=None) -> "Separator":
+        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``)."""
+        from .weights import load_umx, load_xumx
+        if umx:
+            from .config import DEFAULT_SOURCES
+            cfg, arrays = load_umx(path, separation.targets or DEFAULT_SOURCES)
+        else:
+            cfg, arrays = load_xumx(path)
+        return cls(cfg, arrays, separation, context)
+
+    def with_separation(self, separation: SeparationConfig) -> "Separator":
+        """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
+        other = object.__new__(Separator)
+        other.__dict__.update(self.__dict__)
+        other.separation = separation
+        targets = separation.targets or self.cfg.sources
+        unknown = [t for t in targets if t not in self.cfg.sources]
+        if unknown:
+            raise ValueError(f"unknown target(s) {unknown}: the model separates {list(self.cfg.sources)}")
+        other.targets = tuple(targets)
+        return other
+
+    # ---------------------------------------------------------------- stages
+    def spectrogram(self, audio: np.ndarray) -> np.ndarray:
+        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex128."""
+        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop)
+
+    def model_input(self, stft: np.ndarray) -> np.ndarray:
+        """Shapes: stft (C, F, N) -> magnitude (N, C_model, F) float32 (mono models: mean)."""
+        mag = np.abs(stft).astype(np.float32).transpose(2, 0, 1)
+        if self.cfg.nb_channels == 1:
+            mag = mag.mean(axis=1, keepdims=True)
+        return mag
+
+    def masks(self, mag: np.ndarray) -> np.ndarray:
+        """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
+        import nnabla as nn
+        with nnabla_scope(self.context):
+            x = nn.Variable.from_numpy_array(mag[:, None])
+            out = self.model.masks(x, test=True)
+            return np.stack([m.d[:, 0] for m in out])
+
+    def separate(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
+        """Separate one mixture.
+
+        Shapes: audio (T, C) float with C = 1 or 2 at ``cfg.sample_rate`` ->
+        {target: (T, C) float32} for each target (plus 'residual' with residual_model).
+        """
+        audio = check_audio(audio)
+        channels = audio.shape[1]
+        if self.cfg.nb_channels == 2 and channels == 1:
+            audio = np.repeat(audio, 2, axis=1)
+        stft = self.spectrogram(audio)
+        mag = self.model_input(stft)
+        masks = self.masks(mag)
+        v = (masks * mag[None]).transpose(1, 3, 2, 0)  # (N, F, C_model, S)
+        sep = self.separation
+        y = wiener_separate(v, stft.transpose(2, 1, 0), sep.niter, sep.softmask, sep.alpha,
+                            sep.residual_model)
+        names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
+        wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
+        out = {}
+        for name in wanted:
+            j = names.index(name)
+            wav = dsp.istft(y[..., j].transpose(2, 1, 0), self.cfg.nfft, self.cfg.nhop,
+                            length=audio.shape[0]).T
+            out[name] = wav[:, :channels].astype(np.float32)
+        return out
+
+    __call__ = separate
