@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny model configurations and generated parameter files."""
+import os
+
+import numpy as np
+import pytest
+
+from xumx.config import ModelConfig
+from xumx.weights import random_arrays, save_model
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+PARITY = os.path.normpath(os.path.join(SHARED, "parity"))
+
+
+def tiny_config(**kw) -> ModelConfig:
+    """A model small enough for the CPU test suite (8 kHz, n_fft 256, hidden 16)."""
+    base = dict(sources=("bass", "drums", "vocals", "other"), nb_channels=2, hidden_size=16,
+                nb_layers=2, nfft=256, nhop=64, max_bin=100, sample_rate=8000)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _nnabla_clean():
+    """Each test starts with nnabla's global parameters empty and auto-forward off."""
+    import nnabla as nn
+    nn.clear_parameters()
+    nn.set_auto_forward(False)
+    yield
+    nn.clear_parameters()
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """Path of a saved tiny X-UMX parameter file (with its JSON sidecar)."""
+    cfg = tiny_config()
+    path = str(tmp_path / "tiny.h5")
+    save_model(path, cfg, random_arrays(cfg, seed=1))
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.RandomState(1234)
+
+
+def sine_mix(nb_timesteps, rate, nb_channels=2, seed=0):
+    """A deterministic stereo test signal: a few sines plus a little noise, (T, C) float32."""
+    r = np.random.RandomState(seed)
+    t = np.arange(nb_timesteps) / rate
+    sig = sum(0.2 * np.sin(2 * np.pi * f * t + r.rand()) for f in (110.0, 440.0, 1250.0))
+    out = np.stack([sig * (0.8 + 0.2 * c) for c in range(nb_channels)], axis=1)
+    return (out + 0.01 * r.standard_normal(out.shape)).astype(np.float32)
