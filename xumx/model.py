@@ -15,7 +15,7 @@ from .config import ModelConfig
 def parameter_spec(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
     """(name, shape, need_grad) of every parameter, in the published creation order.
 
-    For the default configuration this is exactly the layout of ``x-umx.h5``: 64 arrays,
+    For the default configuration this is exactly the layout of ``x-umx.h5``: 88 arrays,
     35,548,816 trainable values.
     """
     spec = []
@@ -70,6 +70,13 @@ class OpenUnmixCrossNet:
         scale = np.ones(cfg.max_bin) if input_scale is None else np.asarray(input_scale)[:cfg.max_bin]
         self._init = {"input_mean": -mean, "input_scale": 1.0 / scale,
                       "output_scale": np.ones(cfg.nb_bins), "output_mean": np.ones(cfg.nb_bins)}
+        # the per-source vectors come first, as in the published creation order
+        from nnabla.parameter import get_parameter_or_create
+        with self.scope():
+            for kind, values in self._init.items():
+                for s in cfg.sources:
+                    get_parameter_or_create(f"{kind}_{s}", values.shape,
+                                            initializer=values.astype(np.float32))
 
     # ----------------------------------------------------------------- parameters
     def scope(self):
@@ -95,9 +102,8 @@ class OpenUnmixCrossNet:
     def _vector(self, kind, source, width):
         from nnabla.parameter import get_parameter_or_create
         import nnabla.functions as F
-        p = get_parameter_or_create(f"{kind}_{source}", (width,),
-                                    initializer=self._init[kind].astype(np.float32))
-        return F.reshape(p, (1, 1, 1, width), inplace=False)
+        return F.reshape(get_parameter_or_create(f"{kind}_{source}", (width,)),
+                         (1, 1, 1, width), inplace=False)
 
     def _fc_bn(self, x, n_out, name, test, activation=None):
         import nnabla.functions as F
@@ -151,14 +157,12 @@ class OpenUnmixCrossNet:
             skip = [F.concatenate(e, self._lstm(i, f"lstm_{s}", test), axis=2)
                     for s, e, i in zip(cfg.sources, enc, lstm_in)]
             dec_in = [mean(skip)] * len(skip) if cfg.crossing else skip
-            out = []
-            for s, d in zip(cfg.sources, dec_in):
-                y = self._fc_bn(d, cfg.hidden_size, f"fc2_{s}", test, "relu")
-                y = self._fc_bn(y, channels * bins, f"fc3_{s}", test)
-                y = F.reshape(y, (frames, batch, channels, bins))
-                y = y * self._vector("output_scale", s, bins) + self._vector("output_mean", s, bins)
-                out.append(F.relu(y))
-        return out
+            hid = [self._fc_bn(d, cfg.hidden_size, f"fc2_{s}", test, "relu")
+                   for s, d in zip(cfg.sources, dec_in)]
+            dec = [self._fc_bn(h, channels * bins, f"fc3_{s}", test) for s, h in zip(cfg.sources, hid)]
+            return [F.relu(F.reshape(y, (frames, batch, channels, bins))
+                           * self._vector("output_scale", s, bins) + self._vector("output_mean", s, bins))
+                    for s, y in zip(cfg.sources, dec)]
 
     def __call__(self, audio, test: bool = True):
         """The published forward pass from audio: STFT front end, then :meth:`masks`.

@@ -1,5 +1,6 @@
 """The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
 import contextlib
+import threading
 from typing import Dict, Optional
 
 import numpy as np
@@ -54,6 +55,34 @@ def nnabla_scope(context=None):
         stack.enter_context(nn.auto_forward(True))
         stack.enter_context(nn.no_grad())
         yield
+
+
+#: Stack for nnabla graph work: its CPU LSTM recurses once per frame when a graph is run or
+#: freed, and overflows the usual 8 MB stack (a segfault) at a few thousand frames.
+GRAPH_STACK_BYTES = 1 << 30
+
+
+def call_with_large_stack(fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a thread with a :data:`GRAPH_STACK_BYTES` stack and return
+    its result (or raise its exception). The memory is only reserved, not committed."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the caller's thread below
+            result["error"] = e
+
+    previous = threading.stack_size(GRAPH_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=target, name="xumx-graph")
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 class Separator:
@@ -118,10 +147,13 @@ class Separator:
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
         import nnabla as nn
-        with nnabla_scope(self.context):
-            x = nn.Variable.from_numpy_array(mag[:, None])
-            out = self.model.masks(x, test=True)
-            return np.stack([m.d[:, 0] for m in out])
+
+        def forward():
+            with nnabla_scope(self.context):
+                x = nn.Variable.from_numpy_array(mag[:, None])
+                out = self.model.masks(x, test=True)
+                return np.stack([m.d[:, 0] for m in out])
+        return call_with_large_stack(forward)
 
     def separate(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
         """Separate one mixture.

@@ -1,0 +1,116 @@
+"""The function-style API that existing callers use (published code, Spleeter Web)."""
+import argparse
+
+import numpy as np
+import pytest
+
+from conftest import sine_mix
+from xumx import api
+from xumx.config import SeparationConfig
+from xumx.separator import Separator
+
+SOURCES = ["bass", "drums", "vocals", "other"]
+
+
+def _dict(model, **kw):
+    d = dict(model=model, umx_infer=False, targets=SOURCES, softmask=False, alpha=1.0,
+             residual_model=False, niter=1)
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("seconds_extra", [(1, 17), (0, 50), (45, 0)])
+def test_three_forms_agree_and_keep_the_length(tiny_model, seconds_extra):
+    seconds, extra = seconds_extra
+    audio = sine_mix(8000 * seconds + extra, 8000)   # the tiny model runs at 8 kHz, hop 64
+    by_dict = api.separate_args_dict(audio, _dict(tiny_model))
+    ns = argparse.Namespace(**_dict(tiny_model))
+    by_namespace = api.separate(audio, ns)
+    by_keywords = api.separate(audio, model_path=tiny_model, niter=1, softmask=False, alpha=1.0,
+                               residual_model=False)
+    for out in (by_dict, by_namespace, by_keywords):
+        assert list(out) == SOURCES
+        for wav in out.values():
+            assert wav.shape == audio.shape and wav.dtype.kind == "f"
+            assert np.isfinite(wav).all()
+        for k in SOURCES:
+            np.testing.assert_array_equal(out[k], by_dict[k])
+
+
+def test_estimates_sum_to_the_mixture(tiny_model):
+    """Wiener filtering distributes the mixture: with EM the estimates add up to it."""
+    audio = sine_mix(8000, 8000)
+    out = api.separate_args_dict(audio, _dict(tiny_model, niter=1))
+    total = sum(out.values())
+    err = 10 * np.log10(np.sum(audio.astype(float) ** 2) / np.sum((total - audio) ** 2))
+    assert err > 30
+
+
+def test_targets_by_name_and_residual(tiny_model):
+    audio = sine_mix(8000, 8000)
+    full = api.separate_args_dict(audio, _dict(tiny_model))
+    vocals = api.separate_args_dict(audio, _dict(tiny_model, targets=["vocals"]))
+    assert list(vocals) == ["vocals"]
+    np.testing.assert_allclose(vocals["vocals"], full["vocals"], atol=1e-6)
+    reordered = api.separate_args_dict(audio, _dict(tiny_model, targets=["other", "bass"]))
+    assert list(reordered) == ["other", "bass"]
+    np.testing.assert_allclose(reordered["bass"], full["bass"], atol=1e-6)
+    with_res = api.separate_args_dict(audio, _dict(tiny_model, residual_model=True, softmask=True,
+                                                   alpha=2.0, niter=0))
+    assert list(with_res) == SOURCES + ["residual"]
+    with pytest.raises(ValueError, match="unknown target.*piano"):
+        api.separate_args_dict(audio, _dict(tiny_model, targets=["piano"]))
+
+
+def test_parameters_are_loaded_once(tiny_model, monkeypatch):
+    import xumx.weights
+    calls = []
+    real = xumx.weights.load_xumx
+    monkeypatch.setattr(xumx.weights, "load_xumx", lambda *a, **k: calls.append(a) or real(*a, **k))
+    api._CACHE.clear()
+    audio = sine_mix(4000, 8000)
+    for niter in (0, 1, 2):
+        api.separate_args_dict(audio, _dict(tiny_model, niter=niter))
+    api.separate(audio, model_path=tiny_model)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("auto_forward", [False, True])
+def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
+    import nnabla as nn
+    from nnabla.ext_utils import get_extension_context
+    ctx = get_extension_context("cpu", type_config="float")
+    nn.set_default_context(ctx)
+    nn.set_auto_forward(auto_forward)
+    api.separate_args_dict(sine_mix(4000, 8000), _dict(tiny_model))
+    assert nn.get_auto_forward() is auto_forward
+    assert str(nn.get_current_context()) == str(ctx)
+    assert not nn.get_parameters()
+
+
+def test_separator_reuses_its_network(tiny_cfg):
+    from xumx.weights import random_arrays
+    sep = Separator(tiny_cfg, random_arrays(tiny_cfg))
+    other = sep.with_separation(SeparationConfig(targets=("drums",), niter=0))
+    assert other.model is sep.model and other.targets == ("drums",) and sep.targets == tiny_cfg.sources
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((2, 8000), np.float32), r"looks like \(channels, samples\)"),
+    (np.zeros(8000, np.float32), "2-D"),
+    (np.zeros((8000, 2), np.int16), "floating point"),
+    (np.zeros((0, 2), np.float32), "empty"),
+    (np.zeros((100, 3), np.float32), "1 or 2 channels"),
+    (np.full((100, 2), np.nan, np.float32), "NaN"),
+    ([[0.0, 0.0]], "numpy array"),
+])
+def test_bad_audio_is_explained(tiny_model, bad, match):
+    with pytest.raises(ValueError, match=match):
+        api.separate_args_dict(bad, _dict(tiny_model))
+
+
+def test_missing_model_key_and_file(tmp_path):
+    with pytest.raises(ValueError, match="'model'"):
+        api.separate_args_dict(sine_mix(100, 8000), {"niter": 1})
+    with pytest.raises(ValueError, match="no such file"):
+        api.separate_args_dict(sine_mix(100, 8000), {"model": str(tmp_path / "nope.h5")})
