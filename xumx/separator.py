@@ -7,7 +7,26 @@ import numpy as np
 from . import dsp
 from .config import ModelConfig, SeparationConfig
 from .filtering import wiener_separate
+from .fastpath import NumpyNet
 from .model import OpenUnmixCrossNet
+
+BACKENDS = ("auto", "numpy", "nnabla")
+
+
+def resolve_backend(backend: str, context=None) -> str:
+    """'numpy' or 'nnabla' for ``backend`` in :data:`BACKENDS`: 'auto' picks the numpy path
+    when ``context`` (a name, an nnabla Context, or None for nnabla's current default) runs
+    on the CPU, and the NNabla graph for GPU contexts such as 'cudnn'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    if context is None:
+        import nnabla as nn
+        context = nn.get_current_context()
+    names = [context] if isinstance(context, str) else list(getattr(context, "backend", []))
+    on_gpu = any(n.split(":")[0] in ("cuda", "cudnn") for n in names)
+    return "nnabla" if on_gpu else "numpy"
 
 
 def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
@@ -64,24 +83,38 @@ class Separator:
         arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`).
         separation: targets and Wiener settings.
         context: nnabla context for the network (None: the caller's default context).
+        backend: 'auto' (the numpy path of :mod:`xumx.fastpath` when the context is a CPU
+            one, the NNabla graph otherwise, e.g. 'cudnn'), 'numpy' or 'nnabla' (the
+            reference graph, whatever the context).
     """
 
     def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                 separation: SeparationConfig = SeparationConfig(), context=None):
+                 separation: SeparationConfig = SeparationConfig(), context=None,
+                 backend: str = "auto"):
         self.cfg = cfg
         self.separation = separation
         self.context = context
+        self.backend = resolve_backend(backend, context)
         targets = separation.targets or cfg.sources
         unknown = [t for t in targets if t not in cfg.sources]
         if unknown:
             raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
         self.targets = tuple(targets)
-        self.model = OpenUnmixCrossNet(cfg)
-        self.model.set_parameters(arrays)
+        self._arrays = arrays
+        self._model = None
+        self.net = NumpyNet(cfg, arrays) if self.backend == "numpy" else None
+
+    @property
+    def model(self) -> OpenUnmixCrossNet:
+        """The NNabla network (built on first use when the numpy backend runs)."""
+        if self._model is None:
+            self._model = OpenUnmixCrossNet(self.cfg)
+            self._model.set_parameters(self._arrays)
+        return self._model
 
     @classmethod
     def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
-                  umx: bool = False, context=None) -> "Separator":
+                  umx: bool = False, context=None, backend: str = "auto") -> "Separator":
         """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``)."""
         from .weights import load_umx, load_xumx
         if umx:
@@ -89,7 +122,7 @@ class Separator:
             cfg, arrays = load_umx(path, separation.targets or DEFAULT_SOURCES)
         else:
             cfg, arrays = load_xumx(path)
-        return cls(cfg, arrays, separation, context)
+        return cls(cfg, arrays, separation, context, backend)
 
     def with_separation(self, separation: SeparationConfig) -> "Separator":
         """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
@@ -117,6 +150,8 @@ class Separator:
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
+        if self.net is not None:
+            return self.net.masks(mag)
         import nnabla as nn
         with nnabla_scope(self.context):
             x = nn.Variable.from_numpy_array(mag[:, None])

@@ -1,0 +1,198 @@
+"""A numpy (BLAS) implementation of the X-UMX network's inference, for CPUs.
+
+It computes :meth:`xumx.model.OpenUnmixCrossNet.masks` (test mode) from the same parameter
+arrays, about 30x faster than nnabla's CPU kernels. The constant parts are folded once, when
+the weights are loaded: input mean and scale into fc1, batch normalisation (running
+statistics) into every affine layer, output scale and mean into fc3, and the sigmoid's 1/2
+into the LSTM gates (sigmoid(a) = (1 + tanh(a / 2)) / 2, so one ``tanh`` evaluates all four
+gates). The affine layers of all sources run as one matrix product each where the inputs are
+shared (the crossing averages); the LSTMs project the inputs of all frames in one product per
+layer, and only the recurrent product ``h @ W_h`` stays in the time loop, for all sources and
+both directions at once.
+
+Shapes use: frames (N), channels (C), bins (F), sources (S), hidden size (H),
+LSTM hidden size (h = H / 2 when bidirectional), directions (D).
+"""
+import contextlib
+from typing import Dict, List
+
+import numpy as np
+
+from .config import ModelConfig
+
+BN_EPS = 1e-5  # nnabla's batch_normalization default
+
+
+def _affine_bn(arrays, name, scale_in=None, shift_in=None):
+    """Fold ``BN(((x + shift_in) * scale_in) @ W)`` into ``x @ W' + b'`` (float64).
+
+    Shapes: W (in, out); scale_in, shift_in (in,) or None -> (W' (in, out), b' (out,)).
+    """
+    w = np.asarray(arrays[f"{name}/affine/W"], np.float64)
+    gamma, beta, mean, var = (np.asarray(arrays[f"{name}/bn/{p}"], np.float64).ravel()
+                              for p in ("gamma", "beta", "mean", "var"))
+    g = gamma / np.sqrt(var + BN_EPS)
+    b = beta - mean * g
+    if scale_in is not None:
+        b = b + (shift_in * scale_in) @ w * g
+        w = w * scale_in[:, None]
+    return w * g, b
+
+
+class NumpyNet:
+    """The network's masks with numpy, from the published parameter arrays.
+
+    Args:
+        cfg: the network's shapes.
+        arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`).
+        dtype: compute type (float32, as nnabla; float64 for checks).
+    """
+
+    def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray], dtype=np.float32):
+        self.cfg = cfg
+        self.dtype = dtype
+        sources, c, mb, nb = cfg.sources, cfg.nb_channels, cfg.max_bin, cfg.nb_bins
+        h, d = cfg.lstm_hidden, cfg.nb_directions
+        cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+
+        def vec(kind, s):
+            return np.asarray(arrays[f"{kind}_{s}"], np.float64).ravel()
+
+        # fc1 of every source side by side: (C * max_bin, S * H), inputs channel-major.
+        fc1 = [_affine_bn(arrays, f"fc1_{s}", np.tile(vec("input_scale", s), c),
+                          np.tile(vec("input_mean", s), c)) for s in sources]
+        self.fc1_w = cast(np.concatenate([w for w, _ in fc1], axis=1))
+        self.fc1_b = cast(np.concatenate([b for _, b in fc1]))
+
+        # LSTM per layer: input weights (S, in, D * 4h), recurrent weights (S * D, h, 4h),
+        # biases (S, D * 4h); gate columns i, f, g, o with i, f, o halved (sigmoid via tanh).
+        half = np.ones(4 * h)
+        half[:2 * h] = 0.5
+        half[3 * h:] = 0.5
+        self.lstm = []
+        for layer in range(cfg.nb_layers):
+            wx, wh, bias = [], [], []
+            for s in sources:
+                if layer == 0:
+                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight_l0"], np.float64)
+                else:
+                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight"], np.float64)[layer - 1]
+                b = np.asarray(arrays[f"lstm_{s}/lstm/bias"], np.float64)[layer]
+                w = w.reshape(d, 4 * h, -1) * half[:, None]  # (D, 4h, in + h)
+                n_in = w.shape[-1] - h
+                wx.append(np.concatenate([w[k, :, :n_in].T for k in range(d)], axis=1))
+                wh += [w[k, :, n_in:].T for k in range(d)]
+                bias.append((b.reshape(d, 4 * h) * half).ravel())
+            self.lstm.append((cast(np.stack(wx)), cast(np.stack(wh)), cast(np.stack(bias))))
+
+        fc2 = [_affine_bn(arrays, f"fc2_{s}") for s in sources]
+        self.fc2_w = cast(np.stack([w for w, _ in fc2]))  # (S, H + D h, H)
+        self.fc2_b = cast(np.stack([b for _, b in fc2]))
+        fc3 = []
+        for s in sources:  # output scale and mean folded in: (S, H, C * F)
+            w, b = _affine_bn(arrays, f"fc3_{s}")
+            scale, mean = np.tile(vec("output_scale", s), c), np.tile(vec("output_mean", s), c)
+            fc3.append((w * scale, b * scale + mean))
+        self.fc3_w = cast(np.stack([w for w, _ in fc3]))
+        self.fc3_b = cast(np.stack([b for _, b in fc3]))
+        del nb, mb
+
+    # ------------------------------------------------------------------ layers
+    def _lstm_layer(self, x, layer):
+        """One (bi)directional LSTM layer for all sources.
+
+        Shapes: x (N, in) shared by all sources, or (S, N, in) -> (S, N, D h).
+        """
+        cfg = self.cfg
+        h, d, ns = cfg.lstm_hidden, cfg.nb_directions, len(cfg.sources)
+        wx, wh, bias = self.lstm[layer]
+        n = x.shape[-2]
+        if x.ndim == 2:  # one product for every source and direction
+            gx = (x @ wx.transpose(1, 0, 2).reshape(x.shape[1], -1)).reshape(n, ns, d, 4 * h)
+            gx = gx.transpose(1, 2, 0, 3)
+        else:
+            gx = np.matmul(x, wx).reshape(ns, n, d, 4 * h).transpose(0, 2, 1, 3)
+        gx = gx + bias.reshape(ns, d, 1, 4 * h)  # (S, D, N, 4h), a fresh array
+        # Time-major, backward directions reversed, so step t reads one slab.
+        gx = gx.reshape(ns * d, n, 4 * h).transpose(1, 0, 2)
+        if d == 2:
+            gx = gx.reshape(n, ns, d, 4 * h)
+            gx[:, :, 1] = gx[::-1, :, 1]
+            gx = gx.reshape(n, ns * d, 4 * h)
+        out = _recurrence(np.ascontiguousarray(gx), wh, h)  # (N, S * D, h)
+        out = out.reshape(n, ns, d, h)
+        if d == 2:
+            out[:, :, 1] = out[::-1, :, 1].copy()
+        return out.transpose(1, 0, 2, 3).reshape(ns, n, d * h)
+
+    def masks(self, mag: np.ndarray) -> np.ndarray:
+        """Shapes: mag (N, C, F) -> masks (S, N, C, F) of ``dtype``, non-negative."""
+        cfg = self.cfg
+        n = mag.shape[0]
+        ns, hid = len(cfg.sources), cfg.hidden_size
+        if mag.shape[1:] != (cfg.nb_channels, cfg.nb_bins):
+            raise ValueError(f"model expects (frames, {cfg.nb_channels}, {cfg.nb_bins}) "
+                             f"magnitudes, got {mag.shape}")
+        x = np.ascontiguousarray(mag[..., :cfg.max_bin], dtype=self.dtype).reshape(n, -1)
+        enc = x @ self.fc1_w
+        enc += self.fc1_b
+        np.tanh(enc, out=enc)
+        enc = enc.reshape(n, ns, hid).transpose(1, 0, 2)  # (S, N, H)
+        y = enc.mean(axis=0) if cfg.crossing else enc
+        for layer in range(cfg.nb_layers):
+            y = self._lstm_layer(y, layer)
+        if cfg.crossing:
+            skip = np.concatenate([enc.mean(axis=0), y.mean(axis=0)], axis=1)  # (N, H + D h)
+            w2 = self.fc2_w.transpose(1, 0, 2).reshape(skip.shape[1], ns * hid)
+            z = (skip @ w2).reshape(n, ns, hid).transpose(1, 0, 2)
+        else:
+            z = np.matmul(np.concatenate([enc, y], axis=2), self.fc2_w)
+        z = np.maximum(z + self.fc2_b[:, None], 0)  # (S, N, H)
+        out = np.empty((ns, n, cfg.nb_channels * cfg.nb_bins), self.dtype)
+        for j in range(ns):
+            np.matmul(z[j], self.fc3_w[j], out=out[j])
+            out[j] += self.fc3_b[j]
+        np.maximum(out, 0, out=out)
+        return out.reshape(ns, n, cfg.nb_channels, cfg.nb_bins)
+
+
+def _recurrence(gx: np.ndarray, wh: np.ndarray, h: int) -> np.ndarray:
+    """The LSTM time loop for a batch of independent cells.
+
+    Gate pre-activations are in tanh form (the i, f, o columns already halved).
+    Shapes: gx (N, B, 4h) input projections plus bias; wh (B, h, 4h) -> hidden states (N, B, h).
+    """
+    n, batch, _ = gx.shape
+    out = np.empty((n, batch, h), gx.dtype)
+    hid = np.zeros((batch, 1, h), gx.dtype)
+    c = np.zeros((batch, h), gx.dtype)
+    rec = np.empty((batch, 1, 4 * h), gx.dtype)
+    tmp = np.empty((batch, h), gx.dtype)
+    with _single_thread_blas():
+        for t in range(n):
+            np.matmul(hid, wh, out=rec)
+            g = rec[:, 0]
+            g += gx[t]
+            np.tanh(g, out=g)
+            g[:, :2 * h] += 1.0
+            g[:, 3 * h:] += 1.0            # now 2 sigmoid for i, f, o; tanh for g
+            np.multiply(g[:, h:2 * h], c, out=c)
+            np.multiply(g[:, :h], g[:, 2 * h:3 * h], out=tmp)
+            c += tmp
+            c *= 0.5
+            np.tanh(c, out=tmp)
+            tmp *= g[:, 3 * h:]
+            tmp *= 0.5
+            out[t] = tmp
+            hid[:, 0] = tmp
+    return out
+
+
+def _single_thread_blas():
+    """Limit BLAS to one thread where threadpoolctl is installed: the small recurrent
+    products are several times faster without thread start-up costs."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
