@@ -49,21 +49,45 @@ def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
     """
     spec = np.asarray(spec)
     channels, bins, n = spec.shape
-    if bins != n_fft // 2 + 1:
-        raise ValueError(f"istft: {bins} bins do not match n_fft={n_fft}")
-    window = hann(n_fft)
-    frames = np.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1) * window  # (C, N, n_fft)
-    total = n_fft + n_hop * (n - 1)
-    out = np.zeros((channels, total))
-    norm = np.zeros(total)
-    for k in range(n):
-        out[:, k * n_hop:k * n_hop + n_fft] += frames[:, k]
-        norm[k * n_hop:k * n_hop + n_fft] += window ** 2
-    pad = n_fft // 2
-    out, norm = out[:, pad:pad + length], norm[pad:pad + length]
-    if out.shape[1] < length:
-        raise ValueError(f"istft: {n} frames cannot give {length} samples")
-    return out / np.where(norm > 1e-10, norm, 1.0)
+    ola = OverlapAdd(channels, n_fft, n_hop, n, length)
+    ola.add(0, spec.transpose(0, 2, 1))
+    return ola.result()
+
+
+class OverlapAdd:
+    """The inverse STFT built incrementally from blocks of frames (bounded extra memory).
+
+    Args: nb_channels (C), n_fft, n_hop, nb_frames (N) of the whole spectrogram, length of
+    the signal to restore, dtype of the accumulated signal.
+    """
+
+    def __init__(self, nb_channels: int, n_fft: int, n_hop: int, nb_frames: int, length: int,
+                 dtype=np.float64):
+        if n_fft + n_hop * (nb_frames - 1) < n_fft // 2 + length:
+            raise ValueError(f"istft: {nb_frames} frames cannot give {length} samples")
+        self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
+        self.window = hann(n_fft)
+        self.out = np.zeros((nb_channels, n_fft + n_hop * (nb_frames - 1)), dtype)
+
+    def add(self, start: int, frames: np.ndarray):
+        """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
+        if frames.shape[-1] != self.n_fft // 2 + 1:
+            raise ValueError(f"istft: {frames.shape[-1]} bins do not match n_fft={self.n_fft}")
+        wav = np.fft.irfft(frames, n=self.n_fft, axis=-1) * self.window  # (C, n, n_fft)
+        for k in range(wav.shape[1]):
+            pos = (start + k) * self.n_hop
+            self.out[:, pos:pos + self.n_fft] += wav[:, k]
+
+    def result(self) -> np.ndarray:
+        """The restored signal, (C, length), normalised by the summed squared window."""
+        norm = np.zeros(self.out.shape[1])
+        sq = self.window ** 2
+        for k in range(self.nb_frames):
+            norm[k * self.n_hop:k * self.n_hop + self.n_fft] += sq
+        pad = self.n_fft // 2
+        out, norm = self.out[:, pad:pad + self.length], norm[pad:pad + self.length]
+        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)
+        return out
 
 
 def graph_stft(x, n_fft: int, n_hop: int):

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import dsp
 from .config import ModelConfig, SeparationConfig
-from .filtering import wiener_separate
+from .filtering import wiener_blocks
 from .fastpath import NumpyNet
 from .model import OpenUnmixCrossNet
 
@@ -138,8 +138,8 @@ class Separator:
 
     # ---------------------------------------------------------------- stages
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:
-        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex128."""
-        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop)
+        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex64."""
+        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop, dtype=np.complex64)
 
     def model_input(self, stft: np.ndarray) -> np.ndarray:
         """Shapes: stft (C, F, N) -> magnitude (N, C_model, F) float32 (mono models: mean)."""
@@ -170,19 +170,19 @@ class Separator:
             audio = np.repeat(audio, 2, axis=1)
         stft = self.spectrogram(audio)
         mag = self.model_input(stft)
-        masks = self.masks(mag)
-        v = (masks * mag[None]).transpose(1, 3, 2, 0)  # (N, F, C_model, S)
+        v = self.masks(mag)
+        v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
+        del mag
         sep = self.separation
-        y = wiener_separate(v, stft.transpose(2, 1, 0), sep.niter, sep.softmask, sep.alpha,
-                            sep.residual_model)
         names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
         wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        out = {}
-        for name in wanted:
-            j = names.index(name)
-            wav = dsp.istft(y[..., j].transpose(2, 1, 0), self.cfg.nfft, self.cfg.nhop,
-                            length=audio.shape[0]).T
-            out[name] = wav[:, :channels].astype(np.float32)
-        return out
+        n = stft.shape[-1]
+        ola = {name: dsp.OverlapAdd(stft.shape[0], self.cfg.nfft, self.cfg.nhop, n,
+                                    audio.shape[0], np.float32) for name in wanted}
+        for start, _, y in wiener_blocks(v, stft.transpose(2, 0, 1), sep.niter, sep.softmask,
+                                         sep.alpha, sep.residual_model):
+            for name in wanted:  # y (S', n, C, F)
+                ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
+        return {name: np.ascontiguousarray(ola[name].result()[:channels].T) for name in wanted}
 
     __call__ = separate
