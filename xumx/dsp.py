@@ -9,6 +9,7 @@ Shapes use these names: ``nb_channels`` (C), ``nb_timesteps`` (T), ``nb_bins`` (
 n_fft // 2 + 1), ``nb_frames`` (N).
 """
 import numpy as np
+import scipy.fft
 
 
 def hann(n_fft: int, dtype=np.float64) -> np.ndarray:
@@ -28,6 +29,11 @@ def stft(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.n
     Signals shorter than n_fft // 2 + 1 samples are reflected as often as needed
     (numpy's ``reflect`` mode repeats the reflection), where nnabla would refuse them.
     """
+    return np.ascontiguousarray(stft_frames(audio, n_fft, n_hop, dtype).transpose(0, 2, 1))
+
+
+def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.ndarray:
+    """:func:`stft` in frame-major layout. Shapes: audio (C, T) -> (C, N, F) complex."""
     audio = np.asarray(audio)
     if audio.ndim != 2:
         raise ValueError(f"stft expects (nb_channels, nb_timesteps), got shape {audio.shape}")
@@ -36,8 +42,7 @@ def stft(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.n
     n = nb_frames(audio.shape[1], n_hop)
     padded = np.pad(audio.astype(real, copy=False), ((0, 0), (pad, pad)), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::n_hop][:, :n]
-    spec = np.fft.rfft(frames * hann(n_fft, real), axis=-1)  # (C, N, F)
-    return np.ascontiguousarray(spec.transpose(0, 2, 1)).astype(dtype, copy=False)
+    return scipy.fft.rfft(frames * hann(n_fft, real), axis=-1).astype(dtype, copy=False)
 
 
 def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
@@ -73,10 +78,19 @@ class OverlapAdd:
         """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
         if frames.shape[-1] != self.n_fft // 2 + 1:
             raise ValueError(f"istft: {frames.shape[-1]} bins do not match n_fft={self.n_fft}")
-        wav = np.fft.irfft(frames, n=self.n_fft, axis=-1) * self.window  # (C, n, n_fft)
-        for k in range(wav.shape[1]):
-            pos = (start + k) * self.n_hop
-            self.out[:, pos:pos + self.n_fft] += wav[:, k]
+        if self.out.dtype == np.float32:
+            frames = frames.astype(np.complex64, copy=False)
+        wav = scipy.fft.irfft(frames, n=self.n_fft, axis=-1)  # (C, n, n_fft)
+        wav *= self.window.astype(wav.dtype)
+        n, hop = wav.shape[1], self.n_hop
+        if self.n_fft % hop:
+            for k in range(n):
+                pos = (start + k) * hop
+                self.out[:, pos:pos + self.n_fft] += wav[:, k]
+            return
+        hops = self.out.reshape(self.out.shape[0], -1, hop)[:, start:]  # (C, frames + R - 1, hop)
+        for r in range(self.n_fft // hop):  # the r-th hop of every frame, all frames at once
+            hops[:, r:r + n] += wav[:, :, r * hop:(r + 1) * hop]
 
     def result(self) -> np.ndarray:
         """The restored signal, (C, length), normalised by the summed squared window."""

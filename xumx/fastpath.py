@@ -99,31 +99,28 @@ class NumpyNet:
 
     # ------------------------------------------------------------------ layers
     def _lstm_layer(self, x, layer):
-        """One (bi)directional LSTM layer for all sources.
+        """One (bi)directional LSTM layer for all sources, time-major.
 
-        Shapes: x (N, in) shared by all sources, or (S, N, in) -> (S, N, D h).
+        Shapes: x (N, in) shared by all sources, or (N, S, in) -> (N, S, D h).
         """
         cfg = self.cfg
         h, d, ns = cfg.lstm_hidden, cfg.nb_directions, len(cfg.sources)
         wx, wh, bias = self.lstm[layer]
-        n = x.shape[-2]
+        n = x.shape[0]
         if x.ndim == 2:  # one product for every source and direction
-            gx = (x @ wx.transpose(1, 0, 2).reshape(x.shape[1], -1)).reshape(n, ns, d, 4 * h)
-            gx = gx.transpose(1, 2, 0, 3)
+            gx = x @ wx.transpose(1, 0, 2).reshape(x.shape[1], -1)
         else:
-            gx = np.matmul(x, wx).reshape(ns, n, d, 4 * h).transpose(0, 2, 1, 3)
-        gx = gx + bias.reshape(ns, d, 1, 4 * h)  # (S, D, N, 4h), a fresh array
-        # Time-major, backward directions reversed, so step t reads one slab.
-        gx = gx.reshape(ns * d, n, 4 * h).transpose(1, 0, 2)
-        if d == 2:
-            gx = gx.reshape(n, ns, d, 4 * h)
-            gx[:, :, 1] = gx[::-1, :, 1]
-            gx = gx.reshape(n, ns * d, 4 * h)
-        out = _recurrence(np.ascontiguousarray(gx), wh, h)  # (N, S * D, h)
-        out = out.reshape(n, ns, d, h)
+            gx = np.empty((n, ns, wx.shape[-1]), self.dtype)
+            for j in range(ns):
+                np.matmul(x[:, j], wx[j], out=gx[:, j])
+        gx = gx.reshape(n, ns, d, 4 * h)
+        gx += bias.reshape(ns, d, 4 * h)
+        if d == 2:  # backward directions reversed in time, so step t reads one slab
+            gx[:, :, 1] = gx[::-1, :, 1].copy()
+        out = _recurrence(gx.reshape(n, ns * d, 4 * h), wh, h).reshape(n, ns, d, h)
         if d == 2:
             out[:, :, 1] = out[::-1, :, 1].copy()
-        return out.transpose(1, 0, 2, 3).reshape(ns, n, d * h)
+        return out.reshape(n, ns, d * h)
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Shapes: mag (N, C, F) -> masks (S, N, C, F) of ``dtype``, non-negative."""
@@ -137,16 +134,16 @@ class NumpyNet:
         enc = x @ self.fc1_w
         enc += self.fc1_b
         np.tanh(enc, out=enc)
-        enc = enc.reshape(n, ns, hid).transpose(1, 0, 2)  # (S, N, H)
-        y = enc.mean(axis=0) if cfg.crossing else enc
+        enc = enc.reshape(n, ns, hid)  # (N, S, H)
+        y = enc.mean(axis=1) if cfg.crossing else enc
         for layer in range(cfg.nb_layers):
-            y = self._lstm_layer(y, layer)
+            y = self._lstm_layer(y, layer)  # (N, S, D h)
         if cfg.crossing:
-            skip = np.concatenate([enc.mean(axis=0), y.mean(axis=0)], axis=1)  # (N, H + D h)
+            skip = np.concatenate([enc.mean(axis=1), y.mean(axis=1)], axis=1)  # (N, H + D h)
             w2 = self.fc2_w.transpose(1, 0, 2).reshape(skip.shape[1], ns * hid)
             z = (skip @ w2).reshape(n, ns, hid).transpose(1, 0, 2)
         else:
-            z = np.matmul(np.concatenate([enc, y], axis=2), self.fc2_w)
+            z = np.matmul(np.concatenate([enc, y], axis=2).transpose(1, 0, 2), self.fc2_w)
         z = np.maximum(z + self.fc2_b[:, None], 0)  # (S, N, H)
         out = np.empty((ns, n, cfg.nb_channels * cfg.nb_bins), self.dtype)
         for j in range(ns):
@@ -163,6 +160,7 @@ def _recurrence(gx: np.ndarray, wh: np.ndarray, h: int) -> np.ndarray:
     Shapes: gx (N, B, 4h) input projections plus bias; wh (B, h, 4h) -> hidden states (N, B, h).
     """
     n, batch, _ = gx.shape
+    gx = np.ascontiguousarray(gx)
     out = np.empty((n, batch, h), gx.dtype)
     hid = np.zeros((batch, 1, h), gx.dtype)
     c = np.zeros((batch, h), gx.dtype)

@@ -168,18 +168,19 @@ class Separator:
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
-        stft = self.spectrogram(audio)
-        mag = self.model_input(stft)
-        v = self.masks(mag)
+        spec = dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)  # (C, N, F)
+        mag = np.abs(spec).transpose(1, 0, 2)  # (N, C, F)
+        if self.cfg.nb_channels == 1:
+            mag = mag.mean(axis=1, keepdims=True)
+        v = self.masks(np.ascontiguousarray(mag))
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
         sep = self.separation
         names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
         wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        n = stft.shape[-1]
-        ola = {name: dsp.OverlapAdd(stft.shape[0], self.cfg.nfft, self.cfg.nhop, n,
+        ola = {name: dsp.OverlapAdd(spec.shape[0], self.cfg.nfft, self.cfg.nhop, spec.shape[1],
                                     audio.shape[0], np.float32) for name in wanted}
-        for start, _, y in wiener_blocks(v, stft.transpose(2, 0, 1), sep.niter, sep.softmask,
+        for start, _, y in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter, sep.softmask,
                                          sep.alpha, sep.residual_model):
             for name in wanted:  # y (S', n, C, F)
                 ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
