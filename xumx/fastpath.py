@@ -51,7 +51,7 @@ class NumpyNet:
     def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray], dtype=np.float32):
         self.cfg = cfg
         self.dtype = dtype
-        sources, c, mb, nb = cfg.sources, cfg.nb_channels, cfg.max_bin, cfg.nb_bins
+        sources, c = cfg.sources, cfg.nb_channels
         h, d = cfg.lstm_hidden, cfg.nb_directions
         cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
 
@@ -59,10 +59,12 @@ class NumpyNet:
             return np.asarray(arrays[f"{kind}_{s}"], np.float64).ravel()
 
         # fc1 of every source side by side: (C * max_bin, S * H), inputs channel-major.
-        fc1 = [_affine_bn(arrays, f"fc1_{s}", np.tile(vec("input_scale", s), c),
-                          np.tile(vec("input_mean", s), c)) for s in sources]
-        self.fc1_w = cast(np.concatenate([w for w, _ in fc1], axis=1))
-        self.fc1_b = cast(np.concatenate([b for _, b in fc1]))
+        # Each folded array is cast as soon as it is made: the float64 copies stay small.
+        fc1 = [tuple(map(cast, _affine_bn(arrays, f"fc1_{s}", np.tile(vec("input_scale", s), c),
+                                          np.tile(vec("input_mean", s), c)))) for s in sources]
+        self.fc1_w = np.concatenate([w for w, _ in fc1], axis=1)
+        self.fc1_b = np.concatenate([b for _, b in fc1])
+        del fc1
 
         # LSTM per layer: input weights (S, in, D * 4h), recurrent weights (S * D, h, 4h),
         # biases (S, D * 4h); gate columns i, f, g, o with i, f, o halved (sigmoid via tanh).
@@ -74,28 +76,28 @@ class NumpyNet:
             wx, wh, bias = [], [], []
             for s in sources:
                 if layer == 0:
-                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight_l0"], np.float64)
+                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight_l0"])
                 else:
-                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight"], np.float64)[layer - 1]
+                    w = np.asarray(arrays[f"lstm_{s}/lstm/weight"])[layer - 1]
                 b = np.asarray(arrays[f"lstm_{s}/lstm/bias"], np.float64)[layer]
                 w = w.reshape(d, 4 * h, -1) * half[:, None]  # (D, 4h, in + h)
                 n_in = w.shape[-1] - h
-                wx.append(np.concatenate([w[k, :, :n_in].T for k in range(d)], axis=1))
-                wh += [w[k, :, n_in:].T for k in range(d)]
-                bias.append((b.reshape(d, 4 * h) * half).ravel())
-            self.lstm.append((cast(np.stack(wx)), cast(np.stack(wh)), cast(np.stack(bias))))
+                wx.append(cast(np.concatenate([w[k, :, :n_in].T for k in range(d)], axis=1)))
+                wh += [cast(w[k, :, n_in:].T) for k in range(d)]
+                bias.append(cast((b.reshape(d, 4 * h) * half).ravel()))
+            self.lstm.append((np.stack(wx), np.stack(wh), np.stack(bias)))
+            del wx, wh
 
-        fc2 = [_affine_bn(arrays, f"fc2_{s}") for s in sources]
-        self.fc2_w = cast(np.stack([w for w, _ in fc2]))  # (S, H + D h, H)
-        self.fc2_b = cast(np.stack([b for _, b in fc2]))
+        fc2 = [tuple(map(cast, _affine_bn(arrays, f"fc2_{s}"))) for s in sources]
+        self.fc2_w = np.stack([w for w, _ in fc2])  # (S, H + D h, H)
+        self.fc2_b = np.stack([b for _, b in fc2])
         fc3 = []
         for s in sources:  # output scale and mean folded in: (S, H, C * F)
             w, b = _affine_bn(arrays, f"fc3_{s}")
             scale, mean = np.tile(vec("output_scale", s), c), np.tile(vec("output_mean", s), c)
-            fc3.append((w * scale, b * scale + mean))
-        self.fc3_w = cast(np.stack([w for w, _ in fc3]))
-        self.fc3_b = cast(np.stack([b for _, b in fc3]))
-        del nb, mb
+            fc3.append((cast(w * scale), cast(b * scale + mean)))
+        self.fc3_w = np.stack([w for w, _ in fc3])
+        self.fc3_b = np.stack([b for _, b in fc3])
 
     # ------------------------------------------------------------------ layers
     def _lstm_layer(self, x, layer):

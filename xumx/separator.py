@@ -1,5 +1,6 @@
 """The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
 import contextlib
+import sys
 from typing import Dict, Optional
 
 import numpy as np
@@ -22,6 +23,8 @@ def resolve_backend(backend: str, context=None) -> str:
     if backend != "auto":
         return backend
     if context is None:
+        if "nnabla" not in sys.modules:  # nnabla's default context is the CPU
+            return "numpy"
         import nnabla as nn
         context = nn.get_current_context()
     names = [context] if isinstance(context, str) else list(getattr(context, "backend", []))
