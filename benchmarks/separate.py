@@ -141,7 +141,7 @@ def spawn(python, worker, args, seconds, env=None):
 def row(name, seconds, res):
     if res is None:
         return
-    print(f"{name:<34} {seconds:>7.1f} {res['wall']:>9.2f} {res['wall'] / seconds:>8.3f} "
+    print(f"{name:<42} {seconds:>7.1f} {res['wall']:>9.2f} {res['wall'] / seconds:>8.3f} "
           f"{res['peak_mb']:>10.0f}")
 
 
@@ -165,7 +165,7 @@ def main(argv=None):
 
     print(f"stereo 44.1 kHz generated audio, {len(TARGETS)} targets, niter {args.niter}, "
           f"random full-size weights (hidden 512, n_fft 4096); each row its own process")
-    print(f"{'path':<34} {'audio s':>7} {'wall s':>9} {'x real':>8} {'peak MB':>10}")
+    print(f"{"path":<42} {'audio s':>7} {'wall s':>9} {'x real':>8} {'peak MB':>10}")
     results = {}
     results["numpy"] = spawn(sys.executable, "numpy", args, args.seconds)
     row("xumx CPU (numpy) path", args.seconds, results["numpy"])

@@ -21,6 +21,7 @@ import numpy as np
 from .config import ModelConfig
 
 BN_EPS = 1e-5  # nnabla's batch_normalization default
+LSTM_BLOCK = 256  # frames whose LSTM input projections are made at once
 
 
 def _affine_bn(arrays, name, scale_in=None, shift_in=None):
@@ -66,7 +67,7 @@ class NumpyNet:
         self.fc1_b = np.concatenate([b for _, b in fc1])
         del fc1
 
-        # LSTM per layer: input weights (S, in, D * 4h), recurrent weights (S * D, h, 4h),
+        # LSTM per layer: input weights (S, D, in, 4h), recurrent weights (S * D, h, 4h),
         # biases (S, D * 4h); gate columns i, f, g, o with i, f, o halved (sigmoid via tanh).
         half = np.ones(4 * h)
         half[:2 * h] = 0.5
@@ -82,7 +83,7 @@ class NumpyNet:
                 b = np.asarray(arrays[f"lstm_{s}/lstm/bias"], np.float64)[layer]
                 w = w.reshape(d, 4 * h, -1) * half[:, None]  # (D, 4h, in + h)
                 n_in = w.shape[-1] - h
-                wx.append(cast(np.concatenate([w[k, :, :n_in].T for k in range(d)], axis=1)))
+                wx.append(cast(np.stack([w[k, :, :n_in].T for k in range(d)])))
                 wh += [cast(w[k, :, n_in:].T) for k in range(d)]
                 bias.append(cast((b.reshape(d, 4 * h) * half).ravel()))
             self.lstm.append((np.stack(wx), np.stack(wh), np.stack(bias)))
@@ -103,24 +104,33 @@ class NumpyNet:
     def _lstm_layer(self, x, layer):
         """One (bi)directional LSTM layer for all sources, time-major.
 
+        The input projections are made block by block as the time loop reaches them (the
+        backward directions read the frames from the end), so no (N, S, D, 4h) array exists.
         Shapes: x (N, in) shared by all sources, or (N, S, in) -> (N, S, D h).
         """
         cfg = self.cfg
         h, d, ns = cfg.lstm_hidden, cfg.nb_directions, len(cfg.sources)
         wx, wh, bias = self.lstm[layer]
         n = x.shape[0]
-        if x.ndim == 2:  # one product for every source and direction
-            gx = x @ wx.transpose(1, 0, 2).reshape(x.shape[1], -1)
-        else:
-            gx = np.empty((n, ns, wx.shape[-1]), self.dtype)
-            for j in range(ns):
-                np.matmul(x[:, j], wx[j], out=gx[:, j])
-        gx = gx.reshape(n, ns, d, 4 * h)
-        gx += bias.reshape(ns, d, 4 * h)
-        if d == 2:  # backward directions reversed in time, so step t reads one slab
-            gx[:, :, 1] = gx[::-1, :, 1].copy()
-        out = _recurrence(gx.reshape(n, ns * d, 4 * h), wh, h).reshape(n, ns, d, h)
-        if d == 2:
+        if x.ndim == 2:  # one product per direction for every source
+            shared = [np.ascontiguousarray(wx[:, k].transpose(1, 0, 2).reshape(x.shape[1], -1))
+                      for k in range(d)]
+
+        def project(a, b):
+            """Gate inputs of steps a:b (backward directions at frames n-1-a, ...): (b-a, S D, 4h)."""
+            g = np.empty((b - a, ns, d, 4 * h), self.dtype)
+            for k in range(d):
+                xs = x[a:b] if k == 0 else x[n - b:n - a][::-1]
+                if x.ndim == 2:
+                    g[:, :, k] = (xs @ shared[k]).reshape(b - a, ns, 4 * h)
+                else:
+                    for j in range(ns):
+                        g[:, j, k] = xs[:, j] @ wx[j, k]
+            g += bias.reshape(ns, d, 4 * h)
+            return g.reshape(b - a, ns * d, 4 * h)
+
+        out = _recurrence(project, n, wh, h).reshape(n, ns, d, h)
+        if d == 2:  # the backward directions ran from the last frame
             out[:, :, 1] = out[::-1, :, 1].copy()
         return out.reshape(n, ns, d * h)
 
@@ -155,36 +165,37 @@ class NumpyNet:
         return out.reshape(ns, n, cfg.nb_channels, cfg.nb_bins)
 
 
-def _recurrence(gx: np.ndarray, wh: np.ndarray, h: int) -> np.ndarray:
+def _recurrence(project, n: int, wh: np.ndarray, h: int) -> np.ndarray:
     """The LSTM time loop for a batch of independent cells.
 
-    Gate pre-activations are in tanh form (the i, f, o columns already halved).
-    Shapes: gx (N, B, 4h) input projections plus bias; wh (B, h, 4h) -> hidden states (N, B, h).
+    ``project(a, b)`` gives the input projections plus bias of steps a:b, (b - a, B, 4h), in
+    tanh form (the i, f, o columns already halved); wh (B, h, 4h) -> hidden states (N, B, h).
     """
-    n, batch, _ = gx.shape
-    gx = np.ascontiguousarray(gx)
-    out = np.empty((n, batch, h), gx.dtype)
-    hid = np.zeros((batch, 1, h), gx.dtype)
-    c = np.zeros((batch, h), gx.dtype)
-    rec = np.empty((batch, 1, 4 * h), gx.dtype)
-    tmp = np.empty((batch, h), gx.dtype)
-    with _single_thread_blas():
-        for t in range(n):
-            np.matmul(hid, wh, out=rec)
-            g = rec[:, 0]
-            g += gx[t]
-            np.tanh(g, out=g)
-            g[:, :2 * h] += 1.0
-            g[:, 3 * h:] += 1.0            # now 2 sigmoid for i, f, o; tanh for g
-            np.multiply(g[:, h:2 * h], c, out=c)
-            np.multiply(g[:, :h], g[:, 2 * h:3 * h], out=tmp)
-            c += tmp
-            c *= 0.5
-            np.tanh(c, out=tmp)
-            tmp *= g[:, 3 * h:]
-            tmp *= 0.5
-            out[t] = tmp
-            hid[:, 0] = tmp
+    batch = wh.shape[0]
+    out = np.empty((n, batch, h), wh.dtype)
+    hid = np.zeros((batch, 1, h), wh.dtype)
+    c = np.zeros((batch, h), wh.dtype)
+    rec = np.empty((batch, 1, 4 * h), wh.dtype)
+    tmp = np.empty((batch, h), wh.dtype)
+    for start in range(0, n, LSTM_BLOCK):
+        gx = project(start, min(n, start + LSTM_BLOCK))
+        with _single_thread_blas():
+            for t in range(gx.shape[0]):
+                np.matmul(hid, wh, out=rec)
+                g = rec[:, 0]
+                g += gx[t]
+                np.tanh(g, out=g)
+                g[:, :2 * h] += 1.0
+                g[:, 3 * h:] += 1.0            # now 2 sigmoid for i, f, o; tanh for g
+                np.multiply(g[:, h:2 * h], c, out=c)
+                np.multiply(g[:, :h], g[:, 2 * h:3 * h], out=tmp)
+                c += tmp
+                c *= 0.5
+                np.tanh(c, out=tmp)
+                tmp *= g[:, 3 * h:]
+                tmp *= 0.5
+                out[start + t] = tmp
+                hid[:, 0] = tmp
     return out
 
 
