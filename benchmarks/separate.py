@@ -134,7 +134,8 @@ def spawn(python, worker, args, seconds, env=None):
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    print(f"  ({worker} failed: {tail})")
+    print(f"  ({worker} failed with exit status {proc.returncode}"
+          f"{' (killed: out of memory?)' if proc.returncode < 0 else ''}: {tail})")
     return None
 
 
@@ -165,7 +166,7 @@ def main(argv=None):
 
     print(f"stereo 44.1 kHz generated audio, {len(TARGETS)} targets, niter {args.niter}, "
           f"random full-size weights (hidden 512, n_fft 4096); each row its own process")
-    print(f"{"path":<42} {'audio s':>7} {'wall s':>9} {'x real':>8} {'peak MB':>10}")
+    print(f"{'path':<42} {'audio s':>7} {'wall s':>9} {'x real':>8} {'peak MB':>10}")
     results = {}
     results["numpy"] = spawn(sys.executable, "numpy", args, args.seconds)
     row("xumx CPU (numpy) path", args.seconds, results["numpy"])

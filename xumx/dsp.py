@@ -12,6 +12,9 @@ import numpy as np
 import scipy.fft
 
 
+STFT_BLOCK = 512  # frames windowed and transformed at once
+
+
 def hann(n_fft: int, dtype=np.float64) -> np.ndarray:
     """Periodic Hann window (numpy's symmetric window of n_fft + 1 points, last dropped)."""
     return np.hanning(n_fft + 1)[:-1].astype(dtype)
@@ -42,7 +45,12 @@ def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) 
     n = nb_frames(audio.shape[1], n_hop)
     padded = np.pad(audio.astype(real, copy=False), ((0, 0), (pad, pad)), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::n_hop][:, :n]
-    return scipy.fft.rfft(frames * hann(n_fft, real), axis=-1).astype(dtype, copy=False)
+    window = hann(n_fft, real)
+    out = np.empty((audio.shape[0], n, n_fft // 2 + 1), dtype)
+    for start in range(0, n, STFT_BLOCK):  # windowed frames made a block at a time
+        block = frames[:, start:start + STFT_BLOCK] * window
+        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1)
+    return out
 
 
 def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
@@ -56,14 +64,15 @@ def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
     channels, bins, n = spec.shape
     ola = OverlapAdd(channels, n_fft, n_hop, n, length)
     ola.add(0, spec.transpose(0, 2, 1))
-    return ola.result()
+    return np.ascontiguousarray(ola.result().T)
 
 
 class OverlapAdd:
     """The inverse STFT built incrementally from blocks of frames (bounded extra memory).
 
     Args: nb_channels (C), n_fft, n_hop, nb_frames (N) of the whole spectrogram, length of
-    the signal to restore, dtype of the accumulated signal.
+    the signal to restore, dtype of the accumulated signal. The signal is accumulated
+    sample-major, so :meth:`result` is a (length, C) view, not a copy.
     """
 
     def __init__(self, nb_channels: int, n_fft: int, n_hop: int, nb_frames: int, length: int,
@@ -72,7 +81,7 @@ class OverlapAdd:
             raise ValueError(f"istft: {nb_frames} frames cannot give {length} samples")
         self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
         self.window = hann(n_fft)
-        self.out = np.zeros((nb_channels, n_fft + n_hop * (nb_frames - 1)), dtype)
+        self.out = np.zeros((n_fft + n_hop * (nb_frames - 1), nb_channels), dtype)
 
     def add(self, start: int, frames: np.ndarray):
         """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
@@ -86,21 +95,21 @@ class OverlapAdd:
         if self.n_fft % hop:
             for k in range(n):
                 pos = (start + k) * hop
-                self.out[:, pos:pos + self.n_fft] += wav[:, k]
+                self.out[pos:pos + self.n_fft] += wav[:, k].T
             return
-        hops = self.out.reshape(self.out.shape[0], -1, hop)[:, start:]  # (C, frames + R - 1, hop)
+        hops = self.out.reshape(-1, hop, self.out.shape[1])[start:]  # (frames + R - 1, hop, C)
         for r in range(self.n_fft // hop):  # the r-th hop of every frame, all frames at once
-            hops[:, r:r + n] += wav[:, :, r * hop:(r + 1) * hop]
+            hops[r:r + n] += wav[:, :, r * hop:(r + 1) * hop].transpose(1, 2, 0)
 
     def result(self) -> np.ndarray:
-        """The restored signal, (C, length), normalised by the summed squared window."""
-        norm = np.zeros(self.out.shape[1])
+        """The restored signal, (length, C), normalised by the summed squared window."""
+        norm = np.zeros(self.out.shape[0])
         sq = self.window ** 2
         for k in range(self.nb_frames):
             norm[k * self.n_hop:k * self.n_hop + self.n_fft] += sq
         pad = self.n_fft // 2
-        out, norm = self.out[:, pad:pad + self.length], norm[pad:pad + self.length]
-        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)
+        out, norm = self.out[pad:pad + self.length], norm[pad:pad + self.length]
+        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)[:, None]
         return out
 
 

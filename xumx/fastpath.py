@@ -120,7 +120,8 @@ class NumpyNet:
             """Gate inputs of steps a:b (backward directions at frames n-1-a, ...): (b-a, S D, 4h)."""
             g = np.empty((b - a, ns, d, 4 * h), self.dtype)
             for k in range(d):
-                xs = x[a:b] if k == 0 else x[n - b:n - a][::-1]
+                # (a reversed view would make numpy skip BLAS: copy it)
+                xs = x[a:b] if k == 0 else np.ascontiguousarray(x[n - b:n - a][::-1])
                 if x.ndim == 2:
                     g[:, :, k] = (xs @ shared[k]).reshape(b - a, ns, 4 * h)
                 else:

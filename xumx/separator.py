@@ -187,6 +187,7 @@ class Separator:
                                          sep.alpha, sep.residual_model):
             for name in wanted:  # y (S', n, C, F)
                 ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
-        return {name: np.ascontiguousarray(ola[name].result()[:channels].T) for name in wanted}
+        del v, spec, y
+        return {name: ola[name].result()[:, :channels] for name in wanted}
 
     __call__ = separate
