@@ -18,11 +18,13 @@ covariance is singular up to norbert's regularisation, and float32 cannot resolv
 
 Shapes: ``nb_frames`` (N), ``nb_bins`` (F), ``nb_channels`` (C), ``nb_sources`` (S).
 """
+import os
 from typing import Iterator, Tuple
 
 import numpy as np
 
 BLOCK_FRAMES = 64  # frames per block: with F = 2049, C = 2, S = 5, ~10 MB per complex array
+WORKERS = min(2, os.cpu_count() or 1)  # blocks computed at once, on threads
 
 
 def wiener_separate(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
@@ -114,23 +116,41 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
         scale = max(scale, float(np.abs(x[a:b]).max(initial=0.0)) / 10.0)
 
     covs = []  # R^(k), each (S, C, C, F)
+
+    def estimate(ab):
+        y, xb = initial(ab[0], ab[1], scale)
+        for cov in covs:
+            y = _em_step(y, xb, cov, eps)
+        return y
+
     for _ in range(int(niter)):
         num = den = 0.0
-        for a, b in blocks:
-            y, xb = initial(a, b, scale)
-            for cov in covs:
-                y = _em_step(y, xb, cov, eps)
-            stats = _covariance_sums(y)
+        for stats in _ordered_map(lambda ab: _covariance_sums(estimate(ab)), blocks):
             num = num + stats[0]
             den = den + stats[1]
         covs.append(num / (eps + den)[:, None, None, :])
-    for a, b in blocks:
-        y, xb = initial(a, b, scale)
-        for cov in covs:
-            y = _em_step(y, xb, cov, eps)
+    for (a, b), y in zip(blocks, _ordered_map(estimate, blocks)):
         if scale != 1:
             y *= scale
         yield a, b, y
+
+
+def _ordered_map(fn, items, workers: int = WORKERS):
+    """``map(fn, items)`` on a few threads (numpy releases the GIL in its array loops), in
+    order, with at most ``workers`` results pending, so memory stays a few blocks."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _residual(vb, xb, power, gain):
