@@ -126,7 +126,7 @@ def parity_separator(tmp_path_factory):
     subprocess.run([sys.executable, os.path.join(PARITY, "make_params.py"), path, "0"],
                    check=True, capture_output=True)
     cfg, arrays = load_xumx(path)
-    return Separator(cfg, arrays, backend="numpy")
+    return Separator(cfg, arrays)  # the default backend on a CPU context
 
 
 @pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
