@@ -22,6 +22,7 @@ from .config import ModelConfig
 
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 LSTM_BLOCK = 256  # frames whose LSTM input projections are made at once
+GATES = 4  # LSTM gates i, f, g, o
 
 
 def _affine_bn(arrays, name, scale_in=None, shift_in=None):
@@ -69,7 +70,7 @@ class NumpyNet:
 
         # LSTM per layer: input weights (S, D, in, 4h), recurrent weights (S * D, h, 4h),
         # biases (S, D * 4h); gate columns i, f, g, o with i, f, o halved (sigmoid via tanh).
-        half = np.ones(4 * h)
+        half = np.ones(GATES * h)
         half[:2 * h] = 0.5
         half[3 * h:] = 0.5
         self.lstm = []
@@ -81,11 +82,11 @@ class NumpyNet:
                 else:
                     w = np.asarray(arrays[f"lstm_{s}/lstm/weight"])[layer - 1]
                 b = np.asarray(arrays[f"lstm_{s}/lstm/bias"], np.float64)[layer]
-                w = w.reshape(d, 4 * h, -1) * half[:, None]  # (D, 4h, in + h)
+                w = w.reshape(d, GATES * h, -1) * half[:, None]  # (D, 4h, in + h)
                 n_in = w.shape[-1] - h
                 wx.append(cast(np.stack([w[k, :, :n_in].T for k in range(d)])))
                 wh += [cast(w[k, :, n_in:].T) for k in range(d)]
-                bias.append(cast((b.reshape(d, 4 * h) * half).ravel()))
+                bias.append(cast((b.reshape(d, GATES * h) * half).ravel()))
             self.lstm.append((np.stack(wx), np.stack(wh), np.stack(bias)))
             del wx, wh
 
@@ -118,20 +119,20 @@ class NumpyNet:
 
         def project(a, b):
             """Gate inputs of steps a:b (backward directions at frames n-1-a, ...): (b-a, S D, 4h)."""
-            g = np.empty((b - a, ns, d, 4 * h), self.dtype)
+            g = np.empty((b - a, ns, d, GATES * h), self.dtype)
             for k in range(d):
                 # (a reversed view would make numpy skip BLAS: copy it)
                 xs = x[a:b] if k == 0 else np.ascontiguousarray(x[n - b:n - a][::-1])
                 if x.ndim == 2:
-                    g[:, :, k] = (xs @ shared[k]).reshape(b - a, ns, 4 * h)
+                    g[:, :, k] = (xs @ shared[k]).reshape(b - a, ns, GATES * h)
                 else:
                     for j in range(ns):
                         g[:, j, k] = xs[:, j] @ wx[j, k]
-            g += bias.reshape(ns, d, 4 * h)
-            return g.reshape(b - a, ns * d, 4 * h)
+            g += bias.reshape(ns, d, GATES * h)
+            return g.reshape(b - a, ns * d, GATES * h)
 
         out = _recurrence(project, n, wh, h).reshape(n, ns, d, h)
-        if d == 2:  # the backward directions ran from the last frame
+        if d > 1:  # the backward directions ran from the last frame
             out[:, :, 1] = out[::-1, :, 1].copy()
         return out.reshape(n, ns, d * h)
 
@@ -176,7 +177,7 @@ def _recurrence(project, n: int, wh: np.ndarray, h: int) -> np.ndarray:
     out = np.empty((n, batch, h), wh.dtype)
     hid = np.zeros((batch, 1, h), wh.dtype)
     c = np.zeros((batch, h), wh.dtype)
-    rec = np.empty((batch, 1, 4 * h), wh.dtype)
+    rec = np.empty((batch, 1, GATES * h), wh.dtype)
     tmp = np.empty((batch, h), wh.dtype)
     for start in range(0, n, LSTM_BLOCK):
         gx = project(start, min(n, start + LSTM_BLOCK))
@@ -203,8 +204,14 @@ def _recurrence(project, n: int, wh: np.ndarray, h: int) -> np.ndarray:
 def _single_thread_blas():
     """Limit BLAS to one thread where threadpoolctl is installed: the small recurrent
     products are several times faster without thread start-up costs."""
+    global _CONTROLLER
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - optional
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    if _CONTROLLER is None:  # finding the BLAS libraries once, not at every block
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER = None

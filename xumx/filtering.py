@@ -25,6 +25,7 @@ import numpy as np
 
 BLOCK_FRAMES = 64  # frames per block: with F = 2049, C = 2, S = 5, ~10 MB per complex array
 WORKERS = min(2, os.cpu_count() or 1)  # blocks computed at once, on threads
+STEREO = 2  # channels for which the closed-form 2x2 inverse is used
 
 
 def wiener_separate(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
@@ -202,7 +203,7 @@ def _em_step(y, x, cov, eps):
         for s in range(ns):
             np.multiply(vj[s] * cov[s, 0, 0], z, out=out[s, :, 0])
         return out
-    if c == 2:
+    if c == STEREO:
         r00, r01, r11 = cov[:, 0, 0].real, cov[:, 0, 1], cov[:, 1, 1].real
         c00 = sum(vj[s] * r00[s] for s in range(ns)) + reg
         c11 = sum(vj[s] * r11[s] for s in range(ns)) + reg
