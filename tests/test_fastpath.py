@@ -55,10 +55,11 @@ def test_backend_choice():
 @pytest.mark.parametrize("sep", [SeparationConfig(niter=1),
                                  SeparationConfig(softmask=True, alpha=2.0, niter=0,
                                                   residual_model=True)])
-def test_separator_paths_agree(sep):
-    cfg = tiny_config()
+@pytest.mark.parametrize("model_channels,audio_channels", [(2, 2), (2, 1), (1, 2)])
+def test_separator_paths_agree(sep, model_channels, audio_channels):
+    cfg = tiny_config(nb_channels=model_channels)
     arrays = random_arrays(cfg, seed=2)
-    audio = sine_mix(3000, cfg.sample_rate)
+    audio = sine_mix(3000, cfg.sample_rate, audio_channels)
     fast = Separator(cfg, arrays, sep).separate(audio)
     ref = Separator(cfg, arrays, sep, backend="nnabla").separate(audio)
     assert set(fast) == set(ref)

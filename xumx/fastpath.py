@@ -146,6 +146,7 @@ class NumpyNet:
                              f"magnitudes, got {mag.shape}")
         x = np.ascontiguousarray(mag[..., :cfg.max_bin], dtype=self.dtype).reshape(n, -1)
         enc = x @ self.fc1_w
+        del x
         enc += self.fc1_b
         np.tanh(enc, out=enc)
         enc = enc.reshape(n, ns, hid)  # (N, S, H)

@@ -172,10 +172,10 @@ class Separator:
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
         spec = dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)  # (C, N, F)
-        mag = np.abs(spec).transpose(1, 0, 2)  # (N, C, F)
+        mag = np.ascontiguousarray(np.abs(spec).transpose(1, 0, 2))  # (N, C, F)
         if self.cfg.nb_channels == 1:
             mag = mag.mean(axis=1, keepdims=True)
-        v = self.masks(np.ascontiguousarray(mag))
+        v = self.masks(mag)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
         sep = self.separation
