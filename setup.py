@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "nnabla>=1.24,<2",
     "numpy>=1.21,<2",
     "scipy>=1.7",
+    "threadpoolctl>=3",
     "h5py>=3",
     "musdb>=0.4",
     "museval>=0.4",

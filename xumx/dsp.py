@@ -9,6 +9,10 @@ Shapes use these names: ``nb_channels`` (C), ``nb_timesteps`` (T), ``nb_bins`` (
 n_fft // 2 + 1), ``nb_frames`` (N).
 """
 import numpy as np
+import scipy.fft
+
+
+STFT_BLOCK = 512  # frames windowed and transformed at once
 
 
 def hann(n_fft: int, dtype=np.float64) -> np.ndarray:
@@ -28,6 +32,11 @@ def stft(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.n
     Signals shorter than n_fft // 2 + 1 samples are reflected as often as needed
     (numpy's ``reflect`` mode repeats the reflection), where nnabla would refuse them.
     """
+    return np.ascontiguousarray(stft_frames(audio, n_fft, n_hop, dtype).transpose(0, 2, 1))
+
+
+def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.ndarray:
+    """:func:`stft` in frame-major layout. Shapes: audio (C, T) -> (C, N, F) complex."""
     audio = np.asarray(audio)
     if audio.ndim != 2:
         raise ValueError(f"stft expects (nb_channels, nb_timesteps), got shape {audio.shape}")
@@ -36,8 +45,12 @@ def stft(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.n
     n = nb_frames(audio.shape[1], n_hop)
     padded = np.pad(audio.astype(real, copy=False), ((0, 0), (pad, pad)), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::n_hop][:, :n]
-    spec = np.fft.rfft(frames * hann(n_fft, real), axis=-1)  # (C, N, F)
-    return np.ascontiguousarray(spec.transpose(0, 2, 1)).astype(dtype, copy=False)
+    window = hann(n_fft, real)
+    out = np.empty((audio.shape[0], n, n_fft // 2 + 1), dtype)
+    for start in range(0, n, STFT_BLOCK):  # windowed frames made a block at a time
+        block = frames[:, start:start + STFT_BLOCK] * window
+        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1)
+    return out
 
 
 def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
@@ -49,21 +62,55 @@ def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
     """
     spec = np.asarray(spec)
     channels, bins, n = spec.shape
-    if bins != n_fft // 2 + 1:
-        raise ValueError(f"istft: {bins} bins do not match n_fft={n_fft}")
-    window = hann(n_fft)
-    frames = np.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1) * window  # (C, N, n_fft)
-    total = n_fft + n_hop * (n - 1)
-    out = np.zeros((channels, total))
-    norm = np.zeros(total)
-    for k in range(n):
-        out[:, k * n_hop:k * n_hop + n_fft] += frames[:, k]
-        norm[k * n_hop:k * n_hop + n_fft] += window ** 2
-    pad = n_fft // 2
-    out, norm = out[:, pad:pad + length], norm[pad:pad + length]
-    if out.shape[1] < length:
-        raise ValueError(f"istft: {n} frames cannot give {length} samples")
-    return out / np.where(norm > 1e-10, norm, 1.0)
+    ola = OverlapAdd(channels, n_fft, n_hop, n, length)
+    ola.add(0, spec.transpose(0, 2, 1))
+    return np.ascontiguousarray(ola.result().T)
+
+
+class OverlapAdd:
+    """The inverse STFT built incrementally from blocks of frames (bounded extra memory).
+
+    Args: nb_channels (C), n_fft, n_hop, nb_frames (N) of the whole spectrogram, length of
+    the signal to restore, dtype of the accumulated signal. The signal is accumulated
+    sample-major, so :meth:`result` is a (length, C) view, not a copy.
+    """
+
+    def __init__(self, nb_channels: int, n_fft: int, n_hop: int, nb_frames: int, length: int,
+                 dtype=np.float64):
+        if n_fft + n_hop * (nb_frames - 1) < n_fft // 2 + length:
+            raise ValueError(f"istft: {nb_frames} frames cannot give {length} samples")
+        self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
+        self.window = hann(n_fft)
+        self.out = np.zeros((n_fft + n_hop * (nb_frames - 1), nb_channels), dtype)
+
+    def add(self, start: int, frames: np.ndarray):
+        """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
+        if frames.shape[-1] != self.n_fft // 2 + 1:
+            raise ValueError(f"istft: {frames.shape[-1]} bins do not match n_fft={self.n_fft}")
+        if self.out.dtype == np.float32:
+            frames = frames.astype(np.complex64, copy=False)
+        wav = scipy.fft.irfft(frames, n=self.n_fft, axis=-1)  # (C, n, n_fft)
+        wav *= self.window.astype(wav.dtype)
+        n, hop = wav.shape[1], self.n_hop
+        if self.n_fft % hop:
+            for k in range(n):
+                pos = (start + k) * hop
+                self.out[pos:pos + self.n_fft] += wav[:, k].T
+            return
+        hops = self.out.reshape(-1, hop, self.out.shape[1])[start:]  # (frames + R - 1, hop, C)
+        for r in range(self.n_fft // hop):  # the r-th hop of every frame, all frames at once
+            hops[r:r + n] += wav[:, :, r * hop:(r + 1) * hop].transpose(1, 2, 0)
+
+    def result(self) -> np.ndarray:
+        """The restored signal, (length, C), normalised by the summed squared window."""
+        norm = np.zeros(self.out.shape[0])
+        sq = self.window ** 2
+        for k in range(self.nb_frames):
+            norm[k * self.n_hop:k * self.n_hop + self.n_fft] += sq
+        pad = self.n_fft // 2
+        out, norm = self.out[pad:pad + self.length], norm[pad:pad + self.length]
+        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)[:, None]
+        return out
 
 
 def graph_stft(x, n_fft: int, n_hop: int):

@@ -1,5 +1,6 @@
 """The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
 import contextlib
+import sys
 import threading
 from typing import Dict, Optional
 
@@ -7,8 +8,29 @@ import numpy as np
 
 from . import dsp
 from .config import ModelConfig, SeparationConfig
-from .filtering import wiener_separate
+from .filtering import wiener_blocks
+from .fastpath import NumpyNet
 from .model import OpenUnmixCrossNet
+
+BACKENDS = ("auto", "numpy", "nnabla")
+
+
+def resolve_backend(backend: str, context=None) -> str:
+    """'numpy' or 'nnabla' for ``backend`` in :data:`BACKENDS`: 'auto' picks the numpy path
+    when ``context`` (a name, an nnabla Context, or None for nnabla's current default) runs
+    on the CPU, and the NNabla graph for GPU contexts such as 'cudnn'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    if context is None:
+        if "nnabla" not in sys.modules:  # nnabla's default context is the CPU
+            return "numpy"
+        import nnabla as nn
+        context = nn.get_current_context()
+    names = [context] if isinstance(context, str) else list(getattr(context, "backend", []))
+    on_gpu = any(n.split(":")[0] in ("cuda", "cudnn") for n in names)
+    return "nnabla" if on_gpu else "numpy"
 
 
 def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
@@ -93,24 +115,38 @@ class Separator:
         arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`).
         separation: targets and Wiener settings.
         context: nnabla context for the network (None: the caller's default context).
+        backend: 'auto' (the numpy path of :mod:`xumx.fastpath` when the context is a CPU
+            one, the NNabla graph otherwise, e.g. 'cudnn'), 'numpy' or 'nnabla' (the
+            reference graph, whatever the context).
     """
 
     def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                 separation: SeparationConfig = SeparationConfig(), context=None):
+                 separation: SeparationConfig = SeparationConfig(), context=None,
+                 backend: str = "auto"):
         self.cfg = cfg
         self.separation = separation
         self.context = context
+        self.backend = resolve_backend(backend, context)
         targets = separation.targets or cfg.sources
         unknown = [t for t in targets if t not in cfg.sources]
         if unknown:
             raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
         self.targets = tuple(targets)
-        self.model = OpenUnmixCrossNet(cfg)
-        self.model.set_parameters(arrays)
+        self._arrays = arrays
+        self._model = None
+        self.net = NumpyNet(cfg, arrays) if self.backend == "numpy" else None
+
+    @property
+    def model(self) -> OpenUnmixCrossNet:
+        """The NNabla network (built on first use when the numpy backend runs)."""
+        if self._model is None:
+            self._model = OpenUnmixCrossNet(self.cfg)
+            self._model.set_parameters(self._arrays)
+        return self._model
 
     @classmethod
     def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
-                  umx: bool = False, context=None) -> "Separator":
+                  umx: bool = False, context=None, backend: str = "auto") -> "Separator":
         """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``)."""
         from .weights import load_umx, load_xumx
         if umx:
@@ -118,7 +154,7 @@ class Separator:
             cfg, arrays = load_umx(path, separation.targets or DEFAULT_SOURCES)
         else:
             cfg, arrays = load_xumx(path)
-        return cls(cfg, arrays, separation, context)
+        return cls(cfg, arrays, separation, context, backend)
 
     def with_separation(self, separation: SeparationConfig) -> "Separator":
         """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
@@ -134,8 +170,8 @@ class Separator:
 
     # ---------------------------------------------------------------- stages
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:
-        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex128."""
-        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop)
+        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex64."""
+        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop, dtype=np.complex64)
 
     def model_input(self, stft: np.ndarray) -> np.ndarray:
         """Shapes: stft (C, F, N) -> magnitude (N, C_model, F) float32 (mono models: mean)."""
@@ -146,6 +182,8 @@ class Separator:
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
+        if self.net is not None:
+            return self.net.masks(mag)
         import nnabla as nn
 
         def forward():
@@ -165,21 +203,23 @@ class Separator:
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
-        stft = self.spectrogram(audio)
-        mag = self.model_input(stft)
-        masks = self.masks(mag)
-        v = (masks * mag[None]).transpose(1, 3, 2, 0)  # (N, F, C_model, S)
+        spec = dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)  # (C, N, F)
+        mag = np.ascontiguousarray(np.abs(spec).transpose(1, 0, 2))  # (N, C, F)
+        if self.cfg.nb_channels == 1:
+            mag = mag.mean(axis=1, keepdims=True)
+        v = self.masks(mag)
+        v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
+        del mag
         sep = self.separation
-        y = wiener_separate(v, stft.transpose(2, 1, 0), sep.niter, sep.softmask, sep.alpha,
-                            sep.residual_model)
         names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
         wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        out = {}
-        for name in wanted:
-            j = names.index(name)
-            wav = dsp.istft(y[..., j].transpose(2, 1, 0), self.cfg.nfft, self.cfg.nhop,
-                            length=audio.shape[0]).T
-            out[name] = wav[:, :channels].astype(np.float32)
-        return out
+        ola = {name: dsp.OverlapAdd(spec.shape[0], self.cfg.nfft, self.cfg.nhop, spec.shape[1],
+                                    audio.shape[0], np.float32) for name in wanted}
+        for start, _, y in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter, sep.softmask,
+                                         sep.alpha, sep.residual_model):
+            for name in wanted:  # y (S', n, C, F)
+                ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
+        del v, spec, y
+        return {name: ola[name].result()[:, :channels] for name in wanted}
 
     __call__ = separate
