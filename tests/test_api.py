@@ -88,11 +88,14 @@ def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
     assert not nn.get_parameters()
 
 
-def test_separator_reuses_its_network(tiny_cfg):
+@pytest.mark.parametrize("backend", ["numpy", "nnabla"])
+def test_separator_reuses_its_network(tiny_cfg, backend):
     from xumx.weights import random_arrays
-    sep = Separator(tiny_cfg, random_arrays(tiny_cfg))
+    sep = Separator(tiny_cfg, random_arrays(tiny_cfg), backend=backend)
     other = sep.with_separation(SeparationConfig(targets=("drums",), niter=0))
-    assert other.model is sep.model and other.targets == ("drums",) and sep.targets == tiny_cfg.sources
+    assert other.net is sep.net and other._model is sep._model
+    assert (other.net if backend == "numpy" else other._model) is not None
+    assert other.targets == ("drums",) and sep.targets == tiny_cfg.sources
 
 
 @pytest.mark.parametrize("bad,match", [

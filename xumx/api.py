@@ -10,7 +10,7 @@ from typing import Dict
 import numpy as np
 
 from .config import SeparationConfig
-from .separator import Separator
+from .separator import Separator, resolve_backend
 
 _CACHE: Dict[tuple, Separator] = {}
 _LOCK = threading.Lock()
@@ -27,7 +27,9 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
         stamp = (st.st_size, st.st_mtime_ns)
     except OSError:
         stamp = None  # let the loader report the missing file
-    key = (path, stamp, bool(umx), separation.targets if umx else None, context)
+    # the backend follows the caller's current default context (numpy on CPU, graph on GPU)
+    key = (path, stamp, bool(umx), separation.targets if umx else None, context,
+           resolve_backend("auto", context))
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:

@@ -142,7 +142,8 @@ def _add_separation_args(parser):
     g.add_argument("--niter", type=int, default=1, help="Wiener EM iterations, 0 or more (default: 1)")
     g.add_argument("--alpha", type=float, default=1.0, help="exponent of the soft masks (default: 1.0)")
     g.add_argument("--residual-model", action="store_true",
-                   help="add a 'residual' stem: what the targets leave of the mixture")
+                   help="add a 'residual' stem: what the model's sources leave of the mixture "
+                        "(norbert's residual model)")
     g.add_argument("--sample-rate", type=int, default=None,
                    help="model sample rate in Hz (default: the model's, 44100 for x-umx.h5)")
 

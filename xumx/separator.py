@@ -135,6 +135,8 @@ class Separator:
         self._arrays = arrays
         self._model = None
         self.net = NumpyNet(cfg, arrays) if self.backend == "numpy" else None
+        if self.net is None:
+            self.model  # build the graph's parameters now, so copies share them
 
     @property
     def model(self) -> OpenUnmixCrossNet:
