@@ -132,7 +132,9 @@ def _add_runtime_args(parser):
 def _add_separation_args(parser):
     g = parser.add_argument_group("separation")
     g.add_argument("--model", default=None,
-                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5")
+                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5 "
+                        "(xumx.test without --model: the published x-umx.h5, downloaded once "
+                        "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)")
     g.add_argument("--umx-infer", action="store_true",
                    help="use independent UMX networks (a folder of <target>.h5) instead of X-UMX")
     g.add_argument("--targets", nargs="+", default=None,

@@ -28,12 +28,11 @@ def _context(name: str, device_id: str):
     """An nnabla context for --context/--device-id, or raise ValueError with a one-line reason."""
     if name == "cpu":
         return "cpu"
+    import importlib
     try:
+        importlib.import_module(f"nnabla_ext.{name}")   # before nnabla logs its own error
         from nnabla.ext_utils import get_extension_context
-        ctx = get_extension_context(name, device_id=str(device_id))
-        import importlib
-        importlib.import_module("nnabla_ext.cudnn")
-        return ctx
+        return get_extension_context(name, device_id=str(device_id))
     except Exception as e:   # ImportError, or the CUDA runtime failing to start
         raise ValueError(f"--context {name} is not available ({type(e).__name__}: {e}); "
                          f"install nnabla-ext-cuda or use --context cpu") from None
