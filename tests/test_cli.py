@@ -122,6 +122,25 @@ def test_output_formats(song, tiny_model, tmp_path, fmt, bits, subtype):
             assert info.codec == "mp3"
 
 
+def test_odd_lengths_are_preserved_exactly(tiny_model, tmp_path):
+    lengths = (1, 100, 4411)
+    paths = []
+    for n in lengths:
+        paths.append(str(tmp_path / f"len{n}.wav"))
+        sf.write(paths[-1], np.full((n, 2), 0.1, np.float32), 44100, subtype="PCM_16")
+    out = str(tmp_path / "out")
+    assert run("--inputs", *paths, "--outdir", out, "--quiet", model=tiny_model) == 0
+    half = str(tmp_path / "half")
+    assert run("--inputs", *paths, "--outdir", half, "--output-rate", "22050", "--quiet",
+               model=tiny_model) == 0
+    for n in lengths:
+        for s in STEMS:
+            info = sf.info(os.path.join(out, f"len{n}", s + ".wav"))
+            assert (info.frames, info.samplerate) == (n, 44100)
+            info = sf.info(os.path.join(half, f"len{n}", s + ".wav"))
+            assert (info.frames, info.samplerate) == (max(1, round(n / 2 + 1e-9)), 22050)
+
+
 def test_start_duration_select_the_span_exactly(song, tiny_model, tmp_path):
     out = str(tmp_path / "out")
     assert run("--inputs", song, "--outdir", out, "--start", "0.05", "--duration", "0.15",

@@ -200,8 +200,10 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: Optional[in
 
 
 def resampled_length(nb_samples: int, rate_in: int, rate_out: int) -> int:
-    """Samples that span the same duration at ``rate_out`` (rounded to the nearest)."""
-    return int(math.floor(nb_samples * rate_out / rate_in + 0.5))
+    """Samples that span the same duration at ``rate_out`` (rounded to the nearest, at least 1
+    for a non-empty signal)."""
+    n = int(math.floor(nb_samples * rate_out / rate_in + 0.5))
+    return max(n, 1) if nb_samples > 0 else 0
 
 
 # --------------------------------------------------------------------------- writing

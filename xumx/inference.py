@@ -33,11 +33,10 @@ class FileResult:
         return self.wall / self.duration if self.duration else float("inf")
 
     def summary(self) -> str:
-        names = sorted({os.path.splitext(os.path.basename(p))[1] for p in self.paths.values()})
-        folder = os.path.dirname(next(iter(self.paths.values()))) if self.paths else "?"
-        stems = ",".join(self.paths)
+        first = next(iter(self.paths.values()), "?")
+        folder, ext = os.path.dirname(first), os.path.splitext(first)[1]
         return (f"{self.input}: {_clock(self.duration)} separated in {self.wall:.1f} s "
-                f"({self.realtime_factor:.2f}x real time) -> {folder}/{{{stems}}}{''.join(names)}")
+                f"({self.realtime_factor:.2f}x real time) -> {folder}/{{{','.join(self.paths)}}}{ext}")
 
 
 def _clock(seconds: float) -> str:
