@@ -86,7 +86,11 @@ def cmd_ser(a):
 def cmd_memory(a):
     folder = a.workdir or tempfile.mkdtemp(prefix="xumx-bench-")
     model = full_size_model(folder)
+    import soundfile as sf
     for seconds in a.seconds:
+        song = os.path.join(folder, f"song-{seconds:g}.wav")
+        if not os.path.exists(song):   # made here, so that the measured process only separates
+            sf.write(song, test_song(seconds), 44100, subtype="PCM_16")
         proc = subprocess.run([sys.executable, __file__, "_one", "--model", model, "--seconds",
                                str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -94,12 +98,10 @@ def cmd_memory(a):
 
 
 def cmd_one(a):
-    import soundfile as sf
     from xumx.config import OutputConfig
     from xumx.inference import separate_file
     from xumx.separator import Separator
     path = os.path.join(a.workdir, f"song-{a.seconds:g}.wav")
-    sf.write(path, test_song(a.seconds), 44100, subtype="PCM_16")
     sep = Separator.from_file(a.model)
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),

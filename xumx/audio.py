@@ -25,8 +25,10 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 
+from .config import DEFAULT_NB_CHANNELS
+
 #: Channels the separation keeps; more are dropped (with a warning).
-MAX_CHANNELS = 2
+MAX_CHANNELS = DEFAULT_NB_CHANNELS
 _BLOCK = 1 << 20  # bytes read from the ffmpeg pipe at a time
 
 

@@ -8,6 +8,7 @@ the published weights are downloaded to the user cache (see :mod:`xumx.pretraine
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
 """
+import logging
 import sys
 import warnings
 
@@ -59,6 +60,8 @@ def _load_separator(args, separation, context):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated)."""
     from .config import build_parser, output_config_from_args, separation_config_from_args
+    # nnabla logs "Initializing CPU extension..." at INFO on import: keep stderr for our lines
+    logging.getLogger("nnabla").setLevel(logging.WARNING)
     parser = build_parser("test")
     args = parser.parse_args(argv)
     try:
