@@ -169,6 +169,33 @@ def test_targets_vocals_gives_the_vocals_stem(song, tiny_model, tmp_path):
     assert not np.array_equal(a, sf.read(os.path.join(full, "song", "bass.wav"))[0])
 
 
+def test_residual_model_stems_add_up_to_the_mixture(song, tiny_model, tmp_path):
+    out = str(tmp_path / "out")
+    assert run("--inputs", song, "--outdir", out, "--residual-model", "--output-rate", "model",
+               "--bits", "float", "--quiet", model=tiny_model) == 0
+    folder = os.path.join(out, "song")
+    assert stems_of(folder) == sorted(STEMS + ["residual"])
+    total = sum(sf.read(os.path.join(folder, f"{s}.wav"))[0] for s in STEMS + ["residual"])
+    mix = audio.resample(sf.read(song, dtype="float32")[0], 44100, 8000, length=len(total))
+    assert np.sqrt(np.mean((total - mix) ** 2)) < 1e-3 * np.sqrt(np.mean(mix ** 2))
+
+
+def test_umx_infer_reads_a_folder_of_target_files(song, tmp_path):
+    from conftest import tiny_config
+    from xumx.weights import random_arrays, write_h5
+    cfg = tiny_config(crossing=False)
+    arrays = random_arrays(cfg, seed=2)
+    folder = tmp_path / "umx"
+    folder.mkdir()
+    for t in cfg.sources:   # Open-Unmix names: the target suffix dropped
+        write_h5(str(folder / f"{t}.h5"), {k.replace(f"_{t}", ""): v for k, v in arrays.items()
+                                          if k.split("/")[0].endswith(f"_{t}")})
+        (folder / f"{t}.json").write_text(cfg.to_json())
+    out = str(tmp_path / "out")
+    assert run("--inputs", song, "--outdir", out, "--umx-infer", "--quiet", model=str(folder)) == 0
+    assert stems_of(os.path.join(out, "song")) == STEMS
+
+
 def test_chunked_run_and_model_rate_output(song, tiny_model, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert run("--inputs", song, "--outdir", out, "--chunk-dur", "0.1", "--overlap", "0.02",
