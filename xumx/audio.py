@@ -72,9 +72,13 @@ def _check_input_path(path: str):
         raise AudioError(f"{path}: the file is empty")
 
 
-def _last_line(text: bytes) -> str:
+def _last_line(text: bytes, path: str = "") -> str:
+    """The last line of an ffmpeg error output, without the file name it starts with."""
     lines = [ln.strip() for ln in text.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
+    line = lines[-1] if lines else "unknown error"
+    if path and line.startswith(path + ": "):
+        line = line[len(path) + 2:]
+    return line
 
 
 def probe(path: str) -> AudioInfo:
@@ -84,7 +88,8 @@ def probe(path: str) -> AudioInfo:
            "-show_format", "-select_streams", "a:0", path]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if proc.returncode != 0:
-        raise AudioError(f"{path}: not an audio file ffmpeg can read ({_last_line(proc.stderr)})")
+        raise AudioError(f"{path}: not an audio file ffmpeg can read "
+                         f"({_last_line(proc.stderr, path)})")
     try:
         meta = json.loads(proc.stdout.decode("utf-8", "replace") or "{}")
     except ValueError:
@@ -163,7 +168,7 @@ def load(path: str, start: float = 0.0, duration: float = -1.0, info: Optional[A
             rc = proc.wait()
         if rc != 0 and not stopped_early:
             err.seek(0)
-            raise AudioError(f"{path}: ffmpeg could not decode it ({_last_line(err.read())})")
+            raise AudioError(f"{path}: ffmpeg could not decode it ({_last_line(err.read(), path)})")
     data = b"".join(parts)
     nb = len(data) // frame
     audio = np.frombuffer(data[:nb * frame], dtype="<f4").reshape(nb, info.channels)

@@ -105,19 +105,25 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     t0 = time.perf_counter()
     model_rate = int(model_rate or separator.cfg.sample_rate)
     audio, rate, _ = audio_io.load(in_path, options.start, options.duration)
-    try:
+    created = not os.path.isdir(out_folder)
+    try:   # before the long part, so that an unusable destination fails fast
         os.makedirs(out_folder, exist_ok=True)
     except OSError as e:
         raise audio_io.AudioError(f"{out_folder}: cannot create the output folder "
                                   f"({e.strerror or e})") from None
-    if not os.access(out_folder, os.W_OK):
-        raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
-    total = nb_chunks(audio.shape[0], rate, options, model_rate)
-    with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk", file=sys.stderr,
-              disable=options.quiet, leave=False) as bar:
-        stems = separate_audio(separator, audio, rate, options, model_rate, bar.update)
-    out_rate = output_rate(options, rate, model_rate)
-    paths = {name: os.path.join(out_folder, f"{name}.{options.out_format}") for name in stems}
-    audio_io.write_stems({paths[n]: y for n, y in stems.items()}, out_rate, options.out_format,
-                         options.bits, options.bitrate)
+    try:
+        if not os.access(out_folder, os.W_OK):
+            raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
+        total = nb_chunks(audio.shape[0], rate, options, model_rate)
+        with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk", file=sys.stderr,
+                  disable=options.quiet, leave=False) as bar:
+            stems = separate_audio(separator, audio, rate, options, model_rate, bar.update)
+        out_rate = output_rate(options, rate, model_rate)
+        paths = {name: os.path.join(out_folder, f"{name}.{options.out_format}") for name in stems}
+        audio_io.write_stems({paths[n]: y for n, y in stems.items()}, out_rate,
+                             options.out_format, options.bits, options.bitrate)
+    except BaseException:
+        if created and os.path.isdir(out_folder) and not os.listdir(out_folder):
+            os.rmdir(out_folder)   # leave no empty folder behind a failed or interrupted file
+        raise
     return FileResult(in_path, paths, audio.shape[0] / rate, time.perf_counter() - t0)

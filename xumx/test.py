@@ -21,8 +21,16 @@ def _say(msg: str):
     print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    _say(f"warning: {message}")
+def _show_audio_warnings(default):
+    """A ``warnings.showwarning`` that prints AudioWarnings as one line, others as before."""
+    from .audio import AudioWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AudioWarning):
+            _say(f"warning: {message}")
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
 
 
 def _context(name: str, device_id: str):
@@ -70,7 +78,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+        warnings.showwarning = _show_audio_warnings(warnings.showwarning)
         from .audio import AudioWarning
         warnings.simplefilter("always", AudioWarning)
         try:
