@@ -307,15 +307,20 @@ class _Response(io.BytesIO):
     headers = {}
 
 
-def test_offline_without_model_says_how_to_download(song, tmp_path, monkeypatch, capsys):
-    def offline(url, timeout=None):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+@pytest.mark.parametrize("network", ["offline", "wrong bytes"])
+def test_without_model_failed_download_says_how_to_download(song, tmp_path, monkeypatch, capsys,
+                                                             network):
+    def opener(url, timeout=None):
+        if network == "offline":
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        return _Response(b"<html>captive portal</html>")
+    monkeypatch.setattr(urllib.request, "urlopen", opener)
     monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
     assert run("--inputs", song, "--outdir", str(tmp_path / "o")) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    for part in (PUBLISHED_URL, PUBLISHED_SHA1, "sha1sum", "--model", "name resolution"):
+    cause = "name resolution" if network == "offline" else "has SHA-1"
+    for part in (PUBLISHED_URL, PUBLISHED_SHA1, "sha1sum", "--model", cause):
         assert part in err[0]
     assert os.listdir(tmp_path / "cache") == []
 

@@ -55,10 +55,21 @@ def _load_separator(args, separation, context):
     if not model:
         if args.umx_infer:
             raise ValueError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
+        from tqdm import tqdm
+        bars = []
+
+        def progress(nb, total):   # a bar once bytes arrive (none when offline)
+            if not bars:
+                bars.append(tqdm(desc="x-umx.h5", total=total, unit="B", unit_scale=True,
+                                 file=sys.stderr, disable=args.quiet, leave=False))
+            bars[0].update(nb)
         try:
-            model = published_model()
+            model = published_model(progress=progress)
         except DownloadError as e:
             raise ValueError(str(e)) from None
+        finally:
+            for bar in bars:
+                bar.close()
     try:
         return Separator.from_file(model, separation, umx=args.umx_infer, context=context)
     except (WeightsError, OSError) as e:
@@ -77,6 +88,8 @@ def main(argv=None) -> int:
         separation = separation_config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    if args.sample_rate is not None and args.sample_rate <= 0:
+        parser.error(f"--sample-rate must be positive, not {args.sample_rate}")
     with warnings.catch_warnings():
         warnings.showwarning = _show_audio_warnings(warnings.showwarning)
         from .audio import AudioWarning
@@ -94,8 +107,6 @@ def _run(args, options, separation) -> int:
     try:
         context = _context(args.context, args.device_id)
         separator = _load_separator(args, separation, context)
-        if args.sample_rate is not None and args.sample_rate <= 0:
-            raise ValueError(f"--sample-rate must be positive, not {args.sample_rate}")
     except ValueError as e:
         _say(str(e))
         return 1
