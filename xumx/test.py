@@ -14,6 +14,7 @@ import warnings
 
 from .api import separate, separate_args_dict  # noqa: F401  (public API kept here)
 
+__all__ = ["main", "separate", "separate_args_dict"]
 PROG = "xumx.test"
 
 
