@@ -200,7 +200,7 @@ def test_chunked_run_and_model_rate_output(song, tiny_model, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert run("--inputs", song, "--outdir", out, "--chunk-dur", "0.1", "--overlap", "0.02",
                "--output-rate", "model", "--bits", "float", model=tiny_model) == 0
-    assert "3/3" in capsys.readouterr().err    # 0.25 s in 0.1 s chunks sharing 0.02 s
+    assert "0/3 [" in capsys.readouterr().err   # a bar over 3 chunks: 0.25 s in 0.1 s sharing 0.02 s
     unchunked = str(tmp_path / "whole")
     assert run("--inputs", song, "--outdir", unchunked, "--chunk-dur", "0", "--output-rate",
                "model", "--bits", "float", "--quiet", model=tiny_model) == 0
