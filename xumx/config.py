@@ -132,7 +132,9 @@ def _add_runtime_args(parser):
 def _add_separation_args(parser):
     g = parser.add_argument_group("separation")
     g.add_argument("--model", default=None,
-                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5")
+                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5 "
+                        "(xumx.test without --model: the published x-umx.h5, downloaded once "
+                        "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)")
     g.add_argument("--umx-infer", action="store_true",
                    help="use independent UMX networks (a folder of <target>.h5) instead of X-UMX")
     g.add_argument("--targets", nargs="+", default=None,
@@ -165,9 +167,100 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
 
 def _add_test_args(parser):
     g = parser.add_argument_group("input and output")
-    g.add_argument("--inputs", nargs="+", required=True, help="audio files to separate")
+    g.add_argument("--inputs", nargs="+", required=True,
+                   help="audio files to separate (anything ffmpeg decodes)")
     g.add_argument("--out-dir", "--outdir", dest="out_dir", default=None,
-                   help="folder for the stems (default: the current folder)")
+                   help="stems go to <out-dir>/<input name>/<target>.<ext> "
+                        "(default: the current folder)")
+    g.add_argument("--start", type=float, default=0.0,
+                   help="separate from this time in seconds (default: 0)")
+    g.add_argument("--duration", type=float, default=-1.0,
+                   help="separate this many seconds; negative: to the end (default: -1)")
+    g.add_argument("--chunk-dur", type=float, default=DEFAULT_CHUNK_DUR,
+                   help=f"separate in overlapping chunks of this many seconds, cross-faded; "
+                        f"0: the whole file at once (default: {DEFAULT_CHUNK_DUR:g})")
+    g.add_argument("--overlap", type=float, default=DEFAULT_CHUNK_OVERLAP,
+                   help=f"seconds shared by neighbouring chunks, cross-faded "
+                        f"(default: {DEFAULT_CHUNK_OVERLAP:g})")
+    g.add_argument("--format", dest="out_format", default="wav", choices=OUTPUT_FORMATS,
+                   help="stem file format (default: wav)")
+    g.add_argument("--bits", default="16", choices=OUTPUT_BITS,
+                   help="sample format of wav/flac stems: 16, 24 (integer) or float "
+                        "(32-bit float, wav only) (default: 16)")
+    g.add_argument("--bitrate", type=int, default=DEFAULT_MP3_BITRATE,
+                   help=f"mp3 bitrate in kbit/s (default: {DEFAULT_MP3_BITRATE})")
+    g.add_argument("--output-rate", default="input",
+                   help="sample rate of the stems: 'input' (the input file's), 'model' "
+                        "(the model's), or a rate in Hz (default: input)")
+    g.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar and no summary lines (errors are still printed)")
+
+
+#: Default chunk length of ``xumx.test`` in seconds (see docs/readme-test.md for memory).
+DEFAULT_CHUNK_DUR = 30.0
+#: Overlap of neighbouring chunks in seconds (cross-faded).
+DEFAULT_CHUNK_OVERLAP = 1.0
+DEFAULT_MP3_BITRATE = 320
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+OUTPUT_BITS = ("16", "24", "float")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How ``xumx.test`` reads its inputs and writes the stems.
+
+    ``output_rate``: 'input', 'model' or a rate in Hz. ``bits``: '16', '24' or 'float'
+    (wav/flac). ``chunk_dur``: seconds per chunk, 0 for the whole file at once.
+    """
+    start: float = 0.0
+    duration: float = -1.0
+    chunk_dur: float = DEFAULT_CHUNK_DUR
+    overlap: float = DEFAULT_CHUNK_OVERLAP
+    out_format: str = "wav"
+    bits: str = "16"
+    bitrate: int = DEFAULT_MP3_BITRATE
+    output_rate: str = "input"
+    quiet: bool = False
+
+    def __post_init__(self):
+        problems = []
+        if not self.start >= 0:
+            problems.append(f"--start must be 0 or more seconds, not {self.start!r}")
+        if self.duration == 0:
+            problems.append("--duration must be positive (or negative for 'to the end'), not 0")
+        if not self.chunk_dur >= 0:
+            problems.append(f"--chunk-dur must be 0 (no chunking) or positive, not {self.chunk_dur!r}")
+        if not self.overlap >= 0:
+            problems.append(f"chunk overlap must be 0 or more seconds, not {self.overlap!r}")
+        if self.chunk_dur and self.overlap * 2 >= self.chunk_dur:
+            problems.append(f"--chunk-dur must be more than twice the overlap "
+                            f"({2 * self.overlap:g} s), not {self.chunk_dur:g}")
+        if self.out_format not in OUTPUT_FORMATS:
+            problems.append(f"unknown output format {self.out_format!r}")
+        if self.bits not in OUTPUT_BITS:
+            problems.append(f"--bits must be one of {list(OUTPUT_BITS)}, not {self.bits!r}")
+        if self.out_format == "flac" and self.bits == "float":
+            problems.append("flac stores integers only: use --bits 16 or 24 (or --format wav)")
+        if not 8 <= self.bitrate <= 320:
+            problems.append(f"--bitrate must be 8..320 kbit/s, not {self.bitrate}")
+        if self.output_rate not in ("input", "model"):
+            try:
+                ok = int(self.output_rate) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(f"--output-rate must be 'input', 'model' or a rate in Hz, "
+                                f"not {self.output_rate!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def output_config_from_args(args) -> OutputConfig:
+    return OutputConfig(start=float(args.start), duration=float(args.duration),
+                        chunk_dur=float(args.chunk_dur), overlap=float(args.overlap),
+                        out_format=args.out_format,
+                        bits=str(args.bits), bitrate=int(args.bitrate),
+                        output_rate=str(args.output_rate), quiet=bool(args.quiet))
 
 
 def model_path_or_default(path: Optional[str]) -> str:

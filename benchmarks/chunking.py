@@ -1,0 +1,140 @@
+"""Chunked separation: accuracy against whole-file separation, and peak memory.
+
+    PYTHONPATH=. python benchmarks/chunking.py ser [--seconds 24] [--chunk-dur 8] [--overlaps 1 0]
+    PYTHONPATH=. python benchmarks/chunking.py memory [--seconds 60 120] [--chunk-dur 30]
+
+``ser`` separates a generated song with the full-size model (random weights, built once)
+as a whole and in chunks (cross-faded, and butt-joined for comparison) and prints the
+signal-to-error ratio in dB of the chunked stems against the whole-file stems.
+``memory`` runs ``xumx.inference.separate_file`` (decode, resample, separate, write) on a
+generated song of each length in a fresh process and prints its peak resident memory
+(``ru_maxrss``). Numbers only; nothing is asserted.
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def test_song(seconds: float, rate: int = 44100, seed: int = 0) -> np.ndarray:
+    """A generated stereo 'song' (T, 2) float32: a bass line, a melody, noise-burst drums."""
+    r = np.random.RandomState(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    beat = (t * 2.0) % 1.0                      # 120 bpm
+    notes = r.choice([0, 3, 5, 7, 10, 12], size=int(seconds * 2) + 1)
+    f0 = 110.0 * 2 ** (notes[(t * 2).astype(int)] / 12)
+    bass = 0.3 * np.sin(2 * np.pi * np.cumsum(f0 / 2) / rate)
+    melody = 0.15 * sum(np.sin(2 * np.pi * k * np.cumsum(f0 * 2) / rate) / k for k in (1, 2, 3))
+    drums = 0.3 * r.standard_normal(n) * np.exp(-beat * 30)
+    left = bass + melody + drums
+    right = bass + 0.7 * melody + drums
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+def full_size_model(folder: str) -> str:
+    from xumx.config import ModelConfig
+    from xumx.weights import random_arrays, save_model
+    path = os.path.join(folder, "random-full.h5")
+    if not os.path.exists(path):
+        cfg = ModelConfig()
+        save_model(path, cfg, random_arrays(cfg, seed=0))
+    return path
+
+
+def ser_db(ref: np.ndarray, est: np.ndarray) -> float:
+    """10 log10(|ref|² / |ref - est|²)."""
+    err = np.sum((ref.astype(np.float64) - est) ** 2)
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)))
+
+
+def cmd_ser(a):
+    from xumx.chunking import chunk_bounds, separate_chunked
+    from xumx.separator import Separator
+    folder = a.workdir or tempfile.mkdtemp(prefix="xumx-bench-")
+    sep = Separator.from_file(full_size_model(folder))
+    rate = sep.cfg.sample_rate
+    song = test_song(a.seconds, rate)
+    t0 = time.perf_counter()
+    whole = sep.separate(song)
+    t_whole = time.perf_counter() - t0
+    print(f"song {a.seconds:g} s at {rate} Hz; whole file in one call: {t_whole:.1f} s")
+    for overlap in a.overlaps:
+        label = "cross-faded" if overlap else "butt-joined"
+        chunk, shared = int(a.chunk_dur * rate), int(overlap * rate)
+        t0 = time.perf_counter()
+        chunked = separate_chunked(sep.separate, song, chunk, shared)
+        took = time.perf_counter() - t0
+        sers = {k: ser_db(whole[k], chunked[k]) for k in whole}
+        # samples within 0.25 s of a join (the middle of each shared part, or the cut)
+        near = np.zeros(song.shape[0], bool)
+        for start, _ in chunk_bounds(song.shape[0], chunk, shared)[1:]:
+            mid = start + shared // 2
+            near[max(mid - rate // 4, 0):mid + rate // 4] = True
+        joins = {k: ser_db(whole[k][near], chunked[k][near]) for k in whole}
+        print(f"chunks of {a.chunk_dur:g} s, overlap {overlap:g} s ({label}, {took:.1f} s): "
+              + ", ".join(f"{k} {v:.1f} dB" for k, v in sers.items())
+              + f"; mean {np.mean(list(sers.values())):.1f} dB; within 0.25 s of the joins: "
+              + f"mean {np.mean(list(joins.values())):.1f} dB", flush=True)
+
+
+def cmd_memory(a):
+    folder = a.workdir or tempfile.mkdtemp(prefix="xumx-bench-")
+    model = full_size_model(folder)
+    import soundfile as sf
+    for seconds in a.seconds:
+        song = os.path.join(folder, f"song-{seconds:g}.wav")
+        if not os.path.exists(song):   # made here, so that the measured process only separates
+            sf.write(song, test_song(seconds), 44100, subtype="PCM_16")
+        proc = subprocess.run([sys.executable, __file__, "_one", "--model", model, "--seconds",
+                               str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        print(proc.stdout.strip() or f"{seconds} s: failed (exit {proc.returncode})", flush=True)
+
+
+def cmd_one(a):
+    from xumx.config import OutputConfig
+    from xumx.inference import separate_file
+    from xumx.separator import Separator
+    path = os.path.join(a.workdir, f"song-{a.seconds:g}.wav")
+    sep = Separator.from_file(a.model)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = separate_file(sep, path, os.path.join(a.workdir, "out"),
+                        OutputConfig(chunk_dur=a.chunk_dur, quiet=True))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{a.seconds:g} s song, --chunk-dur {a.chunk_dur:g}: peak RSS {peak:.0f} MiB "
+          f"(model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
+          f"({res.realtime_factor:.2f}x real time)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ser")
+    s.add_argument("--seconds", type=float, default=24.0)
+    s.add_argument("--chunk-dur", type=float, default=8.0)
+    s.add_argument("--overlaps", type=float, nargs="+", default=[1.0, 0.0],
+                   help="overlaps to try, in seconds (0: butt-joined, as the published code)")
+    m = sub.add_parser("memory")
+    m.add_argument("--seconds", type=float, nargs="+", default=[60.0, 120.0])
+    m.add_argument("--chunk-dur", type=float, default=None)
+    o = sub.add_parser("_one")
+    o.add_argument("--model", required=True)
+    o.add_argument("--seconds", type=float, required=True)
+    o.add_argument("--chunk-dur", type=float, required=True)
+    for q in (s, m, o):
+        q.add_argument("--workdir", default=None, help="folder for the model and songs")
+    a = p.parse_args(argv)
+    if a.cmd == "memory" and a.chunk_dur is None:
+        from xumx.config import DEFAULT_CHUNK_DUR
+        a.chunk_dur = DEFAULT_CHUNK_DUR
+    {"ser": cmd_ser, "memory": cmd_memory, "_one": cmd_one}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The published X-UMX weights: a user cache, download, SHA-1 check.
+
+Cache folder: ``$XUMX_CACHE`` if set, else ``$XDG_CACHE_HOME/xumx``, else ``~/.cache/xumx``.
+The download streams to a temporary file in that folder, is verified against the published
+SHA-1, and only then renamed to ``x-umx.h5``; a failed or wrong download leaves nothing behind.
+"""
+import hashlib
+import os
+import tempfile
+import urllib.request
+from typing import Callable, Optional
+
+from .config import PUBLISHED_SHA1, PUBLISHED_URL
+
+FILENAME = "x-umx.h5"
+
+
+class DownloadError(Exception):
+    """The published weights could not be fetched or verified (one-line message)."""
+
+
+def cache_dir() -> str:
+    """Where downloaded weights are kept."""
+    if os.environ.get("XUMX_CACHE"):
+        return os.path.expanduser(os.environ["XUMX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "xumx")
+
+
+def sha1_of(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manual_hint(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1) -> str:
+    return (f"download it by hand (curl -LO {url}; sha1sum {os.path.basename(url)} "
+            f"must print {sha1}) and pass --model {os.path.basename(url)}")
+
+
+def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
+                    folder: Optional[str] = None, opener: Optional[Callable] = None,
+                    timeout: float = 30.0, progress: Optional[Callable[[int, Optional[int]], None]] = None
+                    ) -> str:
+    """Path of the published weights in the cache, downloading and verifying them if needed.
+
+    ``opener(url, timeout=...)`` returns a file-like response (default: urllib's urlopen).
+    ``progress(nb_bytes, total_or_None)`` is called per block. Raises DownloadError.
+    """
+    folder = folder or cache_dir()
+    opener = opener or urllib.request.urlopen
+    path = os.path.join(folder, FILENAME)
+    if os.path.isfile(path) and sha1_of(path) == sha1:
+        return path
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + FILENAME + ".", suffix=".part", dir=folder)
+    except OSError as e:
+        raise DownloadError(f"cannot write the model cache {folder} ({e.strerror or e}); "
+                            f"set XUMX_CACHE to another folder or {manual_hint(url, sha1)}") from None
+    try:
+        h = hashlib.sha1()
+        try:
+            with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+                total = int(total) if total else None
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    h.update(block)
+                    if progress is not None:
+                        progress(len(block), total)
+        except (OSError, ValueError) as e:   # URLError, timeouts, HTTP errors are OSErrors
+            reason = getattr(e, "reason", None) or e
+            raise DownloadError(f"cannot download the published X-UMX weights from {url} "
+                                f"({reason}); {manual_hint(url, sha1)}") from None
+        if h.hexdigest() != sha1:
+            raise DownloadError(f"the download from {url} has SHA-1 {h.hexdigest()}, not {sha1} "
+                                f"(damaged or changed); {manual_hint(url, sha1)}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
