@@ -54,10 +54,9 @@ def _bass(rng, t, rate, root, beat):
         saw = 2.0 * ((f * tt) % 1.0) - 1.0
         tone = 0.6 * saw + 0.8 * np.sin(2 * np.pi * f * tt)
         _place(out, tone * _envelope(n, rate, 0.01, 0.6 * beat * 2), start)
-    # one-pole low-pass keeps the bass low
-    alpha = np.exp(-2 * np.pi * 400.0 / rate)
-    from scipy.signal import lfilter
-    return lfilter([1 - alpha], [1, -alpha], out)
+    # a 4th-order low-pass keeps the bass low
+    from scipy.signal import butter, sosfilt
+    return sosfilt(butter(4, 300.0, fs=rate, output="sos"), out)
 
 
 def _drums(rng, t, rate, beat):
