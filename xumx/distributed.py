@@ -53,7 +53,10 @@ class SingleProcess:
     n_procs, rank, local_rank = 1, 0, 0
 
     def all_reduce_grads(self, params: Sequence):
-        pass
+        """Replace every parameter's gradient by its mean over the ranks."""
+
+    def all_reduce_data(self, params: Sequence):
+        """Replace the values (e.g. batch-norm running statistics) by their mean over the ranks."""
 
     def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
         return [float(v) for v in values]
@@ -73,17 +76,22 @@ class MpiCpu(SingleProcess):
         self.n_procs, self.rank = comm.Get_size(), comm.Get_rank()
         self.local_rank = _local_rank(os.environ, self.rank)
 
-    def all_reduce_grads(self, params: Sequence):
+    def _mean(self, arrays):
         from mpi4py import MPI
-        grads = [p.g for p in params]
-        flat = np.concatenate([g.ravel() for g in grads]).astype(np.float32)
+        flat = np.concatenate([a.ravel() for a in arrays]).astype(np.float32)
         total = np.empty_like(flat)
         self.comm.Allreduce(flat, total, op=MPI.SUM)
         total /= self.n_procs
-        offset = 0
-        for p, g in zip(params, grads):
-            p.g = total[offset:offset + g.size].reshape(g.shape)
-            offset += g.size
+        offsets = np.cumsum([0] + [a.size for a in arrays])
+        return [total[a:b].reshape(x.shape) for a, b, x in zip(offsets[:-1], offsets[1:], arrays)]
+
+    def all_reduce_grads(self, params: Sequence):
+        for p, g in zip(params, self._mean([p.g for p in params])):
+            p.g = g
+
+    def all_reduce_data(self, params: Sequence):
+        for p, d in zip(params, self._mean([p.d for p in params])):
+            p.d = d
 
     def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
         from mpi4py import MPI
@@ -108,6 +116,9 @@ class NcclGpu(MpiCpu):
 
     def all_reduce_grads(self, params: Sequence):
         self.nn_comm.all_reduce([p.grad for p in params], division=True, inplace=False)
+
+    def all_reduce_data(self, params: Sequence):
+        self.nn_comm.all_reduce([p.data for p in params], division=True, inplace=False)
 
     def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
         import nnabla as nn

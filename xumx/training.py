@@ -264,6 +264,8 @@ class Trainer:
         trainable = model.get_parameters(grad_only=True)
         solver.set_parameters(trainable)
         params = list(trainable.values())
+        # batch-norm running statistics: averaged over the ranks after each step
+        self._buffers = [v for k, v in model.get_parameters().items() if k not in trainable]
         scheduler = ReduceLROnPlateau(self.lr, factor=cfg.lr_decay_gamma, patience=cfg.lr_decay_patience)
         stopper = EarlyStopping(patience=cfg.patience)
         history, start = [], 1
@@ -312,6 +314,7 @@ class Trainer:
             comm.all_reduce_grads(params)
             solver.weight_decay(self.weight_decay)
             solver.update()
+            comm.all_reduce_data(self._buffers)
             total += float(graph.loss.d)
             count += 1
             bar.update(1)
