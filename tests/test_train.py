@@ -80,3 +80,33 @@ def test_cli_bad_flags_are_one_line(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     lines = [l for l in p.stderr.splitlines() if "[nnabla]" not in l]
     assert p.returncode == 1 and len(lines) == 1 and "no 'train' folder" in lines[0]
+
+
+def test_numpy_fed_stfts_equal_the_in_graph_model_forward(rng):
+    """The loss graph takes the (gradient-free) STFTs from numpy; the value equals the loss built
+    on the model's own nnabla STFT front end (``OpenUnmixCrossNet.__call__``)."""
+    import nnabla as nn
+    import nnabla.functions as F
+    from xumx.dsp import graph_istft, graph_stft
+    from xumx.losses import freq_combination_loss, multi_domain_loss, time_combination_loss
+    from xumx.model import OpenUnmixCrossNet
+    from xumx.training import build_loss_graph
+    cfg = tiny_config(nb_layers=1)
+    model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
+    x = (0.1 * rng.randn(2, 2, 1000)).astype(np.float32)
+    y = (0.1 * rng.randn(2, 8, 1000)).astype(np.float32)
+    g = build_loss_graph(model, 2, 1000, 10.0, test=True)
+    g.feed(x, y)
+    g.loss.forward()
+    mixture, target = nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(y)
+    mix_spec, masks, (re, im) = model(mixture, test=True)
+    est = [graph_istft(re * F.transpose(m, (1, 2, 3, 0)), im * F.transpose(m, (1, 2, 3, 0)), 256, 64)
+           for m in masks]
+    tr, ti = graph_stft(target, 256, 64)
+    tmag = F.transpose(F.pow_scalar(tr ** 2 + ti ** 2, 0.5), (3, 0, 1, 2))
+    n = est[0].shape[-1]
+    sl = [slice(2 * k, 2 * k + 2) for k in range(4)]
+    ref = multi_domain_loss(time_combination_loss(mixture[:, :, :n], est, [target[:, s, :n] for s in sl]),
+                            freq_combination_loss(mix_spec, masks, [tmag[:, :, s, :] for s in sl]), 10.0)
+    ref.forward()
+    assert float(g.loss.d) == pytest.approx(float(ref.d), rel=1e-4)

@@ -38,11 +38,31 @@ CHECKPOINT_FORMAT = "xumx-checkpoint/1"
 
 @dataclass
 class LossGraph:
-    """A static loss graph: set ``mixture.d`` (B, C, T) and ``target.d`` (B, S*C, T), then
-    ``loss.forward()``."""
-    mixture: object
-    target: object
+    """A static loss graph; :meth:`feed` sets its inputs from a batch, then ``loss.forward()``.
+
+    The STFTs of the mixture and of the targets need no gradient, so they are computed in numpy
+    (:func:`xumx.dsp.stft`, the same transform as nnabla's ``F.stft`` of the model) when a batch is
+    fed: nnabla's CPU STFT is a dense DFT per frame and took most of the step time.
+    """
+    cfg: ModelConfig
+    mixture: object      # (B, C, T) audio
+    target: object       # (B, S*C, T) audio
+    mix_real: object     # (B, C, F, N)
+    mix_imag: object     # (B, C, F, N)
+    target_mag: object   # (N, B, S*C, F)
     loss: object
+
+    def feed(self, mixture: np.ndarray, target: np.ndarray):
+        from .dsp import stft
+        cfg = self.cfg
+        batch, channels, length = mixture.shape
+        spec = stft(mixture.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64)
+        spec = spec.reshape(batch, channels, *spec.shape[1:])
+        tmag = np.abs(stft(target.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64))
+        tmag = tmag.reshape(batch, target.shape[1], *tmag.shape[1:])
+        self.mixture.d, self.target.d = mixture, target
+        self.mix_real.d, self.mix_imag.d = spec.real, spec.imag
+        self.target_mag.d = tmag.transpose(3, 0, 1, 2)
 
 
 def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
@@ -50,32 +70,36 @@ def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
     """The Multi-Domain Loss graph of ``model`` for (batch, length) inputs.
 
     Shapes: mixture (B, C, T), target (B, S*C, T) with sources in ``model.cfg.sources`` order.
-    The estimates are ISTFT(mask * mixture STFT), (B, C, L) with L = (N - 1) * nhop <= T; the
+    The masks come from the mixture magnitude (:meth:`OpenUnmixCrossNet.masks`); the estimates
+    are ISTFT(mask * mixture STFT) in the graph, (B, C, L) with L = (N - 1) * nhop <= T; the
     mixture and targets are cut to L for the time-domain loss. The frequency-domain loss compares
-    masked mixture magnitudes with the target magnitudes (same STFT as the model's).
+    masked mixture magnitudes with the target magnitudes.
     """
     import nnabla as nn
     import nnabla.functions as F
-    from .dsp import graph_istft, graph_stft
+    from .dsp import graph_istft, nb_frames
     cfg = model.cfg
     channels, nb_sources = cfg.nb_channels, len(cfg.sources)
+    frames = nb_frames(length, cfg.nhop)
     mixture = nn.Variable((batch, channels, length))
     target = nn.Variable((batch, nb_sources * channels, length))
-    mix_spec, masks, (real, imag) = model(mixture, test=test)
+    real = nn.Variable((batch, channels, cfg.nb_bins, frames))
+    imag = nn.Variable((batch, channels, cfg.nb_bins, frames))
+    t_mag = nn.Variable((frames, batch, nb_sources * channels, cfg.nb_bins))
+    mix_spec = F.transpose(F.pow_scalar(real ** 2 + imag ** 2, 0.5), (3, 0, 1, 2))
+    masks = model.masks(mix_spec, test=test)
     estimates = []
     for mask in masks:
         m = F.transpose(mask, (1, 2, 3, 0))  # (B, C, F, N)
         estimates.append(graph_istft(real * m, imag * m, cfg.nfft, cfg.nhop))
     out_len = estimates[0].shape[-1]
-    t_real, t_imag = graph_stft(target, cfg.nfft, cfg.nhop)
-    t_mag = F.transpose(F.pow_scalar(t_real ** 2 + t_imag ** 2, 0.5), (3, 0, 1, 2))  # (N, B, S*C, F)
     sl = [slice(k * channels, (k + 1) * channels) for k in range(nb_sources)]
     freq = freq_combination_loss(mix_spec, masks, [t_mag[:, :, s, :] for s in sl])
     timed = time_combination_loss(mixture[:, :, :out_len], estimates,
                                   [target[:, s, :out_len] for s in sl], trim=trim)
     loss = multi_domain_loss(timed, freq, mcoef)
     loss.persistent = True
-    return LossGraph(mixture, target, loss)
+    return LossGraph(cfg, mixture, target, real, imag, t_mag, loss)
 
 
 def min_window(cfg: ModelConfig, trim: int = SDR_EDGE_TRIM) -> int:
@@ -307,7 +331,7 @@ class Trainer:
         bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=comm.rank != 0 or not self.progress,
                    leave=False, file=sys.stderr)
         for x, y in self.data.batches(epoch, cfg.seed, cfg.batch_size, comm.rank, comm.n_procs):
-            graph.mixture.d, graph.target.d = x, y
+            graph.feed(x, y)
             solver.zero_grad()
             graph.loss.forward(clear_no_need_grad=True)
             graph.loss.backward(clear_buffer=True)
@@ -339,7 +363,7 @@ class Trainer:
                         graphs = {window: graphs[window]} if window in graphs else {}
                     graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True)
                 g = graphs[b - a]
-                g.mixture.d, g.target.d = mix[None, :, a:b], targets[None, :, a:b]
+                g.feed(mix[None, :, a:b], targets[None, :, a:b])
                 g.loss.forward(clear_buffer=True)
                 weighted += float(g.loss.d) * (b - a)
                 total += b - a
