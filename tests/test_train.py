@@ -110,3 +110,7 @@ def test_numpy_fed_stfts_equal_the_in_graph_model_forward(rng):
                             freq_combination_loss(mix_spec, masks, [tmag[:, :, s, :] for s in sl]), 10.0)
     ref.forward()
     assert float(g.loss.d) == pytest.approx(float(ref.d), rel=1e-4)
+    in_graph = build_loss_graph(model, 2, 1000, 10.0, test=True, numpy_stft=False)
+    in_graph.feed(x, y)
+    in_graph.loss.forward()
+    assert float(in_graph.loss.d) == pytest.approx(float(ref.d), rel=1e-4)

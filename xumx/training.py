@@ -40,9 +40,11 @@ CHECKPOINT_FORMAT = "xumx-checkpoint/1"
 class LossGraph:
     """A static loss graph; :meth:`feed` sets its inputs from a batch, then ``loss.forward()``.
 
-    The STFTs of the mixture and of the targets need no gradient, so they are computed in numpy
-    (:func:`xumx.dsp.stft`, the same transform as nnabla's ``F.stft`` of the model) when a batch is
-    fed: nnabla's CPU STFT is a dense DFT per frame and took most of the step time.
+    The STFTs of the mixture and of the targets need no gradient. With ``numpy_stft`` (the
+    default on the CPU) they are computed in numpy (:func:`xumx.dsp.stft`, the same transform as
+    nnabla's ``F.stft`` of the model) when a batch is fed: nnabla's CPU STFT is a dense DFT per
+    frame and took most of the step time. Otherwise (GPU) they are part of the graph and
+    ``mix_real``/``mix_imag``/``target_mag`` are None.
     """
     cfg: ModelConfig
     mixture: object      # (B, C, T) audio
@@ -55,6 +57,9 @@ class LossGraph:
     def feed(self, mixture: np.ndarray, target: np.ndarray):
         from .dsp import stft
         cfg = self.cfg
+        if self.mix_real is None:
+            self.mixture.d, self.target.d = mixture, target
+            return
         batch, channels, length = mixture.shape
         spec = stft(mixture.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64)
         spec = spec.reshape(batch, channels, *spec.shape[1:])
@@ -66,7 +71,7 @@ class LossGraph:
 
 
 def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
-                     trim: int = SDR_EDGE_TRIM) -> LossGraph:
+                     trim: int = SDR_EDGE_TRIM, numpy_stft: bool = True) -> LossGraph:
     """The Multi-Domain Loss graph of ``model`` for (batch, length) inputs.
 
     Shapes: mixture (B, C, T), target (B, S*C, T) with sources in ``model.cfg.sources`` order.
@@ -77,15 +82,20 @@ def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
     """
     import nnabla as nn
     import nnabla.functions as F
-    from .dsp import graph_istft, nb_frames
+    from .dsp import graph_istft, graph_stft, nb_frames
     cfg = model.cfg
     channels, nb_sources = cfg.nb_channels, len(cfg.sources)
     frames = nb_frames(length, cfg.nhop)
     mixture = nn.Variable((batch, channels, length))
     target = nn.Variable((batch, nb_sources * channels, length))
-    real = nn.Variable((batch, channels, cfg.nb_bins, frames))
-    imag = nn.Variable((batch, channels, cfg.nb_bins, frames))
-    t_mag = nn.Variable((frames, batch, nb_sources * channels, cfg.nb_bins))
+    if numpy_stft:
+        real = nn.Variable((batch, channels, cfg.nb_bins, frames))
+        imag = nn.Variable((batch, channels, cfg.nb_bins, frames))
+        t_mag = nn.Variable((frames, batch, nb_sources * channels, cfg.nb_bins))
+    else:
+        real, imag = graph_stft(mixture, cfg.nfft, cfg.nhop)
+        t_real, t_imag = graph_stft(target, cfg.nfft, cfg.nhop)
+        t_mag = F.transpose(F.pow_scalar(t_real ** 2 + t_imag ** 2, 0.5), (3, 0, 1, 2))
     mix_spec = F.transpose(F.pow_scalar(real ** 2 + imag ** 2, 0.5), (3, 0, 1, 2))
     masks = model.masks(mix_spec, test=test)
     estimates = []
@@ -99,6 +109,8 @@ def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
                                   [target[:, s, :out_len] for s in sl], trim=trim)
     loss = multi_domain_loss(timed, freq, mcoef)
     loss.persistent = True
+    if not numpy_stft:
+        real = imag = t_mag = None
     return LossGraph(cfg, mixture, target, real, imag, t_mag, loss)
 
 
@@ -282,7 +294,9 @@ class Trainer:
             _, params, solver_state, meta = self._resume
             model = OpenUnmixCrossNet(mcfg, rng=np.random.RandomState(cfg.seed))
             model.set_parameters(params)
-        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False)
+        self.numpy_stft = cfg.context == "cpu"
+        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False,
+                                 numpy_stft=self.numpy_stft)
         self.model = model
         solver = S.Adam(self.lr)
         trainable = model.get_parameters(grad_only=True)
@@ -361,7 +375,8 @@ class Trainer:
                 if b - a not in graphs:
                     if len(graphs) > 1:  # keep the full-window graph, rebuild the odd ones
                         graphs = {window: graphs[window]} if window in graphs else {}
-                    graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True)
+                    graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True,
+                                                     numpy_stft=self.numpy_stft)
                 g = graphs[b - a]
                 g.feed(mix[None, :, a:b], targets[None, :, a:b])
                 g.loss.forward(clear_buffer=True)
