@@ -18,7 +18,7 @@ TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nho
 
 def tiny_run(root, output, epochs, resume=None):
     cfg = TrainConfig(root=root, is_wav=True, output=str(output), epochs=epochs, batch_size=2,
-                      seq_dur=0.25, samples_per_track=2, valid_dur=0.5, resume=resume, seed=7)
+                      seq_dur=0.25, samples_per_track=1, valid_dur=0.5, resume=resume, seed=7)
     return train(tiny_config(nb_layers=1), cfg, progress=False)
 
 

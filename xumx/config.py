@@ -195,10 +195,13 @@ def _add_separation_args(parser):
 def build_parser(mode: str) -> argparse.ArgumentParser:
     """The parser of one entry module: ``mode`` is 'test', 'train' or 'eval'."""
     progs = {"test": "python -m xumx.test", "train": "python -m xumx.train",
-             "eval": "python -m xumx.eval"}
+             "eval": "python -m xumx.eval", "synth": "python -m xumx.synth"}
     if mode not in progs:
         raise ValueError(f"unknown mode {mode!r}")
     parser = argparse.ArgumentParser(prog=progs[mode])
+    if mode == "synth":
+        _add_synth_args(parser)
+        return parser
     if mode in ("test", "eval"):
         _add_separation_args(parser)
     if mode == "test":
@@ -288,3 +291,12 @@ def train_configs_from_args(args) -> Tuple[ModelConfig, TrainConfig]:
                         source_augmentations=tuple(args.source_augmentations), mcoef=args.mcoef,
                         context=args.context, device_id=str(args.device_id))
     return model, train
+
+
+def _add_synth_args(parser):
+    g = parser.add_argument_group("generated dataset")
+    g.add_argument("--out", required=True, help="dataset root to write")
+    g.add_argument("--train", type=int, default=8, help="training songs (default: 8)")
+    g.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
+    g.add_argument("--duration", type=float, default=12.0, help="song length in seconds (default: 12)")
+    g.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")

@@ -16,14 +16,13 @@ separate them on a CPU within minutes:
 Every song draws its key, tempo, gains and panning from a generator seeded by (seed, subset,
 index), so the dataset is reproducible. Sources outside these four get a noise texture.
 """
-import argparse
 import os
 import sys
 from typing import Dict, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES
+from .config import DEFAULT_NB_CHANNELS, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES
 
 SUBSETS = ("train", "test")
 
@@ -127,7 +126,7 @@ def _texture(rng, t, rate):
 
 
 def song_stems(rng: np.random.RandomState, duration: float, rate: int = DEFAULT_SAMPLE_RATE,
-               sources: Sequence[str] = DEFAULT_SOURCES, nb_channels: int = 2) -> Dict[str, np.ndarray]:
+               sources: Sequence[str] = DEFAULT_SOURCES, nb_channels: int = DEFAULT_NB_CHANNELS) -> Dict[str, np.ndarray]:
     """One generated song: {source: (T, nb_channels) float64}, each source panned and scaled."""
     t = np.arange(int(round(duration * rate))) / rate
     root = 57 + rng.randint(0, 12)
@@ -140,9 +139,10 @@ def song_stems(rng: np.random.RandomState, duration: float, rate: int = DEFAULT_
     for source in sources:
         mono = makers.get(source, lambda: _texture(rng, t, rate))()
         mono = mono / (np.max(np.abs(mono)) + 1e-9) * rng.uniform(0.5, 1.0)
+        # linear panning over the channel positions 0..1 (stereo: gains 1 - pan and pan)
         pan = rng.uniform(0.2, 0.8)
-        gains = np.array([1.0 - pan, pan]) if nb_channels == 2 else np.ones(nb_channels)
-        stems[source] = mono[:, None] * (gains[None, :nb_channels] / gains.max())
+        gains = 1.0 - np.abs(np.linspace(0.0, 1.0, nb_channels) - pan) if nb_channels > 1 else np.ones(1)
+        stems[source] = mono[:, None] * (gains[None, :] / gains.max())
     return stems
 
 
@@ -169,7 +169,7 @@ def song_name(subset: str, index: int, seed: int) -> str:
 
 def make_dataset(out: str, nb_train: int = 8, nb_test: int = 3, duration: float = 12.0,
                  seed: int = 0, rate: int = DEFAULT_SAMPLE_RATE,
-                 sources: Sequence[str] = DEFAULT_SOURCES, nb_channels: int = 2) -> Dict[str, list]:
+                 sources: Sequence[str] = DEFAULT_SOURCES, nb_channels: int = DEFAULT_NB_CHANNELS) -> Dict[str, list]:
     """Write the dataset under ``out``; return {subset: [track folder, ...]}."""
     written = {}
     for subset, count in zip(SUBSETS, (nb_train, nb_test)):
@@ -184,13 +184,8 @@ def make_dataset(out: str, nb_train: int = 8, nb_test: int = 3, duration: float 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xumx.synth", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--train", type=int, default=8, help="training songs (default: 8)")
-    parser.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
-    parser.add_argument("--duration", type=float, default=12.0, help="song length in seconds (default: 12)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    args = parser.parse_args(argv)
+    from .config import build_parser
+    args = build_parser("synth").parse_args(argv)
     if args.train < 0 or args.test < 0 or not args.duration > 0:
         print("error: --train/--test must be >= 0 and --duration > 0", file=sys.stderr)
         return 2
