@@ -22,7 +22,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: resume with --model " + train_cfg.output, file=sys.stderr)
         return 130
-    print(f"best model: {result['best']}")
+    if result["rank"] == 0:
+        print(f"best model: {result['best']}")
     return 0
 
 

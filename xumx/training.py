@@ -336,7 +336,8 @@ class Trainer:
                            "epochs" if not math.isnan(valid_loss) else "stopping: the validation loss is NaN")
                 break
         comm.barrier()
-        return {"history": history, "stopped": stopped, "best": os.path.join(cfg.output, BEST_NAME)}
+        return {"history": history, "stopped": stopped, "best": os.path.join(cfg.output, BEST_NAME),
+                "rank": comm.rank}
 
     def _train_epoch(self, epoch, graph, solver, params, steps) -> float:
         from tqdm import tqdm
@@ -404,5 +405,5 @@ class Trainer:
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True) -> dict:
-    """Train (or resume, ``cfg.resume``) and return {'history', 'stopped', 'best' path}."""
+    """Train (or resume, ``cfg.resume``) and return {'history', 'stopped', 'best' path, 'rank'}."""
     return Trainer(model_cfg, cfg, data=data, progress=progress).run()
