@@ -45,6 +45,9 @@ def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"]) and history[0]["best"]
     assert result["history"][0]["valid_loss"] == history[0]["valid_loss"]
+    assert read_checkpoint(str(out / BEST_NAME)) is None            # weights, not a checkpoint
+    params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
+    assert meta["epoch"] == 1 and solver and set(params) >= {"fc1_bass/affine/W", "input_mean_other"}
     from xumx.separator import Separator
     sep = Separator.from_file(str(out / BEST_NAME))
     assert sep.cfg == tiny_config(nb_layers=1)
