@@ -7,7 +7,7 @@ rank draws different excerpts and a resumed run draws exactly what an uninterrup
 """
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 

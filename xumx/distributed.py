@@ -10,12 +10,12 @@ If the launcher says N > 1 processes but the communicator cannot start, that is 
 (:class:`DistributedError`): the published code silently trained N identical single-process copies.
 """
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 #: Environment variables through which MPI launchers announce the world size / local rank.
-SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
                    "PMI_LOCAL_RANK", "SLURM_LOCALID")
 REFERENCE_BATCH = 16
@@ -27,7 +27,7 @@ class DistributedError(RuntimeError):
 
 def launcher_world_size(env: Mapping[str, str] = os.environ) -> int:
     """The number of processes an MPI launcher started (1 when not launched by one)."""
-    for name in SIZE_VARS[:4]:
+    for name in SIZE_VARS:
         if env.get(name, "").strip().isdigit():
             return int(env[name])
     return 1
