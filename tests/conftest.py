@@ -55,3 +55,13 @@ def sine_mix(nb_timesteps, rate, nb_channels=2, seed=0):
     sig = sum(0.2 * np.sin(2 * np.pi * f * t + r.rand()) for f in (110.0, 440.0, 1250.0))
     out = np.stack([sig * (0.8 + 0.2 * c) for c in range(nb_channels)], axis=1)
     return (out + 0.01 * r.standard_normal(out.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_musdb(tmp_path_factory):
+    """A generated musdb-layout WAV dataset at 8 kHz (tiny_config's rate): 3 train songs of 1.2 s
+    (the hold-out keeps the last by name for validation) and 1 test song."""
+    from xumx.synth import make_dataset
+    root = str(tmp_path_factory.mktemp("tiny_musdb"))
+    make_dataset(root, nb_train=3, nb_test=1, duration=1.2, seed=3, rate=8000)
+    return root

@@ -121,6 +121,51 @@ class SeparationConfig:
             raise ValueError(f"alpha must be positive, not {self.alpha!r}")
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything of a training run except the network's shapes (see ``xumx.training``)."""
+    root: Optional[str] = None          # MUSDB18 root; None downloads the 7 s preview
+    output: str = "x-umx"
+    resume: Optional[str] = None        # checkpoint (or output folder, or weights) to continue from
+    is_wav: bool = False
+    epochs: int = 1000
+    batch_size: int = 16
+    patience: int = 1000
+    seq_dur: float = 6.0
+    lr: float = 0.001
+    lr_decay_patience: int = 80
+    lr_decay_gamma: float = 0.3
+    weight_decay: float = 0.00001
+    seed: int = 42
+    valid_dur: float = 100.0
+    samples_per_track: int = 64
+    source_augmentations: Tuple[str, ...] = ("gain", "channelswap")
+    mcoef: float = 10.0
+    context: str = "cpu"
+    device_id: str = "0"
+
+    def __post_init__(self):
+        object.__setattr__(self, "source_augmentations", tuple(self.source_augmentations))
+        problems = []
+        for name in ("epochs", "batch_size", "samples_per_track"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("seq_dur", "valid_dur", "lr"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, not {getattr(self, name)}")
+        if self.patience < 1 or self.lr_decay_patience < 0:
+            problems.append("patience must be >= 1 and lr_decay_patience >= 0")
+        if not 0 < self.lr_decay_gamma < 1:
+            problems.append(f"lr_decay_gamma must be in (0, 1), not {self.lr_decay_gamma}")
+        if self.weight_decay < 0 or self.mcoef < 0:
+            problems.append("weight_decay and mcoef must be >= 0")
+        unknown = set(self.source_augmentations) - {"gain", "channelswap"}
+        if unknown:
+            problems.append(f"unknown source augmentations {sorted(unknown)} (known: gain channelswap)")
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
+
+
 # --------------------------------------------------------------------------- argparse
 def _add_runtime_args(parser):
     g = parser.add_argument_group("runtime")
@@ -153,14 +198,19 @@ def _add_separation_args(parser):
 def build_parser(mode: str) -> argparse.ArgumentParser:
     """The parser of one entry module: ``mode`` is 'test', 'train' or 'eval'."""
     progs = {"test": "python -m xumx.test", "train": "python -m xumx.train",
-             "eval": "python -m xumx.eval"}
+             "eval": "python -m xumx.eval", "synth": "python -m xumx.synth"}
     if mode not in progs:
         raise ValueError(f"unknown mode {mode!r}")
     parser = argparse.ArgumentParser(prog=progs[mode])
+    if mode == "synth":
+        _add_synth_args(parser)
+        return parser
     if mode in ("test", "eval"):
         _add_separation_args(parser)
     if mode == "test":
         _add_test_args(parser)
+    if mode == "train":
+        _add_train_args(parser)
     _add_runtime_args(parser)
     return parser
 
@@ -273,3 +323,74 @@ def separation_config_from_args(args) -> SeparationConfig:
     return SeparationConfig(targets=tuple(args.targets) if args.targets else None,
                             niter=args.niter, softmask=bool(args.softmask),
                             alpha=float(args.alpha), residual_model=bool(args.residual_model))
+
+
+def _add_train_args(parser):
+    g = parser.add_argument_group("data")
+    g.add_argument("--root", default=None,
+                   help="MUSDB18 root folder (default: download the 7 s preview)")
+    g.add_argument("--is-wav", action="store_true", help="the dataset is decoded WAV (musdb is_wav layout)")
+    g.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES),
+                   help="sources to separate, in order (default: bass drums vocals other)")
+    g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in s (default: 6.0)")
+    g.add_argument("--valid_dur", "--valid-dur", dest="valid_dur", type=float, default=100.0,
+                   help="validation window length in s; the last partial window counts (default: 100.0)")
+    g.add_argument("--samples-per-track", type=int, default=64,
+                   help="excerpts per track and epoch (default: 64)")
+    g.add_argument("--source-augmentations", nargs="*", default=["gain", "channelswap"],
+                   help="per-source augmentations: gain, channelswap (default: gain channelswap)")
+    g.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    g = parser.add_argument_group("model")
+    g.add_argument("--hidden-size", type=int, default=DEFAULT_HIDDEN, help="hidden units (default: 512)")
+    g.add_argument("--nb-layers", type=int, default=DEFAULT_LAYERS, help="LSTM layers (default: 3)")
+    g.add_argument("--unidirectional", action="store_true", help="unidirectional LSTM (default: bidirectional)")
+    g.add_argument("--nfft", type=int, default=DEFAULT_NFFT, help="STFT size (default: 4096)")
+    g.add_argument("--nhop", type=int, default=DEFAULT_NHOP, help="STFT hop (default: 1024)")
+    g.add_argument("--bandwidth", type=int, default=DEFAULT_BANDWIDTH,
+                   help="highest frequency the network sees, Hz (default: 16000)")
+    g.add_argument("--nb-channels", type=int, default=DEFAULT_NB_CHANNELS,
+                   help="audio channels, 1 or 2 (default: 2)")
+    g.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE,
+                   help="sample rate of the dataset in Hz (default: 44100)")
+    g = parser.add_argument_group("training")
+    g.add_argument("--output", default="x-umx", help="output folder (default: ./x-umx)")
+    g.add_argument("--model", default=None,
+                   help="resume from this checkpoint (or output folder); a plain weights file starts from its weights")
+    g.add_argument("--epochs", type=int, default=1000, help="epochs (default: 1000)")
+    g.add_argument("--batch-size", type=int, default=16, help="excerpts per step and process (default: 16)")
+    g.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default: 0.001)")
+    g.add_argument("--patience", type=int, default=1000,
+                   help="early stopping: epochs without validation improvement (default: 1000)")
+    g.add_argument("--lr-decay-patience", type=int, default=80,
+                   help="epochs without improvement before the LR decays (default: 80)")
+    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="LR decay factor (default: 0.3)")
+    g.add_argument("--weight-decay", type=float, default=0.00001, help="L2 weight decay (default: 0.00001)")
+    g.add_argument("--mcoef", type=float, default=10.0,
+                   help="loss = mcoef * time-domain loss + frequency-domain loss (default: 10.0)")
+
+
+def train_configs_from_args(args) -> Tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations of ``python -m xumx.train`` flags."""
+    model = ModelConfig(sources=tuple(args.sources), nb_channels=args.nb_channels,
+                        hidden_size=args.hidden_size, nb_layers=args.nb_layers,
+                        unidirectional=bool(args.unidirectional), nfft=args.nfft, nhop=args.nhop,
+                        max_bin=bandwidth_to_max_bin(args.sample_rate, args.nfft, args.bandwidth),
+                        sample_rate=args.sample_rate)
+    train = TrainConfig(root=args.root, output=args.output, resume=args.model, is_wav=bool(args.is_wav),
+                        epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                        seq_dur=args.seq_dur, lr=args.lr, lr_decay_patience=args.lr_decay_patience,
+                        lr_decay_gamma=args.lr_decay_gamma, weight_decay=args.weight_decay,
+                        seed=args.seed, valid_dur=args.valid_dur,
+                        samples_per_track=args.samples_per_track,
+                        source_augmentations=tuple(args.source_augmentations), mcoef=args.mcoef,
+                        context=args.context, device_id=str(args.device_id))
+    return model, train
+
+
+def _add_synth_args(parser):
+    g = parser.add_argument_group("generated dataset")
+    g.add_argument("--out", required=True, help="dataset root to write")
+    g.add_argument("--train", type=int, default=8, help="training songs (default: 8)")
+    g.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
+    g.add_argument("--duration", type=float, default=12.0, help="song length in seconds (default: 12)")
+    g.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")

@@ -1,0 +1,119 @@
+"""Training: one epoch writes every output, resume equals an uninterrupted run, CLI errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from xumx.config import TrainConfig, build_parser, train_configs_from_args
+from xumx.training import BEST_NAME, CHECKPOINT_NAME, read_checkpoint, train
+
+TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nhop", "64",
+              "--sample-rate", "8000", "--bandwidth", "3000", "--batch-size", "2",
+              "--seq-dur", "0.25", "--samples-per-track", "2", "--valid-dur", "0.5"]
+
+
+def tiny_run(root, output, epochs, resume=None):
+    cfg = TrainConfig(root=root, is_wav=True, output=str(output), epochs=epochs, batch_size=2,
+                      seq_dur=0.25, samples_per_track=1, valid_dur=0.5, resume=resume, seed=7)
+    return train(tiny_config(nb_layers=1), cfg, progress=False)
+
+
+def test_flags_reach_the_configs():
+    args = build_parser("train").parse_args(TINY_FLAGS + ["--unidirectional", "--sources", "a", "b",
+                                                          "--valid_dur", "3", "--mcoef", "2"])
+    model, cfg = train_configs_from_args(args)
+    assert (model.hidden_size, model.nb_layers, model.nfft, model.nhop, model.sample_rate) == (16, 1, 256, 64, 8000)
+    assert model.unidirectional and model.sources == ("a", "b") and model.max_bin == 97
+    assert cfg.valid_dur == 3.0 and cfg.mcoef == 2.0 and cfg.output == "x-umx"
+    defaults = build_parser("train").parse_args([])
+    _, d = train_configs_from_args(defaults)
+    assert (d.epochs, d.batch_size, d.patience, d.seq_dur, d.lr, d.lr_decay_patience, d.lr_decay_gamma,
+            d.weight_decay, d.seed, d.valid_dur, d.samples_per_track, d.source_augmentations) == \
+        (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"))
+
+
+def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
+    out = tmp_path / "run"
+    result = tiny_run(tiny_musdb, out, epochs=1)
+    for name in (BEST_NAME, "best_xumx.json", CHECKPOINT_NAME, "history.json", "history.csv", "training.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"]) and history[0]["best"]
+    assert result["history"][0]["valid_loss"] == history[0]["valid_loss"]
+    assert read_checkpoint(str(out / BEST_NAME)) is None            # weights, not a checkpoint
+    params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
+    assert meta["epoch"] == 1 and solver and set(params) >= {"fc1_bass/affine/W", "input_mean_other"}
+    from xumx.separator import Separator
+    sep = Separator.from_file(str(out / BEST_NAME))
+    assert sep.cfg == tiny_config(nb_layers=1)
+    audio = np.random.RandomState(0).randn(2000, 2).astype(np.float32) * 0.1
+    est = sep.separate(audio)
+    assert set(est) == set(sep.cfg.sources) and est["bass"].shape == audio.shape
+
+
+def test_resume_continues_like_an_uninterrupted_run(tiny_musdb, tmp_path):
+    tiny_run(tiny_musdb, tmp_path / "full", epochs=2)
+    tiny_run(tiny_musdb, tmp_path / "part", epochs=1)
+    p1, _, meta1 = read_checkpoint(str(tmp_path / "part" / CHECKPOINT_NAME))
+    result = tiny_run(tiny_musdb, tmp_path / "part", epochs=2, resume=str(tmp_path / "part"))
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    full, solver_full, meta_full = read_checkpoint(str(tmp_path / "full" / CHECKPOINT_NAME))
+    part, solver_part, meta_part = read_checkpoint(str(tmp_path / "part" / CHECKPOINT_NAME))
+    assert meta_part["epoch"] == meta_full["epoch"] == 2
+    assert any(not np.array_equal(p1[k], part[k]) for k in part)     # epoch 2 did train
+    for k in full:
+        np.testing.assert_allclose(part[k], full[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    for k in solver_full:
+        np.testing.assert_allclose(solver_part[k], solver_full[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    assert meta_part["history"][1]["valid_loss"] == pytest.approx(meta_full["history"][1]["valid_loss"], rel=1e-5)
+
+
+def test_cli_bad_flags_are_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path), "--nhop", "0"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: invalid model configuration")
+    assert len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path / "none")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    lines = [l for l in p.stderr.splitlines() if "[nnabla]" not in l]
+    assert p.returncode == 1 and len(lines) == 1 and "no 'train' folder" in lines[0]
+
+
+def test_numpy_fed_stfts_equal_the_in_graph_model_forward(rng):
+    """The loss graph takes the (gradient-free) STFTs from numpy; the value equals the loss built
+    on the model's own nnabla STFT front end (``OpenUnmixCrossNet.__call__``)."""
+    import nnabla as nn
+    import nnabla.functions as F
+    from xumx.dsp import graph_istft, graph_stft
+    from xumx.losses import freq_combination_loss, multi_domain_loss, time_combination_loss
+    from xumx.model import OpenUnmixCrossNet
+    from xumx.training import build_loss_graph
+    cfg = tiny_config(nb_layers=1)
+    model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
+    x = (0.1 * rng.randn(2, 2, 1000)).astype(np.float32)
+    y = (0.1 * rng.randn(2, 8, 1000)).astype(np.float32)
+    g = build_loss_graph(model, 2, 1000, 10.0, test=True)
+    g.feed(x, y)
+    g.loss.forward()
+    mixture, target = nn.Variable.from_numpy_array(x), nn.Variable.from_numpy_array(y)
+    mix_spec, masks, (re, im) = model(mixture, test=True)
+    est = [graph_istft(re * F.transpose(m, (1, 2, 3, 0)), im * F.transpose(m, (1, 2, 3, 0)), 256, 64)
+           for m in masks]
+    tr, ti = graph_stft(target, 256, 64)
+    tmag = F.transpose(F.pow_scalar(tr ** 2 + ti ** 2, 0.5), (3, 0, 1, 2))
+    n = est[0].shape[-1]
+    sl = [slice(2 * k, 2 * k + 2) for k in range(4)]
+    ref = multi_domain_loss(time_combination_loss(mixture[:, :, :n], est, [target[:, s, :n] for s in sl]),
+                            freq_combination_loss(mix_spec, masks, [tmag[:, :, s, :] for s in sl]), 10.0)
+    ref.forward()
+    assert float(g.loss.d) == pytest.approx(float(ref.d), rel=1e-4)
+    in_graph = build_loss_graph(model, 2, 1000, 10.0, test=True, numpy_stft=False)
+    in_graph.feed(x, y)
+    in_graph.loss.forward()
+    assert float(in_graph.loss.d) == pytest.approx(float(ref.d), rel=1e-4)

@@ -1,0 +1,31 @@
+"""``python -m xumx.train``: train X-UMX on MUSDB18 (or any musdb-layout dataset), on one machine
+or with ``mpirun -n N``. Flags: ``xumx.config.build_parser('train')``; the work: ``xumx.training``."""
+import sys
+
+
+def main(argv=None) -> int:
+    from .config import build_parser, train_configs_from_args
+    args = build_parser("train").parse_args(argv)
+    try:
+        model_cfg, train_cfg = train_configs_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .data import DataError
+    from .distributed import DistributedError
+    from .training import train
+    try:
+        result = train(model_cfg, train_cfg)
+    except (DataError, DistributedError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: resume with --model " + train_cfg.output, file=sys.stderr)
+        return 130
+    if result["rank"] == 0:
+        print(f"best model: {result['best']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

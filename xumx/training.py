@@ -1,0 +1,409 @@
+"""Training X-UMX: static nnabla graphs, Adam, plateau LR decay, early stopping, validation,
+atomic checkpoints and resume, data parallelism over MPI ranks.
+
+The library entry point is :func:`train` (``python -m xumx.train`` only parses flags into
+:class:`~xumx.config.ModelConfig` and :class:`~xumx.config.TrainConfig`).
+
+Files in ``TrainConfig.output`` (only rank 0 writes, each atomically: temp name + os.replace):
+
+- ``best_xumx.h5`` + ``best_xumx.json``: the parameters of the best validation epoch with their
+  configuration (``Separator.from_file`` / ``xumx.test`` load it with no size flags);
+- ``checkpoint.h5``: parameters, Adam states, the epoch, scheduler, early-stopping and loss history
+  (the data generators are functions of (seed, epoch, rank), so the epoch fixes them);
+- ``history.json`` / ``history.csv``: per-epoch training and validation loss, learning rate, time;
+- ``training.png``: the loss curves and the learning rate, redrawn every epoch.
+"""
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .config import ModelConfig, TrainConfig
+from .distributed import make_communicator, scaled_hyperparameters
+from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
+                     time_combination_loss)
+from .schedule import EarlyStopping, ReduceLROnPlateau
+
+BEST_NAME = "best_xumx.h5"
+CHECKPOINT_NAME = "checkpoint.h5"
+CHECKPOINT_FORMAT = "xumx-checkpoint/1"
+
+
+@dataclass
+class LossGraph:
+    """A static loss graph; :meth:`feed` sets its inputs from a batch, then ``loss.forward()``.
+
+    The STFTs of the mixture and of the targets need no gradient. With ``numpy_stft`` (the
+    default on the CPU) they are computed in numpy (:func:`xumx.dsp.stft`, the same transform as
+    nnabla's ``F.stft`` of the model) when a batch is fed: nnabla's CPU STFT is a dense DFT per
+    frame and took most of the step time. Otherwise (GPU) they are part of the graph and
+    ``mix_real``/``mix_imag``/``target_mag`` are None.
+    """
+    cfg: ModelConfig
+    mixture: object      # (B, C, T) audio
+    target: object       # (B, S*C, T) audio
+    mix_real: object     # (B, C, F, N)
+    mix_imag: object     # (B, C, F, N)
+    target_mag: object   # (N, B, S*C, F)
+    loss: object
+
+    def feed(self, mixture: np.ndarray, target: np.ndarray):
+        from .dsp import stft
+        cfg = self.cfg
+        if self.mix_real is None:
+            self.mixture.d, self.target.d = mixture, target
+            return
+        batch, channels, length = mixture.shape
+        spec = stft(mixture.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64)
+        spec = spec.reshape(batch, channels, *spec.shape[1:])
+        tmag = np.abs(stft(target.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64))
+        tmag = tmag.reshape(batch, target.shape[1], *tmag.shape[1:])
+        self.mixture.d, self.target.d = mixture, target
+        self.mix_real.d, self.mix_imag.d = spec.real, spec.imag
+        self.target_mag.d = tmag.transpose(3, 0, 1, 2)
+
+
+def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
+                     trim: int = SDR_EDGE_TRIM, numpy_stft: bool = True) -> LossGraph:
+    """The Multi-Domain Loss graph of ``model`` for (batch, length) inputs.
+
+    Shapes: mixture (B, C, T), target (B, S*C, T) with sources in ``model.cfg.sources`` order.
+    The masks come from the mixture magnitude (:meth:`OpenUnmixCrossNet.masks`); the estimates
+    are ISTFT(mask * mixture STFT) in the graph, (B, C, L) with L = (N - 1) * nhop <= T; the
+    mixture and targets are cut to L for the time-domain loss. The frequency-domain loss compares
+    masked mixture magnitudes with the target magnitudes.
+    """
+    import nnabla as nn
+    import nnabla.functions as F
+    from .dsp import graph_istft, graph_stft, nb_frames
+    cfg = model.cfg
+    channels, nb_sources = cfg.nb_channels, len(cfg.sources)
+    frames = nb_frames(length, cfg.nhop)
+    mixture = nn.Variable((batch, channels, length))
+    target = nn.Variable((batch, nb_sources * channels, length))
+    if numpy_stft:
+        real = nn.Variable((batch, channels, cfg.nb_bins, frames))
+        imag = nn.Variable((batch, channels, cfg.nb_bins, frames))
+        t_mag = nn.Variable((frames, batch, nb_sources * channels, cfg.nb_bins))
+    else:
+        real, imag = graph_stft(mixture, cfg.nfft, cfg.nhop)
+        t_real, t_imag = graph_stft(target, cfg.nfft, cfg.nhop)
+        t_mag = F.transpose(F.pow_scalar(t_real ** 2 + t_imag ** 2, 0.5), (3, 0, 1, 2))
+    mix_spec = F.transpose(F.pow_scalar(real ** 2 + imag ** 2, 0.5), (3, 0, 1, 2))
+    masks = model.masks(mix_spec, test=test)
+    estimates = []
+    for mask in masks:
+        m = F.transpose(mask, (1, 2, 3, 0))  # (B, C, F, N)
+        estimates.append(graph_istft(real * m, imag * m, cfg.nfft, cfg.nhop))
+    out_len = estimates[0].shape[-1]
+    sl = [slice(k * channels, (k + 1) * channels) for k in range(nb_sources)]
+    freq = freq_combination_loss(mix_spec, masks, [t_mag[:, :, s, :] for s in sl])
+    timed = time_combination_loss(mixture[:, :, :out_len], estimates,
+                                  [target[:, s, :out_len] for s in sl], trim=trim)
+    loss = multi_domain_loss(timed, freq, mcoef)
+    loss.persistent = True
+    if not numpy_stft:
+        real = imag = t_mag = None
+    return LossGraph(cfg, mixture, target, real, imag, t_mag, loss)
+
+
+def min_window(cfg: ModelConfig, trim: int = SDR_EDGE_TRIM) -> int:
+    """The shortest signal the loss graph accepts (STFT padding and the SDR edge trim)."""
+    return max(cfg.nfft, 2 * trim + 2 * cfg.nhop)
+
+
+# --------------------------------------------------------------------------- checkpoint I/O
+def model_arrays(model) -> Dict[str, np.ndarray]:
+    return {k: np.array(v.d, copy=True) for k, v in model.get_parameters().items()}
+
+
+def solver_arrays(solver) -> Dict[str, np.ndarray]:
+    """{'<param>/<state>': array, '<param>/t': step} of an nnabla solver."""
+    out = {}
+    for name, state in solver.get_states().items():
+        for key, var in state.pstate.items():
+            out[f"{name}/{key}"] = np.array(var.d, copy=True)
+        out[f"{name}/t"] = np.array(state.t, dtype=np.int64)
+    return out
+
+
+def restore_solver(solver, arrays: Dict[str, np.ndarray]):
+    states = solver.get_states()
+    for name, state in states.items():
+        for key, var in state.pstate.items():
+            var.d = arrays[f"{name}/{key}"]
+        state.t = int(arrays[f"{name}/t"])
+    solver.set_states(states)
+
+
+def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray], meta: dict):
+    """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
+    import h5py
+    tmp = f"{path}.tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = CHECKPOINT_FORMAT
+        f.attrs["meta"] = json.dumps(meta)
+        for group, arrays in (("params", params), ("solver", solver)):
+            g = f.create_group(group)
+            for index, (name, value) in enumerate(arrays.items()):
+                g.create_dataset(name, data=value).attrs["index"] = index
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], dict]]:
+    """(params, solver, meta) of a checkpoint, or None when ``path`` is not one."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != CHECKPOINT_FORMAT:
+            return None
+        meta = json.loads(f.attrs["meta"])
+        out = []
+        for group in ("params", "solver"):
+            found = {}
+            f[group].visititems(lambda n, o: found.__setitem__(n, (o.attrs["index"], o[()]))
+                                if isinstance(o, h5py.Dataset) else None)
+            out.append({n: v for n, (_, v) in sorted(found.items(), key=lambda kv: kv[1][0])})
+    return out[0], out[1], meta
+
+
+def _atomic_text(path: str, text: str):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_history(output: str, history: List[dict]):
+    """history.json and history.csv (one row per epoch)."""
+    _atomic_text(os.path.join(output, "history.json"), json.dumps(history, indent=1))
+    buf = io.StringIO()
+    fields = ["epoch", "train_loss", "valid_loss", "lr", "best", "seconds"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    _atomic_text(os.path.join(output, "history.csv"), buf.getvalue())
+
+
+def plot_history(path: str, history: List[dict]):
+    """training.png: training/validation loss (top) and learning rate (bottom) per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="training")
+    ax_loss.plot(epochs, [h["valid_loss"] for h in history], "o-", label="validation")
+    ax_loss.set_ylabel("loss (mcoef·TD + FD)")
+    ax_loss.legend()
+    ax_lr.plot(epochs, [h["lr"] for h in history], "o-", color="tab:green")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = f"{path}.tmp{os.getpid()}"
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the trainer
+def _log(comm, msg):
+    if comm.rank == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_resume(path: str) -> str:
+    """A folder means its checkpoint."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+class Trainer:
+    """One training run (see :func:`train`)."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True):
+        from . import data as datamod
+        self.cfg, self.progress = cfg, progress
+        self.comm, self.ctx = make_communicator(cfg.context, cfg.device_id)
+        self.state = None
+        resume = None
+        if cfg.resume:
+            resume = self._load_resume(resolve_resume(cfg.resume))
+            model_cfg = resume[0]
+        self.model_cfg = model_cfg
+        if data is None:
+            db = datamod.open_musdb(cfg.root, cfg.is_wav)
+            split = datamod.split_tracks(db.tracks, db.setup.get("validation_tracks", []))
+            _log(self.comm, f"{len(split.train)} training and {len(split.valid)} validation tracks "
+                            f"({'MUSDB18 validation split' if split.fixed else 'hold-out of every %dth track by name' % datamod.HOLDOUT_EVERY})")
+            data = datamod.MusdbTraining(split.train, split.valid, model_cfg, cfg.seq_dur,
+                                         cfg.samples_per_track, cfg.source_augmentations)
+        self.data = data
+        self.lr, self.weight_decay = scaled_hyperparameters(cfg.lr, cfg.weight_decay, self.comm.n_procs)
+        self._resume = resume
+
+    def _load_resume(self, path):
+        from .weights import load_xumx
+        ck = read_checkpoint(path)
+        if ck is None:  # a plain weights file: start from its weights
+            cfg, arrays = load_xumx(path)
+            return cfg, arrays, None, None
+        params, solver, meta = ck
+        return ModelConfig.from_dict(meta["model"]), params, solver, meta
+
+    def _statistics(self):
+        from .data import input_statistics, training_mixtures
+        stats = None
+        if self.comm.rank == 0:
+            _log(self.comm, f"input statistics over {len(self.data.tracks)} training mixtures")
+            stats = input_statistics(training_mixtures(self.data), self.model_cfg.nfft, self.model_cfg.nhop)
+        if self.comm.n_procs > 1:
+            if self.comm.rank != 0:
+                nb = self.model_cfg.nb_bins
+                stats = (np.zeros(nb, np.float32), np.zeros(nb, np.float32))
+            stats = self.comm.bcast(stats)
+        return stats
+
+    def run(self) -> dict:
+        import nnabla as nn
+        with nn.context_scope(self.ctx):
+            return self._run()
+
+    def _run(self) -> dict:
+        import nnabla as nn
+        import nnabla.solvers as S
+        from .model import OpenUnmixCrossNet
+        cfg, mcfg, comm = self.cfg, self.model_cfg, self.comm
+        if comm.rank == 0:
+            os.makedirs(cfg.output, exist_ok=True)
+        meta = None
+        if self._resume is None:
+            mean, std = self._statistics()
+            model = OpenUnmixCrossNet(mcfg, mean, std, rng=np.random.RandomState(cfg.seed))
+        else:
+            _, params, solver_state, meta = self._resume
+            model = OpenUnmixCrossNet(mcfg, rng=np.random.RandomState(cfg.seed))
+            model.set_parameters(params)
+        self.numpy_stft = cfg.context == "cpu"
+        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False,
+                                 numpy_stft=self.numpy_stft)
+        self.model = model
+        solver = S.Adam(self.lr)
+        trainable = model.get_parameters(grad_only=True)
+        solver.set_parameters(trainable)
+        params = list(trainable.values())
+        # batch-norm running statistics: averaged over the ranks after each step
+        self._buffers = [v for k, v in model.get_parameters().items() if k not in trainable]
+        scheduler = ReduceLROnPlateau(self.lr, factor=cfg.lr_decay_gamma, patience=cfg.lr_decay_patience)
+        stopper = EarlyStopping(patience=cfg.patience)
+        history, start = [], 1
+        if meta is not None:
+            restore_solver(solver, solver_state)
+            scheduler = ReduceLROnPlateau.from_state(meta["scheduler"])
+            stopper = EarlyStopping.from_state(meta["early_stopping"])
+            history, start = meta["history"], meta["epoch"] + 1
+            solver.set_learning_rate(scheduler.lr)
+            _log(comm, f"resuming after epoch {meta['epoch']} (lr {scheduler.lr:g})")
+        steps = self.data.iterations(cfg.batch_size, comm.n_procs)
+        _log(comm, f"{comm.n_procs} process(es), {steps} steps of {cfg.batch_size} excerpts per epoch "
+                   f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}")
+        stopped = False
+        for epoch in range(start, cfg.epochs + 1):
+            t0 = time.time()
+            train_loss = self._train_epoch(epoch, graph, solver, params, steps)
+            valid_loss = self.validate(model)
+            lr = scheduler.step(valid_loss)
+            solver.set_learning_rate(lr)
+            stopped = stopper.step(valid_loss)
+            history.append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                            "lr": lr, "best": bool(stopper.improved), "seconds": time.time() - t0})
+            if comm.rank == 0:
+                self._write_epoch(model, solver, scheduler, stopper, history, epoch)
+            _log(comm, f"epoch {epoch}: train {train_loss:.5f} valid {valid_loss:.5f} lr {lr:g}"
+                       + (" (best)" if stopper.improved else ""))
+            if stopped:
+                _log(comm, f"early stopping after epoch {epoch}: no improvement for {cfg.patience} "
+                           "epochs" if not math.isnan(valid_loss) else "stopping: the validation loss is NaN")
+                break
+        comm.barrier()
+        return {"history": history, "stopped": stopped, "best": os.path.join(cfg.output, BEST_NAME),
+                "rank": comm.rank}
+
+    def _train_epoch(self, epoch, graph, solver, params, steps) -> float:
+        from tqdm import tqdm
+        cfg, comm = self.cfg, self.comm
+        total, count = 0.0, 0
+        bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=comm.rank != 0 or not self.progress,
+                   leave=False, file=sys.stderr)
+        for x, y in self.data.batches(epoch, cfg.seed, cfg.batch_size, comm.rank, comm.n_procs):
+            graph.feed(x, y)
+            solver.zero_grad()
+            graph.loss.forward(clear_no_need_grad=True)
+            graph.loss.backward(clear_buffer=True)
+            comm.all_reduce_grads(params)
+            solver.weight_decay(self.weight_decay)
+            solver.update()
+            comm.all_reduce_data(self._buffers)
+            total += float(graph.loss.d)
+            count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.close()
+        return float(comm.all_reduce_mean([total / max(count, 1)])[0])
+
+    def validate(self, model) -> float:
+        """Mean over the validation tracks (split over the ranks) of the length-weighted mean loss
+        over windows of ``valid_dur`` seconds, the last partial window included (its own graph)."""
+        from .data import validation_windows
+        cfg, comm, data = self.cfg, self.comm, self.data
+        window = int(round(cfg.valid_dur * self.model_cfg.sample_rate))
+        graphs = {}
+        losses = []
+        for index in range(comm.rank, len(data.valid), comm.n_procs):
+            mix, targets = data.validation_track(index)
+            weighted, total = 0.0, 0
+            for a, b in validation_windows(mix.shape[1], window, min_window(self.model_cfg)):
+                if b - a not in graphs:
+                    if len(graphs) > 1:  # keep the full-window graph, rebuild the odd ones
+                        graphs = {window: graphs[window]} if window in graphs else {}
+                    graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True,
+                                                     numpy_stft=self.numpy_stft)
+                g = graphs[b - a]
+                g.feed(mix[None, :, a:b], targets[None, :, a:b])
+                g.loss.forward(clear_buffer=True)
+                weighted += float(g.loss.d) * (b - a)
+                total += b - a
+            losses.append(weighted / total)
+        # every rank contributes (sum, count) so uneven splits average over tracks exactly
+        s, n = comm.all_reduce_mean([float(np.sum(losses)), float(len(losses))])
+        return s / n if n else float("nan")
+
+    def _write_epoch(self, model, solver, scheduler, stopper, history, epoch):
+        from .weights import save_model
+        out = self.cfg.output
+        arrays = model_arrays(model)
+        if stopper.improved:
+            save_model(os.path.join(out, BEST_NAME), self.model_cfg, arrays)
+        meta = {"epoch": epoch, "model": json.loads(self.model_cfg.to_json()),
+                "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
+                "history": history, "generators": {"seed": self.cfg.seed, "next_epoch": epoch + 1,
+                                                   "rule": "RandomState(SeedSequence((seed, epoch[, rank+1])))"},
+                "n_procs": self.comm.n_procs}
+        write_checkpoint(os.path.join(out, CHECKPOINT_NAME), arrays, solver_arrays(solver), meta)
+        write_history(out, history)
+        plot_history(os.path.join(out, "training.png"), history)
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True) -> dict:
+    """Train (or resume, ``cfg.resume``) and return {'history', 'stopped', 'best' path, 'rank'}."""
+    return Trainer(model_cfg, cfg, data=data, progress=progress).run()
