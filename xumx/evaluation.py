@@ -276,15 +276,18 @@ def format_table(tables: Dict[str, object], nb_tracks: int) -> str:
 
 
 def sdr_comparison(tables: Dict[str, object]) -> str:
-    """SDR per target, one column per method (the first method is the model)."""
+    """SDR per target, one column per method; with two methods, the gain of the first."""
     names = list(tables)
     width = max([10] + [len(n) + 2 for n in names])
-    lines = ["SDR (dB)".ljust(10) + "".join(n.rjust(width) for n in names)]
-    targets = list(next(iter(tables.values())).index)
-    for t in targets:
-        lines.append(t.ljust(10) + "".join(f"{tables[n].loc[t, 'SDR']:{width}.2f}" for n in names))
-    lines.append("average".ljust(10) + "".join(
-        f"{float(np.nanmean(tables[n]['SDR'].values)):{width}.2f}" for n in names))
+    gain = len(names) == 2
+    sdr = {n: tables[n]["SDR"] for n in names}
+    rows = [(t, [sdr[n][t] for n in names]) for t in sdr[names[0]].index]
+    rows.append(("average", [float(np.nanmean(sdr[n].values)) for n in names]))
+    lines = ["SDR (dB)".ljust(10) + "".join(n.rjust(width) for n in names)
+             + ("gain".rjust(8) if gain else "")]
+    for label, values in rows:
+        lines.append(label.ljust(10) + "".join(f"{v:{width}.2f}" for v in values)
+                     + (f"{values[0] - values[1]:+8.2f}" if gain else ""))
     return "\n".join(lines)
 
 
