@@ -200,3 +200,14 @@ def test_runs_as_a_module():
     for flag in ("--evaldir", "--eval-dir", "--outdir", "--out-dir", "--cores", "--chunk-dur",
                  "--tracks", "--baseline", "--subset", "--is-wav"):
         assert flag in out.stdout
+
+
+def test_readme_flag_table_matches_the_parser():
+    import html
+    from xumx.config import build_parser
+    doc = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "readme-eval.md")).read()
+    rows = [ln for ln in doc.splitlines() if ln.startswith("| `-")]
+    documented = {tuple(f.strip(" `") for f in ln.split("|")[1].split(",")):
+                  html.unescape(ln.split("|")[3].strip()).replace("\\*", "*") for ln in rows}
+    actions = [a for a in build_parser("eval")._actions if a.dest != "help"]
+    assert documented == {tuple(a.option_strings): a.help for a in actions}

@@ -216,7 +216,7 @@ def _add_eval_args(parser):
     g.add_argument("--out-dir", "--outdir", dest="out_dir", default=None,
                    help="folder for the estimates <out-dir>/<subset>/<track>/<target>.wav "
                         "(default: not written)")
-    g.add_argument("--eval-dir", "--evaldir", dest="eval_dir", default=None,
+    g.add_argument("--eval-dir", "--evaldir", dest="eval_dir", default="scores",
                    help="folder for the scores: museval JSON per track, CSV, store, sdr.png "
                         "(default: ./scores)")
     g.add_argument("--cores", type=int, default=1,
@@ -245,7 +245,7 @@ def eval_config_from_args(args) -> EvalConfig:
     return EvalConfig(root=args.root, model=args.model, umx=bool(args.umx_infer),
                       subset=args.subset, is_wav=bool(args.is_wav),
                       tracks=tuple(args.tracks) if args.tracks else None, out_dir=args.out_dir,
-                      eval_dir=args.eval_dir or "scores", cores=args.cores,
+                      eval_dir=args.eval_dir, cores=args.cores,
                       chunk_dur=args.chunk_dur, baseline=bool(args.baseline),
                       context=args.context, device_id=str(args.device_id),
                       sample_rate=args.sample_rate)
