@@ -190,7 +190,15 @@ def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys):
     assert run("--model", data["model"], "--root", data["root"], "--is-wav",
                "--targets", "vocals") != 0
     assert "two targets" in one_error_line(capsys)
+    assert run("--model", data["model"], "--root", data["root"], "--is-wav",
+               "--targets", "vocals", "piano") != 0
+    assert "piano" in one_error_line(capsys)
     assert not (tmp_path / "s" / "scores.csv").exists()
+    # as a command, stderr is exactly that one line (the weights are read before nnabla loads)
+    out = subprocess.run([sys.executable, "-m", "xumx.eval", "--model", str(bad), "--root",
+                          data["root"], "--is-wav"], capture_output=True, text=True)
+    assert out.returncode != 0 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("xumx.eval: error: --model ")
 
 
 def test_runs_as_a_module():

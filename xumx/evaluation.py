@@ -60,8 +60,9 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
     except Exception as e:  # musdb raises bare RuntimeErrors / OSErrors on odd layouts
         raise EvalError(f"--root {root}: cannot read it as MUSDB18: {e}") from None
     if not db.tracks:
-        layout = "<track>/mixture.wav, ..." if is_wav else "<track>.stem.mp4 (WAV folders need --is-wav)"
-        raise EvalError(f"no tracks in {os.path.join(root, subset)} (expected {layout})")
+        layout = ("<track>/mixture.wav and one WAV per source" if is_wav
+                  else "<track>.stem.mp4 files; for WAV folders add --is-wav")
+        raise EvalError(f"no tracks in {os.path.join(root, subset)}: expected {layout}")
     if not names:
         return list(db.tracks)
     by_name = {t.name: t for t in db.tracks}
@@ -75,16 +76,25 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
 # --------------------------------------------------------------------------- separation
 def load_separator(cfg: EvalConfig, separation: SeparationConfig):
     """The Separator of ``cfg.model`` on ``cfg.context`` (EvalError when it cannot be used)."""
-    from .separator import Separator
-    from .weights import WeightsError
-    try:
-        context = None
-        if cfg.context:
-            from nnabla.ext_utils import get_extension_context
-            context = get_extension_context(cfg.context, device_id=cfg.device_id)
-        sep = Separator.from_file(cfg.model, separation, umx=cfg.umx, context=context)
-    except (WeightsError, ValueError, OSError, ImportError) as e:
+    from .weights import WeightsError, load_umx, load_xumx
+    try:  # read the weights before nnabla is imported, so a bad file is one line
+        if cfg.umx:
+            model_cfg, arrays = load_umx(cfg.model, separation.targets or DEFAULT_SOURCES)
+        else:
+            model_cfg, arrays = load_xumx(cfg.model)
+    except (WeightsError, ValueError, OSError) as e:
         raise EvalError(f"--model {cfg.model}: {e}") from None
+    unknown = [t for t in separation.targets or () if t not in model_cfg.sources]
+    if unknown:
+        raise EvalError(f"--targets: unknown target(s) {unknown}: the model separates "
+                        f"{list(model_cfg.sources)}")
+    from nnabla.ext_utils import get_extension_context
+    from .separator import Separator
+    try:
+        context = get_extension_context(cfg.context, device_id=cfg.device_id)
+    except Exception as e:  # a missing or broken GPU extension
+        raise EvalError(f"--context {cfg.context}: {type(e).__name__}: {e}") from None
+    sep = Separator(model_cfg, arrays, separation, context)
     if cfg.sample_rate and cfg.sample_rate != sep.cfg.sample_rate:
         raise EvalError(f"--sample-rate {cfg.sample_rate}: the model runs at "
                         f"{sep.cfg.sample_rate} Hz")
