@@ -24,7 +24,9 @@ SECONDS = 1.0
 
 
 def make_musdb(root, names=TRACKS, seconds=SECONDS, subset="test"):
-    """The musdb is_wav layout: each source a sine at its own pitch plus noise; mixture = sum."""
+    """The musdb is_wav layout: each source a sine at its own pitch (whole cycles per second,
+    so the sources are orthogonal over each 1 s museval window) plus a little noise, all of the
+    same power; the mixture is their sum."""
     import soundfile as sf
     t = np.arange(int(seconds * RATE)) / RATE
     for i, name in enumerate(names):
@@ -105,7 +107,10 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
     for target in TARGETS:
         want = np.median([per_track[name, target] for name in TRACKS])
         assert csv["tiny", target] == pytest.approx(want, abs=1e-3)
-    # the baseline is not the model
+    # known answer: the mixture of four equal-power, mutually orthogonal sources scored as one
+    # of them has SDR = 10 log10(1/3) = -4.77 dB
+    for target in TARGETS:
+        assert csv["mixture", target] == pytest.approx(-10 * np.log10(3), abs=0.1)
     assert any(abs(csv["tiny", t] - csv["mixture", t]) > 0.1 for t in TARGETS)
     df = pd.read_pickle(evaldir / "scores.pandas")
     assert set(df["method"]) == {"tiny", "mixture"} and set(df["metric"]) == {"SDR", "SIR", "ISR", "SAR"}

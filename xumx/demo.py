@@ -30,6 +30,7 @@ EPOCHS = 10
 BATCH_SIZE = 8
 SAMPLES_PER_TRACK = 8
 VALID_DUR = 10.0
+EVAL_CORES = 2          # museval costs several seconds per track and method: score two at a time
 
 MODEL_FILE = "best_xumx.h5"
 DONE = ".done"          # marker written in a step's output folder once the step succeeded
@@ -75,7 +76,8 @@ def plan(workdir: str) -> List[Step]:
         Step("test", ["-m", "xumx.test", "--inputs", "{test_song}", "--model", model,
                       "--outdir", p["stems"]], p["stems"]),
         Step("eval", ["-m", "xumx.eval", "--model", model, "--root", p["data"], "--is-wav",
-                      "--outdir", p["estimates"], "--evaldir", p["scores"], "--baseline"],
+                      "--outdir", p["estimates"], "--evaldir", p["scores"], "--baseline",
+                      "--cores", str(EVAL_CORES)],
              p["scores"]),
     ]
 
