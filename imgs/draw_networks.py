@@ -19,7 +19,7 @@ SOURCES = ("bass", "drums", "vocals", "other")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "umx-vs-xumx.png")
 
-# (row label, colour); rows named None are the crossing rows (empty in UMX)
+# (row key, box label, colour); the rows with no label are the crossings (empty in UMX)
 STAGES = [
     ("input", "input norm\n(+mean, ×scale)", "#dbe9f6"),
     ("fc1", "fc1 + BN + tanh", "#c6dbef"),
@@ -85,12 +85,14 @@ def panel(ax, title, crossing):
         ax.plot([x + BOX_W / 2, sx, sx], [y0, y0, y1], color="#555555", lw=1.1, ls="--", zorder=5)
         arrow(ax, sx, y1, x + BOX_W / 2, y1, colour="#555555", zorder=5)
         if i == 0:
-            ax.text(sx + 0.07, (row_y("lstm") + row_y("concat")) / 2, "skip (own fc1)", rotation=90, fontsize=7,
-                    color="#555555", va="center", ha="left")
+            ax.text(sx + 0.07, (row_y("lstm") + row_y("concat")) / 2, "skip (own fc1)",
+                    rotation=90, fontsize=7, color="#555555", va="center", ha="left")
     if crossing:
-        for name, src_row, dst_row, text in (
-                ("cross1", "fc1", "lstm", "crossing 1: mean over sources of the fc1 outputs → every BLSTM"),
-                ("cross2", "concat", "fc2", "crossing 2: mean over sources of the concatenations → every fc2")):
+        crossings = (
+            ("cross1", "fc1", "lstm", "crossing 1: mean over sources of the fc1 outputs → every BLSTM"),
+            ("cross2", "concat", "fc2",
+             "crossing 2: mean over sources of the concatenations → every fc2"))
+        for name, src_row, dst_row, text in crossings:
             y = row_y(name)
             box(ax, mid, y, right - left, BOX_H * 0.8, text, "#fde0dd", edge=CROSS, lw=1.6,
                 fontsize=8.5, weight="bold")

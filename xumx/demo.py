@@ -137,7 +137,8 @@ def comparison(scores_dir: str, subset: str = "test") -> str:
     if not names:
         raise DemoError(f"step 'eval': no scores in {os.path.join(scores_dir, subset)}")
     columns = {"trained X-UMX": Method("model", scores_dir),
-               "mixture baseline": Method(BASELINE, os.path.join(scores_dir, BASELINE))}
+               "mixture baseline": Method(BASELINE, os.path.join(scores_dir, BASELINE),
+                                          baseline=True)}
     targets = list(DEFAULT_SOURCES)
     tables = {}
     for label, method in columns.items():

@@ -40,9 +40,11 @@ class EvalError(RuntimeError):
 
 @dataclass(frozen=True)
 class Method:
-    """One set of scores: its name and the folder its per-track JSONs go under."""
+    """One set of scores: its name, the folder its per-track JSONs go under, and whether it
+    is the mixture-as-estimate baseline (no separation)."""
     name: str
     eval_dir: str
+    baseline: bool = False
 
 
 # --------------------------------------------------------------------------- data set
@@ -208,7 +210,7 @@ def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
             status[method.name] = "skipped"
             continue
         audio = track.audio
-        if method.name == BASELINE:
+        if method.baseline:
             estimates = {t: audio for t in targets}
         else:
             estimates = estimate_track(separator, audio, track.rate, cfg.chunk_dur)
@@ -375,7 +377,7 @@ def methods_of(cfg: EvalConfig) -> List[Method]:
         name = os.path.splitext(os.path.basename(os.path.normpath(cfg.model)))[0] or "model"
         out.append(Method(name, cfg.eval_dir))
     if cfg.baseline:
-        out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE)))
+        out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
     return out
 
 
