@@ -166,6 +166,38 @@ class TrainConfig:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``xumx.eval`` scores and where it writes (see :mod:`xumx.evaluation`).
+
+    ``model`` None scores only the mixture baseline (``baseline`` must then be set).
+    """
+    root: Optional[str] = None
+    model: Optional[str] = None
+    umx: bool = False
+    subset: str = "test"
+    is_wav: bool = False
+    tracks: Optional[Tuple[str, ...]] = None
+    out_dir: Optional[str] = None
+    eval_dir: str = "scores"
+    cores: int = 1
+    chunk_dur: Optional[float] = None
+    baseline: bool = False
+    context: str = "cpu"
+    device_id: str = "0"
+    sample_rate: Optional[int] = None
+
+    def __post_init__(self):
+        if self.tracks is not None:
+            object.__setattr__(self, "tracks", tuple(self.tracks))
+        if self.cores < 1:
+            raise ValueError(f"--cores must be at least 1, not {self.cores}")
+        if self.chunk_dur is not None and not self.chunk_dur > 0:
+            raise ValueError(f"--chunk-dur must be positive, not {self.chunk_dur}")
+        if self.model is None and not self.baseline:
+            raise ValueError("no --model given (or pass --baseline to score only the mixture)")
+
+
 # --------------------------------------------------------------------------- argparse
 def _add_runtime_args(parser):
     g = parser.add_argument_group("runtime")
@@ -211,6 +243,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         _add_test_args(parser)
     if mode == "train":
         _add_train_args(parser)
+    if mode == "eval":
+        _add_eval_args(parser)
     _add_runtime_args(parser)
     return parser
 
@@ -313,6 +347,32 @@ def output_config_from_args(args) -> OutputConfig:
                         output_rate=str(args.output_rate), quiet=bool(args.quiet))
 
 
+def _add_eval_args(parser):
+    g = parser.add_argument_group("evaluation")
+    g.add_argument("--root", default=None,
+                   help="MUSDB18 folder (STEMS, or WAV with --is-wav; default: $MUSDB_PATH)")
+    g.add_argument("--subset", default="test", choices=["train", "test"],
+                   help="MUSDB18 subset to evaluate (default: test)")
+    g.add_argument("--is-wav", action="store_true",
+                   help="the dataset is the WAV layout <root>/<subset>/<track>/<source>.wav")
+    g.add_argument("--tracks", nargs="+", default=None,
+                   help="names of the tracks to evaluate (default: every track of the subset)")
+    g.add_argument("--out-dir", "--outdir", dest="out_dir", default=None,
+                   help="folder for the estimates <out-dir>/<subset>/<track>/<target>.wav "
+                        "(default: not written)")
+    g.add_argument("--eval-dir", "--evaldir", dest="eval_dir", default="scores",
+                   help="folder for the scores: museval JSON per track, CSV, store, sdr.png "
+                        "(default: ./scores)")
+    g.add_argument("--cores", type=int, default=1,
+                   help="tracks separated and scored in parallel processes (default: 1)")
+    g.add_argument("--chunk-dur", type=float, default=None,
+                   help="separate in chunks of this many seconds to bound memory "
+                        "(default: whole track)")
+    g.add_argument("--baseline", action="store_true",
+                   help="also score the mixture as the estimate of every target "
+                        "(the mixture-as-estimate baseline)")
+
+
 def model_path_or_default(path: Optional[str]) -> str:
     if path:
         return path
@@ -394,3 +454,13 @@ def _add_synth_args(parser):
     g.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
     g.add_argument("--duration", type=float, default=12.0, help="song length in seconds (default: 12)")
     g.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+
+
+def eval_config_from_args(args) -> EvalConfig:
+    return EvalConfig(root=args.root, model=args.model, umx=bool(args.umx_infer),
+                      subset=args.subset, is_wav=bool(args.is_wav),
+                      tracks=tuple(args.tracks) if args.tracks else None, out_dir=args.out_dir,
+                      eval_dir=args.eval_dir, cores=args.cores,
+                      chunk_dur=args.chunk_dur, baseline=bool(args.baseline),
+                      context=args.context, device_id=str(args.device_id),
+                      sample_rate=args.sample_rate)

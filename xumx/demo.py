@@ -1,0 +1,190 @@
+"""``python -m xumx.demo --workdir DIR``: the whole job, offline, on a CPU.
+
+1. ``xumx.synth``  generates a small MUSDB-like WAV data set in DIR/data,
+2. ``xumx.train``  trains a small X-UMX on it (DIR/model/best_xumx.h5, training.png),
+3. ``xumx.test``   separates one test song into DIR/stems,
+4. ``xumx.eval``   scores the test set (DIR/scores) together with the mixture-as-estimate baseline,
+
+then prints SDR per target for the trained model next to the baseline. Each step is the
+entry module run as a subprocess with its documented flags; a step that fails stops the demo
+with one line naming it. Steps already completed in DIR are not run again.
+"""
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Sequence
+
+from .config import DEFAULT_SOURCES
+
+# The small model and the training budget (about ten minutes on two CPU cores).
+HIDDEN_SIZE = 64
+NFFT = 1024
+NHOP = 256
+NB_LAYERS = 1
+SEQ_DUR = 2.0
+EPOCHS = 10
+BATCH_SIZE = 8
+SAMPLES_PER_TRACK = 8
+VALID_DUR = 10.0
+EVAL_CORES = 2          # museval costs several seconds per track and method: score two at a time
+
+MODEL_FILE = "best_xumx.h5"
+DONE = ".done"          # marker written in a step's output folder once the step succeeded
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message is one line naming the step."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: List[str]      # arguments after ``python``
+    output: str          # folder that holds the step's results (and its DONE marker)
+
+
+def paths(workdir: str) -> dict:
+    w = os.path.abspath(workdir)
+    return {"data": os.path.join(w, "data"), "model": os.path.join(w, "model"),
+            "stems": os.path.join(w, "stems"), "estimates": os.path.join(w, "estimates"),
+            "scores": os.path.join(w, "scores")}
+
+
+def test_song(data_dir: str) -> str:
+    """The mixture of the first test track (by name) of the generated data set."""
+    songs = sorted(glob.glob(os.path.join(data_dir, "test", "*", "mixture.wav")))
+    if not songs:
+        raise DemoError(f"step 'test': no test song in {os.path.join(data_dir, 'test')}")
+    return songs[0]
+
+
+def plan(workdir: str) -> List[Step]:
+    """The steps, with the flags of each entry module (the test song is resolved when run)."""
+    p = paths(workdir)
+    model = os.path.join(p["model"], MODEL_FILE)
+    train = ["--root", p["data"], "--is-wav", "--output", p["model"],
+             "--hidden-size", HIDDEN_SIZE, "--nfft", NFFT, "--nhop", NHOP, "--nb-layers", NB_LAYERS,
+             "--seq-dur", SEQ_DUR, "--epochs", EPOCHS, "--batch-size", BATCH_SIZE,
+             "--samples-per-track", SAMPLES_PER_TRACK, "--valid-dur", VALID_DUR]
+    return [
+        Step("synth", ["-m", "xumx.synth", "--out", p["data"]], p["data"]),
+        Step("train", ["-m", "xumx.train", *map(str, train)], p["model"]),
+        Step("test", ["-m", "xumx.test", "--inputs", "{test_song}", "--model", model,
+                      "--outdir", p["stems"]], p["stems"]),
+        Step("eval", ["-m", "xumx.eval", "--model", model, "--root", p["data"], "--is-wav",
+                      "--outdir", p["estimates"], "--evaldir", p["scores"], "--baseline",
+                      "--cores", str(EVAL_CORES)],
+             p["scores"]),
+    ]
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_step(name: str, argv: Sequence[str], echo=True) -> None:
+    """Run ``python argv...``; its stderr is passed through, and kept to name the failure."""
+    cmd = [sys.executable, *argv]
+    try:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise DemoError(f"step '{name}' could not start: {e}") from None
+    tail = b""
+    while True:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        if echo:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+        tail = (tail + chunk)[-4096:]
+    rc = proc.wait()
+    if rc != 0:
+        why = _last_line(tail.decode("utf-8", "replace")) or "no message"
+        raise DemoError(f"step '{name}' failed (exit {rc}): {why}")
+
+
+def run(workdir: str, echo=True, log=print) -> float:
+    """Run every step not yet done in ``workdir``; returns the wall time in seconds."""
+    start = time.time()
+    p = paths(workdir)
+    for step in plan(workdir):
+        marker = os.path.join(step.output, DONE)
+        if os.path.exists(marker):
+            log(f"[demo] {step.name}: already done in {step.output}, skipped")
+            continue
+        argv = [a.replace("{test_song}", test_song(p["data"])) if "{test_song}" in a else a
+                for a in step.argv]
+        log(f"[demo] {step.name}: python {' '.join(argv)}")
+        t0 = time.time()
+        run_step(step.name, argv, echo)
+        os.makedirs(step.output, exist_ok=True)
+        open(marker, "w").close()
+        log(f"[demo] {step.name}: done in {time.time() - t0:.0f} s")
+    return time.time() - start
+
+
+def comparison(scores_dir: str, subset: str = "test") -> str:
+    """SDR per target (median over frames, then tracks) of the model next to the baseline."""
+    from .evaluation import AGGREGATION_NOTE, BASELINE, Method, aggregate, load_store, sdr_comparison
+    names = sorted(os.path.splitext(os.path.basename(f))[0]
+                   for f in glob.glob(os.path.join(scores_dir, subset, "*.json")))
+    if not names:
+        raise DemoError(f"step 'eval': no scores in {os.path.join(scores_dir, subset)}")
+    columns = {"trained X-UMX": Method("model", scores_dir),
+               "mixture baseline": Method(BASELINE, os.path.join(scores_dir, BASELINE),
+                                          baseline=True)}
+    targets = list(DEFAULT_SOURCES)
+    tables = {}
+    for label, method in columns.items():
+        store = load_store(method, subset, names, targets)
+        if not len(store.df):
+            raise DemoError(f"step 'eval': no complete scores for the {label} in {method.eval_dir}")
+        tables[label] = aggregate(store, targets)
+    model, base = (tables[k]["SDR"] for k in columns)
+    beaten = [t for t in targets if model[t] > base[t]]
+    return "\n".join([f"On {len(names)} test track(s) ({AGGREGATION_NOTE}):",
+                      sdr_comparison(tables),
+                      f"the model beats the baseline on {len(beaten)} of {len(targets)} targets"])
+
+
+def report(workdir: str) -> str:
+    """The closing summary: the comparison table and where the stems and plots are."""
+    p = paths(workdir)
+    stems = sorted(glob.glob(os.path.join(p["stems"], "**", "*.wav"), recursive=True))
+    return "\n".join([
+        comparison(p["scores"]), "",
+        "stems of one test song: " + (", ".join(stems) if stems else p["stems"]),
+        f"training curves: {os.path.join(p['model'], 'training.png')}",
+        f"SDR per track:   {os.path.join(p['scores'], 'sdr.png')}",
+        f"scores:          {os.path.join(p['scores'], 'scores.csv')}",
+    ])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xumx.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default="xumx-demo",
+                        help="folder for the data, model, stems and scores (default: ./xumx-demo)")
+    args = parser.parse_args(argv)
+    try:
+        seconds = run(args.workdir)
+        print()
+        print(report(args.workdir))
+        print(f"\nwall time: {seconds / 60:.1f} min")
+    except DemoError as e:
+        print(f"xumx.demo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("xumx.demo: interrupted (completed steps are kept; run again to go on)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""Scoring separators on MUSDB18 with museval (BSSEval v4), the library behind ``xumx.eval``.
+
+Layout of what :func:`evaluate` writes (``S`` is the subset, usually ``test``)::
+
+    <out_dir>/S/<track>/<target>.wav          estimates (only with out_dir)
+    <eval_dir>/S/<track>.json                 museval v4 scores of the model, one file per track
+    <eval_dir>/mixture/S/<track>.json         the mixture-as-estimate baseline (with baseline)
+    <eval_dir>/scores.csv                     the aggregate table, one row per method and target
+    <eval_dir>/scores.pandas                  a museval MethodStore (pandas pickle), every frame
+    <eval_dir>/sdr.png                        boxplots of per-track SDR, per target and method
+
+The per-track JSONs are the layout ``museval.EvalStore.add_eval_dir`` and
+``museval.MethodStore.add_eval_dir`` read. Aggregation is the SiSEC one: the median over the
+1 s frames of a track, then the median over tracks, per target and metric.
+
+Each file is written to a temporary name and renamed, and a track whose JSON exists and holds
+every target is not scored again, so a run killed half-way loses at most the tracks in progress.
+"""
+import json
+import math
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import DEFAULT_SOURCES, EvalConfig, SeparationConfig
+
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+BASELINE = "mixture"
+AGGREGATION_NOTE = ("museval v4, 1 s windows: median over the frames of each track, "
+                    "then median over tracks")
+
+
+class EvalError(RuntimeError):
+    """A problem with the evaluation's inputs, with a one-line message for the user."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One set of scores: its name, the folder its per-track JSONs go under, and whether it
+    is the mixture-as-estimate baseline (no separation)."""
+    name: str
+    eval_dir: str
+    baseline: bool = False
+
+
+# --------------------------------------------------------------------------- data set
+def open_tracks(root: Optional[str], subset: str, is_wav: bool,
+                names: Optional[Sequence[str]] = None) -> list:
+    """The musdb tracks of ``subset`` under ``root`` (all, or those named, in that order)."""
+    import musdb
+    root = root or os.environ.get("MUSDB_PATH")
+    if not root:
+        raise EvalError("no --root given and $MUSDB_PATH is not set")
+    if not os.path.isdir(root):
+        raise EvalError(f"--root {root}: no such folder")
+    try:
+        db = musdb.DB(root=root, subsets=subset, is_wav=is_wav, download=False)
+    except Exception as e:  # musdb raises bare RuntimeErrors / OSErrors on odd layouts
+        raise EvalError(f"--root {root}: cannot read it as MUSDB18: {e}") from None
+    if not db.tracks:
+        layout = ("<track>/mixture.wav and one WAV per source" if is_wav
+                  else "<track>.stem.mp4 files; for WAV folders add --is-wav")
+        raise EvalError(f"no tracks in {os.path.join(root, subset)}: expected {layout}")
+    if not names:
+        return list(db.tracks)
+    by_name = {t.name: t for t in db.tracks}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise EvalError(f"--tracks: no track named {', '.join(map(repr, unknown))} in "
+                        f"{os.path.join(root, subset)}")
+    return [by_name[n] for n in names]
+
+
+# --------------------------------------------------------------------------- separation
+def load_separator(cfg: EvalConfig, separation: SeparationConfig):
+    """The Separator of ``cfg.model`` on ``cfg.context`` (EvalError when it cannot be used)."""
+    from .weights import WeightsError, load_umx, load_xumx
+    try:  # read the weights before nnabla is imported, so a bad file is one line
+        if cfg.umx:
+            model_cfg, arrays = load_umx(cfg.model, separation.targets or DEFAULT_SOURCES)
+        else:
+            model_cfg, arrays = load_xumx(cfg.model)
+    except (WeightsError, ValueError, OSError) as e:
+        raise EvalError(f"--model {cfg.model}: {e}") from None
+    unknown = [t for t in separation.targets or () if t not in model_cfg.sources]
+    if unknown:
+        raise EvalError(f"--targets: unknown target(s) {unknown}: the model separates "
+                        f"{list(model_cfg.sources)}")
+    from nnabla.ext_utils import get_extension_context
+    from .separator import Separator
+    try:
+        context = get_extension_context(cfg.context, device_id=cfg.device_id)
+    except Exception as e:  # a missing or broken GPU extension
+        raise EvalError(f"--context {cfg.context}: {type(e).__name__}: {e}") from None
+    sep = Separator(model_cfg, arrays, separation, context)
+    if cfg.sample_rate and cfg.sample_rate != sep.cfg.sample_rate:
+        raise EvalError(f"--sample-rate {cfg.sample_rate}: the model runs at "
+                        f"{sep.cfg.sample_rate} Hz")
+    if len(sep.targets) < 2:
+        raise EvalError("museval needs at least two targets to score (--targets)")
+    return sep
+
+
+def separate_track(separator, audio: np.ndarray, chunk_dur: Optional[float]) -> Dict[str, np.ndarray]:
+    """Separate one whole track at the model rate. Shapes: (T, C) -> {target: (T, C)}.
+
+    ``chunk_dur`` is the memory bound of the chunked path of ``xumx.test`` (not yet used here).
+    """
+    return separator.separate(audio)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: Optional[int] = None) -> np.ndarray:
+    """Polyphase resampling along time. Shapes: (T, C) -> (length or ~T*rate_out/rate_in, C)."""
+    if rate_in != rate_out:
+        from scipy.signal import resample_poly
+        g = math.gcd(int(rate_in), int(rate_out))
+        audio = resample_poly(audio, rate_out // g, rate_in // g, axis=0)
+    if length is not None:
+        audio = audio[:length]
+        if audio.shape[0] < length:
+            audio = np.pad(audio, ((0, length - audio.shape[0]), (0, 0)))
+    return audio
+
+
+def estimate_track(separator, audio: np.ndarray, rate: int,
+                   chunk_dur: Optional[float]) -> Dict[str, np.ndarray]:
+    """The separator's estimates of a track at the track's rate and length.
+
+    Shapes: audio (T, C) at ``rate`` -> {target: (T, C) float32}.
+    """
+    model_rate = separator.cfg.sample_rate
+    x = resample(np.asarray(audio, dtype=np.float64), rate, model_rate).astype(np.float32)
+    est = separate_track(separator, x, chunk_dur)
+    return {k: resample(v, model_rate, rate, length=audio.shape[0]).astype(np.float32)
+            for k, v in est.items()}
+
+
+# --------------------------------------------------------------------------- files
+def _replace_atomically(path: str, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    _replace_atomically(path, write)
+
+
+def write_estimates(estimates: Dict[str, np.ndarray], folder: str, rate: int) -> None:
+    """``<folder>/<target>.wav`` (32-bit float) for each estimate, each written atomically."""
+    import soundfile as sf
+    for name, audio in estimates.items():
+        _replace_atomically(os.path.join(folder, f"{name}.wav"),
+                            lambda tmp, a=audio: sf.write(tmp, a, rate, subtype="FLOAT", format="WAV"))
+
+
+def score_path(method: Method, subset: str, track_name: str) -> str:
+    return os.path.join(method.eval_dir, subset, f"{track_name}.json")
+
+
+def read_scores(path: str, targets: Sequence[str]) -> Optional[dict]:
+    """The museval JSON at ``path`` if it is complete (every target has frames), else None."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        found = {t["name"]: t["frames"] for t in data["targets"]}
+        if all(found.get(t) for t in targets) and all(
+                set(METRICS) <= set(fr["metrics"]) for t in targets for fr in found[t]):
+            return data
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def score_track(track, estimates: Dict[str, np.ndarray], path: str):
+    """Score estimates with museval v4 (1 s windows) and write the track's JSON atomically."""
+    import museval
+    store = museval.eval_mus_track(track, estimates)
+    store.validate()
+    write_text(path, store.json)
+    return store
+
+
+# --------------------------------------------------------------------------- one track
+def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
+                  methods: Sequence[Method]) -> Dict[str, str]:
+    """Separate and score one track for each method not scored yet: {method: 'scored'|'skipped'}.
+
+    The estimates go to ``cfg.out_dir`` before the JSON, so a JSON on disk means the
+    track is complete.
+    """
+    status = {}
+    for method in methods:
+        path = score_path(method, cfg.subset, track.name)
+        if read_scores(path, targets) is not None:
+            status[method.name] = "skipped"
+            continue
+        audio = track.audio
+        if method.baseline:
+            estimates = {t: audio for t in targets}
+        else:
+            estimates = estimate_track(separator, audio, track.rate, cfg.chunk_dur)
+            if cfg.out_dir:
+                write_estimates(estimates, os.path.join(cfg.out_dir, cfg.subset, track.name),
+                                track.rate)
+        score_track(track, {t: estimates[t] for t in targets}, path)
+        status[method.name] = "scored"
+    return status
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: EvalConfig, separation: SeparationConfig, targets, methods) -> None:
+    """Runs once in each worker process: open the data set and build the Separator once."""
+    tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav)
+    _WORKER.update(cfg=cfg, targets=targets, methods=methods,
+                   tracks={t.name: t for t in tracks},
+                   separator=load_separator(cfg, separation) if cfg.model else None)
+
+
+def _worker_track(name: str):
+    w = _WORKER
+    try:
+        return name, process_track(w["cfg"], w["separator"], w["tracks"][name], w["targets"],
+                                   w["methods"])
+    except Exception as e:  # sent back to the parent as one line
+        raise EvalError(f"track {name!r}: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------- aggregation
+def load_store(method: Method, subset: str, track_names: Sequence[str], targets: Sequence[str]):
+    """A museval EvalStore of every frame of the named tracks' JSONs (missing ones skipped)."""
+    import museval
+    store = museval.EvalStore(frames_agg="median", tracks_agg="median")
+    for name in track_names:
+        data = read_scores(score_path(method, subset, name), targets)
+        if data is not None:
+            data = dict(data, targets=[t for t in data["targets"] if t["name"] in targets])
+            store.add_track(museval.json2df(data, name))
+    return store
+
+
+def track_medians(store):
+    """Per-track medians over frames: a DataFrame with columns track, target, metric, score."""
+    return store.agg_frames_scores().reset_index()
+
+
+def aggregate(store, targets: Sequence[str]):
+    """The aggregate table: rows ``targets``, columns SDR/SIR/ISR/SAR (median of medians)."""
+    table = store.agg_frames_tracks_scores().unstack()
+    return table.reindex(index=list(targets), columns=list(METRICS))
+
+
+def method_store(stores: Dict[str, object]):
+    """A museval MethodStore holding each method's EvalStore under its name."""
+    import museval
+    ms = museval.MethodStore(frames_agg="median", tracks_agg="median")
+    for name, store in stores.items():
+        if len(store.df):
+            ms.add_evalstore(store, name)
+    return ms
+
+
+def format_table(tables: Dict[str, object], nb_tracks: int) -> str:
+    """The printed table: one block of targets x metrics per method, with the aggregation note."""
+    lines = [f"Scores in dB over {nb_tracks} track(s) ({AGGREGATION_NOTE})"]
+    for name, table in tables.items():
+        lines.append(f"\n{name}")
+        lines.append("target".ljust(10) + "".join(m.rjust(9) for m in table.columns))
+        for target, row in table.iterrows():
+            lines.append(target.ljust(10) + "".join(f"{v:9.2f}" for v in row.values))
+    return "\n".join(lines)
+
+
+def sdr_comparison(tables: Dict[str, object]) -> str:
+    """SDR per target, one column per method; with two methods, the gain of the first."""
+    names = list(tables)
+    width = max([10] + [len(n) + 2 for n in names])
+    gain = len(names) == 2
+    sdr = {n: tables[n]["SDR"] for n in names}
+    rows = [(t, [sdr[n][t] for n in names]) for t in sdr[names[0]].index]
+    rows.append(("average", [float(np.nanmean(sdr[n].values)) for n in names]))
+    lines = ["SDR (dB)".ljust(10) + "".join(n.rjust(width) for n in names)
+             + ("gain".rjust(8) if gain else "")]
+    for label, values in rows:
+        lines.append(label.ljust(10) + "".join(f"{v:{width}.2f}" for v in values)
+                     + (f"{values[0] - values[1]:+8.2f}" if gain else ""))
+    return "\n".join(lines)
+
+
+def results_csv(tables: Dict[str, object]) -> str:
+    """CSV of the aggregate tables: method,target,SDR,SIR,ISR,SAR."""
+    rows = ["method,target," + ",".join(METRICS)]
+    for name, table in tables.items():
+        for target, row in table.iterrows():
+            rows.append(f"{name},{target}," + ",".join(f"{v:.4f}" for v in row.values))
+    return "\n".join(rows) + "\n"
+
+
+def plot_sdr(stores: Dict[str, object], targets: Sequence[str], path: str) -> None:
+    """Boxplots of per-track SDR (median over frames), per target, one box per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n, s in stores.items() if len(s.df)]
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(targets) * max(1, len(names)) / 2, 4.0))
+    width = 0.8 / max(1, len(names))
+    colours = plt.get_cmap("tab10")
+    for j, name in enumerate(names):
+        med = track_medians(stores[name])
+        sdr = med[med["metric"] == "SDR"]
+        data = [sdr[sdr["target"] == t]["score"].dropna().values for t in targets]
+        pos = [i + (j - (len(names) - 1) / 2) * width for i in range(len(targets))]
+        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                        showfliers=True, medianprops={"color": "black"})
+        for box in bp["boxes"]:
+            box.set_facecolor(colours(j))
+            box.set_alpha(0.6)
+        ax.plot([], [], "s", color=colours(j), alpha=0.6, label=name)
+    ax.set_xticks(range(len(targets)))
+    ax.set_xticklabels(targets)
+    ax.set_ylabel("SDR (dB), median over frames of each track")
+    nb_tracks = max(stores[n].df["track"].nunique() for n in names) if names else 0
+    ax.set_title(f"BSSEval v4 SDR per track ({nb_tracks} tracks)")
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.grid(axis="y", alpha=0.3)
+    if names:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+@dataclass
+class Results:
+    """{method name: aggregate table (targets x metrics DataFrame)} and how many tracks."""
+    tables: Dict[str, object]
+    nb_tracks: int
+
+
+def summarize(methods: Sequence[Method], subset: str, track_names: Sequence[str],
+              targets: Sequence[str], eval_dir: str) -> Results:
+    """Aggregate the JSONs of the named tracks; write scores.csv, scores.pandas and sdr.png."""
+    stores = {m.name: load_store(m, subset, track_names, targets) for m in methods}
+    stores = {n: s for n, s in stores.items() if len(s.df)}
+    if not stores:
+        raise EvalError(f"no scores found under {eval_dir} for the selected tracks")
+    tables = {n: aggregate(s, targets) for n, s in stores.items()}
+    plot_sdr(stores, targets, os.path.join(eval_dir, "sdr.png"))
+    write_text(os.path.join(eval_dir, "scores.csv"), results_csv(tables))
+    ms = method_store(stores)
+    _replace_atomically(os.path.join(eval_dir, "scores.pandas"),
+                        lambda tmp: ms.df.to_pickle(tmp, compression=None))
+    nb_tracks = max(s.df["track"].nunique() for s in stores.values())
+    return Results(tables, nb_tracks)
+
+
+# --------------------------------------------------------------------------- the whole run
+def methods_of(cfg: EvalConfig) -> List[Method]:
+    out = []
+    if cfg.model:
+        name = os.path.splitext(os.path.basename(os.path.normpath(cfg.model)))[0] or "model"
+        out.append(Method(name, cfg.eval_dir))
+    if cfg.baseline:
+        out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
+    return out
+
+
+def evaluate(cfg: EvalConfig, separation: SeparationConfig = SeparationConfig(),
+             progress: bool = True, log=None) -> Results:
+    """Separate and score the tracks of ``cfg``, then aggregate (see the module docstring).
+
+    Raises EvalError for bad input.
+    """
+    from tqdm import tqdm
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav, cfg.tracks)
+    separator = load_separator(cfg, separation) if cfg.model else None
+    targets = tuple(separator.targets) if separator else tuple(separation.targets or DEFAULT_SOURCES)
+    known = set(tracks[0].sources)
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise EvalError(f"the data set has no reference for target(s) {missing}")
+    if len(targets) < 2:
+        raise EvalError("museval needs at least two targets to score (--targets)")
+    methods = methods_of(cfg)
+    pending = [t for t in tracks if any(
+        read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
+    if len(pending) < len(tracks):
+        log(f"{len(tracks) - len(pending)} of {len(tracks)} track(s) already scored in "
+            f"{cfg.eval_dir}: skipped")
+    bar = tqdm(total=len(pending), desc="tracks", unit="track", disable=not progress,
+               file=sys.stderr)
+    try:
+        if cfg.cores == 1 or len(pending) <= 1:
+            for track in pending:
+                bar.set_postfix_str(track.name[:30])
+                process_track(cfg, separator, track, targets, methods)
+                bar.update()
+        else:
+            del separator  # each worker builds its own
+            ctx = multiprocessing.get_context("spawn")
+            worker_cfg = replace(cfg, tracks=None)
+            with ctx.Pool(min(cfg.cores, len(pending)), initializer=_worker_init,
+                          initargs=(worker_cfg, separation, targets, methods)) as pool:
+                for name, _ in pool.imap_unordered(_worker_track, [t.name for t in pending]):
+                    bar.set_postfix_str(name[:30])
+                    bar.update()
+    finally:
+        bar.close()
+    return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)
