@@ -23,12 +23,13 @@ from .config import DEFAULT_SOURCES
 # The small model and the training budget (about ten minutes on two CPU cores).
 HIDDEN_SIZE = 64
 NFFT = 1024
-NHOP = 256
+NHOP = 512
 NB_LAYERS = 1
 SEQ_DUR = 2.0
-EPOCHS = 10
-BATCH_SIZE = 8
-SAMPLES_PER_TRACK = 8
+EPOCHS = 6
+BATCH_SIZE = 4
+SAMPLES_PER_TRACK = 4
+LR = 0.003
 VALID_DUR = 10.0
 EVAL_CORES = 2          # museval costs several seconds per track and method: score two at a time
 
@@ -69,7 +70,7 @@ def plan(workdir: str) -> List[Step]:
     train = ["--root", p["data"], "--is-wav", "--output", p["model"],
              "--hidden-size", HIDDEN_SIZE, "--nfft", NFFT, "--nhop", NHOP, "--nb-layers", NB_LAYERS,
              "--seq-dur", SEQ_DUR, "--epochs", EPOCHS, "--batch-size", BATCH_SIZE,
-             "--samples-per-track", SAMPLES_PER_TRACK, "--valid-dur", VALID_DUR]
+             "--samples-per-track", SAMPLES_PER_TRACK, "--valid-dur", VALID_DUR, "--lr", LR]
     return [
         Step("synth", ["-m", "xumx.synth", "--out", p["data"]], p["data"]),
         Step("train", ["-m", "xumx.train", *map(str, train)], p["model"]),
