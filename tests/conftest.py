@@ -65,3 +65,15 @@ def tiny_musdb(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("tiny_musdb"))
     make_dataset(root, nb_train=3, nb_test=1, duration=1.2, seed=3, rate=8000)
     return root
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_section(heading: str) -> str:
+    """The README text from the '## <heading>...' line to the next '## ' heading."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("\n## " + heading)
+    end = text.find("\n## ", start + 4)
+    return text[start:end if end >= 0 else len(text)]

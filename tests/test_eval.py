@@ -218,7 +218,8 @@ def test_runs_as_a_module():
 def test_readme_flag_table_matches_the_parser():
     import html
     from xumx.config import build_parser
-    doc = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "readme-eval.md")).read()
+    from conftest import readme_section
+    doc = readme_section("Evaluating on MUSDB18")
     rows = [ln for ln in doc.splitlines() if ln.startswith("| `-")]
     documented = {tuple(f.strip(" `") for f in ln.split("|")[1].split(",")):
                   html.unescape(ln.split("|")[3].strip()).replace("\\*", "*") for ln in rows}
