@@ -19,10 +19,11 @@ from typing import Dict, List
 import numpy as np
 
 from .config import ModelConfig
+from .model import LSTM_GATES
 
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 LSTM_BLOCK = 256  # frames whose LSTM input projections are made at once
-GATES = 4  # LSTM gates i, f, g, o
+GATES = LSTM_GATES  # i, f, g, o
 
 
 def _affine_bn(arrays, name, scale_in=None, shift_in=None):

@@ -11,6 +11,9 @@ import numpy as np
 
 from .config import ModelConfig
 
+#: LSTM gates per cell, in nnabla's order: input, forget, cell candidate, output.
+LSTM_GATES = 4
+
 
 def parameter_spec(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
     """(name, shape, need_grad) of every parameter, in the published creation order.
@@ -32,10 +35,10 @@ def parameter_spec(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
         spec += fc_bn(f"fc1_{s}", cfg.nb_channels * cfg.max_bin, cfg.hidden_size)
     h, d = cfg.lstm_hidden, cfg.nb_directions
     for s in cfg.sources:
-        spec.append((f"lstm_{s}/lstm/weight_l0", (d, 4, h, cfg.hidden_size + h), True))
+        spec.append((f"lstm_{s}/lstm/weight_l0", (d, LSTM_GATES, h, cfg.hidden_size + h), True))
         if cfg.nb_layers > 1:
-            spec.append((f"lstm_{s}/lstm/weight", (cfg.nb_layers - 1, d, 4, h, d * h + h), True))
-        spec.append((f"lstm_{s}/lstm/bias", (cfg.nb_layers, d, 4, h), True))
+            spec.append((f"lstm_{s}/lstm/weight", (cfg.nb_layers - 1, d, LSTM_GATES, h, d * h + h), True))
+        spec.append((f"lstm_{s}/lstm/bias", (cfg.nb_layers, d, LSTM_GATES, h), True))
     lstm_out = h * d
     for s in cfg.sources:
         spec += fc_bn(f"fc2_{s}", cfg.hidden_size + lstm_out, cfg.hidden_size)
