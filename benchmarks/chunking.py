@@ -7,8 +7,9 @@
 as a whole and in chunks (cross-faded, and butt-joined for comparison) and prints the
 signal-to-error ratio in dB of the chunked stems against the whole-file stems.
 ``memory`` runs ``xumx.inference.separate_file`` (decode, resample, separate, write) on a
-generated song of each length in a fresh process and prints its peak resident memory
-(``ru_maxrss``). Numbers only; nothing is asserted.
+generated song of each length (a 16-bit WAV written beforehand, a minute at a time) in a
+fresh process and prints its peak resident memory (``VmHWM``). Numbers only; nothing is
+asserted.
 """
 import argparse
 import os
@@ -90,11 +91,28 @@ def cmd_memory(a):
     for seconds in a.seconds:
         song = os.path.join(folder, f"song-{seconds:g}.wav")
         if not os.path.exists(song):   # made here, so that the measured process only separates
-            sf.write(song, test_song(seconds), 44100, subtype="PCM_16")
+            with sf.SoundFile(song + ".part", "w", 44100, 2, subtype="PCM_16",
+                              format="WAV") as f:   # a minute at a time
+                for i, start in enumerate(np.arange(0.0, seconds, 60.0)):
+                    f.write(test_song(min(60.0, seconds - start), seed=i))
+            os.replace(song + ".part", song)
         proc = subprocess.run([sys.executable, __file__, "_one", "--model", model, "--seconds",
                                str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         print(proc.stdout.strip() or f"{seconds} s: failed (exit {proc.returncode})", flush=True)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of /proc/self/status (it starts
+    afresh at exec; ``ru_maxrss`` would carry the parent's peak over), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cmd_one(a):
@@ -103,10 +121,10 @@ def cmd_one(a):
     from xumx.separator import Separator
     path = os.path.join(a.workdir, f"song-{a.seconds:g}.wav")
     sep = Separator.from_file(a.model)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = peak_rss_mib()
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),
                         OutputConfig(chunk_dur=a.chunk_dur, quiet=True))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(f"{a.seconds:g} s song, --chunk-dur {a.chunk_dur:g}: peak RSS {peak:.0f} MiB "
           f"(model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
           f"({res.realtime_factor:.2f}x real time)")

@@ -119,3 +119,36 @@ def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_pat
     for name in STEMS:
         info = sf.info(str(tmp_path / "out" / "song" / f"{name}.wav"))
         assert info.frames == seconds * rate
+
+
+def test_sigterm_while_writing_leaves_no_partial_stems(tiny_model, tmp_path):
+    """SIGTERM in the middle of a long file: exit 143, one line, no stems, no temporaries."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    rate = 8000
+    song = str(tmp_path / "long.wav")
+    with sf.SoundFile(song, "w", rate, 2, subtype="PCM_16") as f:
+        for i in range(20):   # 10 minutes: far longer than the test waits
+            f.write(sine_mix(30 * rate, rate, seed=i))
+    out = tmp_path / "out"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "xumx.test", "--inputs", song, "--outdir",
+                             str(out), "--model", tiny_model, "--chunk-dur", "2", "--overlap", "0.5",
+                             "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    parts = []
+    while time.time() < deadline and proc.poll() is None and len(parts) < 4:
+        time.sleep(0.05)
+        folder = out / "long"
+        parts = [f for f in os.listdir(folder) if f.endswith(".part")] if folder.is_dir() else []
+    assert proc.poll() is None and len(parts) == 4, "the stems were not being written"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert [ln for ln in err.splitlines() if ln.strip()] == [
+        "xumx.test: terminated; stems already finished are kept, no partial stem was written"]
+    assert os.listdir(out) == []
