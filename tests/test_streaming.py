@@ -136,8 +136,8 @@ def test_sigterm_while_writing_leaves_no_partial_stems(tiny_model, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "xumx.test", "--inputs", song, "--outdir",
-                             str(out), "--model", tiny_model, "--chunk-dur", "2", "--overlap", "0.5",
-                             "--quiet"],
+                             str(out), "--model", tiny_model, "--chunk-dur", "2",
+                             "--overlap", "0.5", "--quiet"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     parts = []
