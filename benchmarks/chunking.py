@@ -2,13 +2,15 @@
 
     PYTHONPATH=. python benchmarks/chunking.py ser [--seconds 24] [--chunk-dur 8] [--overlaps 1 0]
     PYTHONPATH=. python benchmarks/chunking.py memory [--seconds 60 120] [--chunk-dur 30]
+        [--rate 44100] [--format wav]
 
 ``ser`` separates a generated song with the full-size model (random weights, built once)
 as a whole and in chunks (cross-faded, and butt-joined for comparison) and prints the
 signal-to-error ratio in dB of the chunked stems against the whole-file stems.
 ``memory`` runs ``xumx.inference.separate_file`` (decode, resample, separate, write) on a
-generated song of each length in a fresh process and prints its peak resident memory
-(``ru_maxrss``). Numbers only; nothing is asserted.
+generated song of each length (a 16-bit WAV written beforehand, a minute at a time) in a
+fresh process and prints its peak resident memory (``VmHWM``). Numbers only; nothing is
+asserted.
 """
 import argparse
 import os
@@ -88,27 +90,48 @@ def cmd_memory(a):
     model = full_size_model(folder)
     import soundfile as sf
     for seconds in a.seconds:
-        song = os.path.join(folder, f"song-{seconds:g}.wav")
+        name = f"song-{seconds:g}" + ("" if a.rate == 44100 else f"-{a.rate}")
+        song = os.path.join(folder, name + ".wav")
         if not os.path.exists(song):   # made here, so that the measured process only separates
-            sf.write(song, test_song(seconds), 44100, subtype="PCM_16")
+            with sf.SoundFile(song + ".part", "w", a.rate, 2, subtype="PCM_16",
+                              format="WAV") as f:   # a minute at a time
+                for i, start in enumerate(np.arange(0.0, seconds, 60.0)):
+                    f.write(test_song(min(60.0, seconds - start), a.rate, seed=i))
+            os.replace(song + ".part", song)
         proc = subprocess.run([sys.executable, __file__, "_one", "--model", model, "--seconds",
-                               str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder],
+                               str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder,
+                               "--song", song, "--format", a.format],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         print(proc.stdout.strip() or f"{seconds} s: failed (exit {proc.returncode})", flush=True)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of /proc/self/status (it starts
+    afresh at exec; ``ru_maxrss`` would carry the parent's peak over), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def cmd_one(a):
+    import soundfile as sf
     from xumx.config import OutputConfig
     from xumx.inference import separate_file
     from xumx.separator import Separator
-    path = os.path.join(a.workdir, f"song-{a.seconds:g}.wav")
+    path = a.song
     sep = Separator.from_file(a.model)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = peak_rss_mib()
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),
-                        OutputConfig(chunk_dur=a.chunk_dur, quiet=True))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{a.seconds:g} s song, --chunk-dur {a.chunk_dur:g}: peak RSS {peak:.0f} MiB "
-          f"(model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
+                        OutputConfig(chunk_dur=a.chunk_dur, out_format=a.format, quiet=True))
+    peak = peak_rss_mib()
+    rate = sf.info(path).samplerate
+    print(f"{a.seconds:g} s song at {rate} Hz, --chunk-dur {a.chunk_dur:g}, {a.format} stems: "
+          f"peak RSS {peak:.0f} MiB (model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
           f"({res.realtime_factor:.2f}x real time)")
 
 
@@ -123,10 +146,15 @@ def main(argv=None):
     m = sub.add_parser("memory")
     m.add_argument("--seconds", type=float, nargs="+", default=[60.0, 120.0])
     m.add_argument("--chunk-dur", type=float, default=None)
+    m.add_argument("--rate", type=int, default=44100, help="sample rate of the generated song")
     o = sub.add_parser("_one")
     o.add_argument("--model", required=True)
     o.add_argument("--seconds", type=float, required=True)
     o.add_argument("--chunk-dur", type=float, required=True)
+    o.add_argument("--song", required=True)
+    for q in (m, o):
+        q.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"],
+                       help="stem format (default: wav, 16-bit)")
     for q in (s, m, o):
         q.add_argument("--workdir", default=None, help="folder for the model and songs")
     a = p.parse_args(argv)

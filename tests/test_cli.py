@@ -277,18 +277,21 @@ def test_unwritable_output_folder(song, tiny_model, tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_partial_stems(song, tiny_model, tmp_path, monkeypatch, capsys):
-    real, calls = audio._encode, []
-
-    def interrupted(tmp, *a):
-        calls.append(tmp)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(tmp, *a)
-
-    monkeypatch.setattr(audio, "_encode", interrupted)
+    """Ctrl-C while the stems are being streamed to their temporary files: none is kept."""
+    real, calls = audio._Encoder.write, []
     out = str(tmp_path / "out")
-    assert run("--inputs", song, "--outdir", out, "--quiet", model=tiny_model) == 130
-    assert os.listdir(out) == []    # no stems, not even an empty folder
+
+    def interrupted(self, block):
+        calls.append(sorted(os.listdir(os.path.join(out, "song"))))
+        if len(calls) == 6:   # half-way: every stem has a temporary file with samples in it
+            raise KeyboardInterrupt
+        return real(self, block)
+
+    monkeypatch.setattr(audio._Encoder, "write", interrupted)
+    assert run("--inputs", song, "--outdir", out, "--quiet", "--chunk-dur", "0.1", "--overlap",
+               "0.02", model=tiny_model) == 130
+    assert len(calls[-1]) == 4 and all(f.endswith(".part") for f in calls[-1])
+    assert os.listdir(out) == []    # no stems, no temporaries, not even an empty folder
     assert "interrupted" in capsys.readouterr().err
 
 

@@ -29,7 +29,6 @@ from .config import DEFAULT_NB_CHANNELS
 
 #: Channels the separation keeps; more are dropped (with a warning).
 MAX_CHANNELS = DEFAULT_NB_CHANNELS
-_BLOCK = 1 << 20  # bytes read from the ffmpeg pipe at a time
 
 
 class AudioError(Exception):
@@ -118,14 +117,16 @@ def probe(path: str) -> AudioInfo:
     return AudioInfo(path, channels, rate, str(s.get("codec_name", "?")), dur, nb_samples)
 
 
-def load(path: str, start: float = 0.0, duration: float = -1.0, info: Optional[AudioInfo] = None):
-    """Decode ``path`` to float32 samples, keeping at most two channels.
+def stream(path: str, start: float = 0.0, duration: float = -1.0,
+           info: Optional[AudioInfo] = None, block: int = 1 << 16) -> Iterator[np.ndarray]:
+    """Decode ``path`` incrementally: yields float32 blocks (t, C) of at most ``block`` frames,
+    C = 1 or 2, in order; memory does not grow with the file's length.
 
     The span is selected sample-accurately from the decoded stream: samples
     ``round(start*rate)`` up to ``round((start+duration)*rate)`` (``duration < 0``: to the end).
     More than two channels: the first two are kept, with an :class:`AudioWarning`.
-
-    Returns (audio (T, C) float32 with C = 1 or 2, rate, info).
+    Errors (:class:`AudioError`) may come after some blocks were yielded (a file that stops
+    decoding half-way), so a consumer must not commit its output before the generator ends.
     """
     info = info or probe(path)
     first = int(round(start * info.rate))
@@ -135,54 +136,69 @@ def load(path: str, start: float = 0.0, duration: float = -1.0, info: Optional[A
     if info.nb_samples is not None and info.nb_samples > 0:   # drop the codec's end padding
         left = max(info.nb_samples - first, 0)
         count = left if count is None else min(count, left)
+    if info.channels > MAX_CHANNELS:
+        warnings.warn(f"{path}: has {info.channels} channels; separating the first "
+                      f"{MAX_CHANNELS}", AudioWarning, stacklevel=3)
     frame = 4 * info.channels
     cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn",
            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(info.channels), "-ar", str(info.rate),
            "pipe:1"]
     skip, want = first * frame, (None if count is None else count * frame)
-    parts, got = [], 0
+    got, rest = 0, b""
+    nbytes = max(int(block), 1) * frame
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
         try:
             while want is None or got < want:
-                block = proc.stdout.read(_BLOCK)
-                if not block:
+                data = proc.stdout.read(nbytes)
+                if not data:
                     break
                 if skip:
-                    cut = min(skip, len(block))
+                    cut = min(skip, len(data))
                     skip -= cut
-                    block = block[cut:]
+                    data = data[cut:]
                 if want is not None:
-                    block = block[:want - got]
-                if block:
-                    parts.append(block)
-                    got += len(block)
+                    data = data[:want - got]
+                got += len(data)
+                data = rest + data
+                whole = len(data) // frame * frame
+                data, rest = data[:whole], data[whole:]
+                if data:
+                    yield _samples(data, info, path)
         except BaseException:
             proc.kill()
             raise
         finally:
             stopped_early = want is not None and got >= want
-            if stopped_early and proc.poll() is None:
-                proc.kill()   # the span is read: stop decoding the rest
+            if proc.poll() is None:
+                proc.kill()   # the span is read (or the consumer stopped): stop decoding
             proc.stdout.close()
             rc = proc.wait()
         if rc != 0 and not stopped_early:
             err.seek(0)
             raise AudioError(f"{path}: ffmpeg could not decode it ({_last_line(err.read(), path)})")
-    data = b"".join(parts)
-    nb = len(data) // frame
-    audio = np.frombuffer(data[:nb * frame], dtype="<f4").reshape(nb, info.channels)
-    if nb == 0:
+    if got < frame:
         if first > 0:
             raise AudioError(f"{path}: --start {start:g} s is at or after the end of the audio")
         raise AudioError(f"{path}: contains no audio samples")
-    if info.channels > MAX_CHANNELS:
-        warnings.warn(f"{path}: has {info.channels} channels; separating the first "
-                      f"{MAX_CHANNELS}", AudioWarning, stacklevel=2)
-        audio = audio[:, :MAX_CHANNELS]
+
+
+def _samples(data: bytes, info: AudioInfo, path: str) -> np.ndarray:
+    """Raw little-endian float32 frames -> (t, min(C, MAX_CHANNELS)) float32, checked finite."""
+    audio = np.frombuffer(data, dtype="<f4").reshape(-1, info.channels)[:, :MAX_CHANNELS]
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: decoded samples contain NaN or infinity")
+    return audio
+
+
+def load(path: str, start: float = 0.0, duration: float = -1.0, info: Optional[AudioInfo] = None):
+    """Decode ``path`` (or its span ``start``/``duration``) whole; see :func:`stream`.
+
+    Returns (audio (T, C) float32 with C = 1 or 2, rate, info).
+    """
+    info = info or probe(path)
+    audio = np.concatenate(list(stream(path, start, duration, info, block=1 << 18)), axis=0)
     return audio, info.rate, info
 
 
@@ -213,9 +229,110 @@ def resampled_length(nb_samples: int, rate_in: int, rate_out: int) -> int:
     return max(n, 1) if nb_samples > 0 else 0
 
 
+class StreamResampler:
+    """:func:`resample` of a signal that arrives in blocks, with the same result.
+
+    ``push(block (t, C)) -> (t', C)`` returns every output sample whose filter window is
+    complete; ``finish(length)`` returns the rest, trimmed or zero-padded so that the whole
+    output has ``length`` samples. The concatenated output equals ``resample`` of the whole
+    signal (scipy ``resample_poly``: same Kaiser FIR, same zero padding at both ends; each
+    output sample is computed from the same input samples and taps). Memory: the block plus
+    the filter's span (``20 * max(up, down) / up`` input samples).
+    """
+
+    def __init__(self, rate_in: int, rate_out: int):
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"sample rates must be positive, not {rate_in} -> {rate_out}")
+        ratio = Fraction(int(rate_out), int(rate_in))
+        self.up, self.down = ratio.numerator, ratio.denominator
+        self._buf: Optional[np.ndarray] = None   # input from sample self._first on
+        self._channels = 1
+        self._first = 0          # a multiple of ``down``
+        self._seen = 0           # input samples pushed
+        self._next = 0           # next output sample to return
+        self._done = 0           # output samples returned (after padding/trimming)
+        self._h = None
+
+    def _filter(self, dtype) -> np.ndarray:
+        """resample_poly's filter, zero-padded in front as it does (and behind, generously)."""
+        if self._h is None:
+            from scipy.signal import firwin
+            half = 10 * max(self.up, self.down)
+            h = firwin(2 * half + 1, 1.0 / max(self.up, self.down),
+                       window=("kaiser", 5.0)).astype(dtype)
+            h *= self.up
+            pre = self.down - half % self.down
+            self._skip = (half + pre) // self.down   # resample_poly's n_pre_remove
+            self._h = np.concatenate([np.zeros(pre, h.dtype), h, np.zeros(2 * self.down, h.dtype)])
+        return self._h
+
+    def _emit(self, end: int) -> np.ndarray:
+        """Output samples [self._next, end) from the buffered input."""
+        from scipy.signal import upfirdn
+        up, down, h = self.up, self.down, self._h
+        count = max(end - self._next, 0)
+        # the earliest input sample output self._next depends on, rounded down to a multiple
+        # of ``down`` so that the phase matches the whole-signal computation
+        lo = max(-((len(h) - 1 - (self._next + self._skip) * down) // up), 0)
+        lo = min(lo, self._seen) // down * down
+        assert lo >= self._first
+        seg = self._buf[lo - self._first:]
+        shift = self._next + self._skip - lo * up // down
+        if count and len(seg):
+            y = upfirdn(h, seg, up, down, axis=0)[shift:shift + count]
+        else:
+            y = np.zeros((0,) + self._buf.shape[1:])
+        if y.shape[0] < count:   # only at the end, when padding the output to ``length``
+            y = np.concatenate([y, np.zeros((count - y.shape[0],) + y.shape[1:], y.dtype)])
+        self._next += count
+        lo = max(-((len(h) - 1 - (self._next + self._skip) * down) // up), 0)
+        lo = min(lo, self._seen) // down * down
+        if lo > self._first:   # forget input no future output needs
+            self._buf = self._buf[lo - self._first:]
+            self._first = lo
+        return y
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Shapes: block (t, C) -> (t', C) float32 (t' may be 0)."""
+        block = np.asarray(block)
+        self._seen += block.shape[0]
+        self._channels = block.shape[1]
+        if self.up == self.down:
+            self._next += block.shape[0]
+            return np.asarray(block, dtype=np.float32)
+        self._filter(block.dtype)
+        self._buf = block if self._buf is None else np.concatenate([self._buf, block])
+        # output k needs inputs up to floor((k + skip) * down / up)
+        end = (self._seen * self.up - 1) // self.down - self._skip + 1
+        return np.asarray(self._emit(end), dtype=np.float32)
+
+    def finish(self, length: Optional[int] = None) -> np.ndarray:
+        """The remaining output; the whole output then has ``length`` samples (default:
+        ceil(T * up / down), as resample_poly; beyond that, zeros). ``length`` cannot be less
+        than what was already returned: with different rates ``push`` keeps back the last
+        half filter span (at least 10 samples), enough for the rounding of
+        :func:`resampled_length`. Shapes: -> (t', C) float32."""
+        total = -(-self._seen * self.up // self.down)
+        length = total if length is None else int(length)
+        if length < self._next:
+            raise ValueError(f"{self._next} samples were already returned, more than {length}")
+        if self.up == self.down or self._buf is None:
+            y = np.zeros((0, self._channels), np.float32)
+        else:
+            y = self._emit(min(length, total))
+        pad = np.zeros((length - self._next, y.shape[1]), np.float32)
+        self._next = length
+        return np.concatenate([np.asarray(y, dtype=np.float32), pad])
+
+
 # --------------------------------------------------------------------------- writing
 _SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
              ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
+
+
+def _clip_warning(name: str, over: int, peak: float):
+    warnings.warn(f"{name}: {over} samples beyond [-1, 1] (peak {peak:.3f}) were clipped; "
+                  f"use --bits float for unclipped output", AudioWarning, stacklevel=4)
 
 
 def _clamped(audio: np.ndarray, name: str, integer: bool) -> np.ndarray:
@@ -223,30 +340,82 @@ def _clamped(audio: np.ndarray, name: str, integer: bool) -> np.ndarray:
         return audio
     over = int(np.count_nonzero(np.abs(audio) > 1.0))
     if over:
-        warnings.warn(f"{name}: {over} samples beyond [-1, 1] (peak {np.max(np.abs(audio)):.3f}) "
-                      f"were clipped; use --bits float for unclipped output", AudioWarning,
-                      stacklevel=3)
+        _clip_warning(name, over, float(np.max(np.abs(audio))))
         audio = np.clip(audio, -1.0, 1.0)
     return audio
 
 
+class _Encoder:
+    """Writes blocks (t, C) of one file in ``fmt`` to ``tmp``: soundfile for wav/flac, an
+    ffmpeg (LAME) process fed raw float32 on a pipe for mp3. ``close()`` completes the file;
+    ``abort()`` stops without completing it (the caller removes ``tmp``)."""
+
+    def __init__(self, tmp: str, rate: int, channels: int, fmt: str, bits: str, bitrate: int):
+        self.tmp, self._file, self._proc, self._err = tmp, None, None, None
+        if fmt in ("wav", "flac"):
+            import soundfile as sf
+            if (fmt, bits) not in _SUBTYPES:
+                raise AudioError(f"{fmt} cannot store {bits} samples")
+            self._file = sf.SoundFile(tmp, "w", samplerate=int(rate), channels=int(channels),
+                                      subtype=_SUBTYPES[fmt, bits], format=fmt.upper())
+        elif fmt == "mp3":
+            cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar",
+                   str(rate), "-ac", str(channels), "-i", "pipe:0", "-c:a", "libmp3lame",
+                   "-b:a", f"{int(bitrate)}k", "-f", "mp3", tmp]
+            self._err = tempfile.TemporaryFile()
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._err)
+        else:
+            raise AudioError(f"unknown output format {fmt!r}")
+
+    def _failed(self) -> AudioError:
+        self.abort()
+        self._err.seek(0)
+        return AudioError(f"ffmpeg could not encode mp3 ({_last_line(self._err.read())})")
+
+    def write(self, audio: np.ndarray):
+        if self._file is not None:
+            self._file.write(audio)
+            return
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(audio, dtype="<f4").tobytes())
+        except BrokenPipeError:
+            raise self._failed() from None
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            return
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        if self._proc.wait() != 0:
+            raise self._failed()
+        self._err.close()
+
+    def abort(self):
+        if self._file is not None:
+            self._file.close()
+        elif self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            self._proc.wait()
+
+
 def _encode(tmp: str, audio: np.ndarray, rate: int, fmt: str, bits: str, bitrate: int):
     """Write ``audio`` (T, C) to the already-created file ``tmp`` in the given format."""
-    if fmt in ("wav", "flac"):
-        import soundfile as sf
-        if (fmt, bits) not in _SUBTYPES:
-            raise AudioError(f"{fmt} cannot store {bits} samples")
-        sf.write(tmp, audio, rate, subtype=_SUBTYPES[fmt, bits], format=fmt.upper())
-    elif fmt == "mp3":
-        cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate),
-               "-ac", str(audio.shape[1]), "-i", "pipe:0", "-c:a", "libmp3lame",
-               "-b:a", f"{int(bitrate)}k", "-f", "mp3", tmp]
-        proc = subprocess.run(cmd, input=np.ascontiguousarray(audio, dtype="<f4").tobytes(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            raise AudioError(f"ffmpeg could not encode mp3 ({_last_line(proc.stderr)})")
-    else:
-        raise AudioError(f"unknown output format {fmt!r}")
+    enc = _Encoder(tmp, rate, audio.shape[1], fmt, bits, bitrate)
+    try:
+        enc.write(audio)
+        enc.close()
+    except BaseException:
+        enc.abort()
+        raise
 
 
 def _umask() -> int:
@@ -287,15 +456,81 @@ def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = "wav",
         for path, audio in paths_audio.items():
             audio = _clamped(np.asarray(audio, dtype=np.float32), path, integer)
             tmp = stack.enter_context(_temporary(path))
-            try:
+            with _write_errors(path):
                 _encode(tmp, audio, rate, fmt, bits, bitrate)
-            except OSError as e:
-                raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
-            except RuntimeError as e:   # soundfile's errors
-                raise AudioError(f"{path}: cannot write ({e})") from None
             temps[path] = tmp
         for path, tmp in temps.items():
             os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _write_errors(path: str):
+    """OSError and soundfile's RuntimeError as a one-line :class:`AudioError` naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
+    except RuntimeError as e:   # soundfile's errors
+        raise AudioError(f"{path}: cannot write ({e})") from None
+
+
+class StemWriter:
+    """Write several files block by block so that they appear together (the streaming form of
+    :func:`write_stems`).
+
+    ``with StemWriter(rate, fmt, bits, bitrate) as w: w.write(path, block (t, C))`` appends
+    to ``path``'s temporary file (created in its folder at the first block); when the block
+    exits normally every file is completed and renamed into place (``os.replace``). On any
+    exception (KeyboardInterrupt included) the encoders are stopped and every temporary
+    file is removed, so no partial stem is left. Integer formats clip to [-1, 1] with one
+    warning per file at the end, saying how many samples were clipped.
+    """
+
+    def __init__(self, rate: int, fmt: str = "wav", bits: str = "16", bitrate: int = 320):
+        self.rate, self.fmt, self.bits, self.bitrate = int(rate), fmt, bits, bitrate
+        self._integer = not (fmt == "wav" and bits == "float")
+        self._stack = None
+        self._open: Dict[str, list] = {}   # path -> [tmp, encoder, clipped, peak]
+
+    def __enter__(self) -> "StemWriter":
+        self._stack = contextlib.ExitStack()
+        return self
+
+    def write(self, path: str, audio: np.ndarray):
+        audio = np.asarray(audio, dtype=np.float32)
+        if path not in self._open:
+            tmp = self._stack.enter_context(_temporary(path))
+            entry = [tmp, None, 0, 0.0]
+            self._open[path] = entry
+            with _write_errors(path):
+                entry[1] = _Encoder(tmp, self.rate, audio.shape[1], self.fmt, self.bits,
+                                    self.bitrate)
+        entry = self._open[path]
+        if self._integer and audio.size:
+            over = int(np.count_nonzero(np.abs(audio) > 1.0))
+            if over:
+                entry[2] += over
+                entry[3] = max(entry[3], float(np.max(np.abs(audio))))
+                audio = np.clip(audio, -1.0, 1.0)
+        with _write_errors(path):
+            entry[1].write(audio)
+
+    def __exit__(self, kind, value, tb):
+        try:
+            if kind is None:
+                for path, (tmp, enc, over, peak) in self._open.items():
+                    with _write_errors(path):
+                        enc.close()
+                    if over:
+                        _clip_warning(path, over, peak)
+                for path, (tmp, *_rest) in self._open.items():
+                    os.replace(tmp, path)
+        finally:
+            for _tmp, enc, *_rest in self._open.values():
+                if enc is not None:
+                    enc.abort()
+            self._stack.close()   # removes the temporaries not renamed
+        return False
 
 
 def write(path: str, audio: np.ndarray, rate: int, fmt: str = "wav", bits: str = "16",

@@ -7,7 +7,7 @@ Inside each overlap the earlier chunk fades out with cos² and the later one fad
 The separating function is any callable ``audio (t, C) -> {name: (t, C')}``: the chunking does
 not know how masks are computed, and the caller builds the network once and reuses it.
 """
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -54,6 +54,64 @@ def chunk_weights(bounds: List[Tuple[int, int]], index: int) -> np.ndarray:
     return w
 
 
+def separate_stream(separate: Callable[[np.ndarray], Dict[str, np.ndarray]],
+                    blocks: Iterable[np.ndarray], chunk: int, overlap: int,
+                    progress: Optional[Callable[[int], None]] = None
+                    ) -> Iterator[Dict[str, np.ndarray]]:
+    """:func:`separate_chunked` of a signal that arrives in blocks, in bounded memory.
+
+    Shapes: blocks (t, C) in order -> pieces {name: (t', C') float32} in order; the pieces
+    concatenated are exactly :func:`separate_chunked` of the blocks concatenated (same chunks,
+    same weights, same float32 sums). Only the current chunk, the next block and the
+    cross-faded overlap are held. ``chunk <= 0``: the blocks are joined and separated in one
+    call. ``progress(1)`` is called after each chunk.
+    """
+    if chunk <= 0:
+        blocks = list(blocks)
+        audio = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
+        chunk = audio.shape[0] + 1
+        blocks = [audio]
+    hop = chunk - overlap
+    buf = None       # input from the current chunk's start on
+    start = 0        # the current chunk's start in the whole signal
+    prev = None      # bounds of the previous chunk
+    tail: Dict[str, np.ndarray] = {}   # previous chunk's weighted overlap, to add
+
+    def run(end: int, more: bool) -> Dict[str, np.ndarray]:
+        nonlocal buf, start, prev, tail
+        bounds = [b for b in (prev, (start, start + end)) if b is not None]
+        est = separate(buf[:end])
+        if not more and prev is None:   # the only chunk: the plain call
+            return {k: np.asarray(v, dtype=np.float32) for k, v in est.items()}
+        if more:
+            if not 0 <= 2 * overlap < chunk:
+                raise ValueError(f"overlap ({overlap}) must be less than half the chunk ({chunk})")
+            bounds.append((start + hop, start + hop + chunk))
+        w = chunk_weights(bounds, len(bounds) - 2 if more else len(bounds) - 1)[:, None]
+        out, keep = {}, hop if more else end
+        for name, y in est.items():
+            if y.shape[0] != end:
+                raise ValueError(f"separator returned {y.shape[0]} samples for a chunk of {end}")
+            y = (w * y).astype(np.float32)
+            if name in tail:
+                y[:tail[name].shape[0]] = tail[name] + y[:tail[name].shape[0]]
+            out[name], tail[name] = y[:keep], y[keep:]
+        prev, start, buf = bounds[-2] if more else None, start + hop, buf[hop:]
+        return out
+
+    for block in blocks:
+        buf = block if buf is None else np.concatenate([buf, block])
+        while buf.shape[0] > chunk:   # more samples after this chunk: it is not the last
+            yield run(chunk, True)
+            if progress is not None:
+                progress(1)
+    if buf is None or buf.shape[0] == 0:
+        raise ValueError("nothing to chunk: 0 samples")
+    yield run(buf.shape[0], False)
+    if progress is not None:
+        progress(1)
+
+
 def separate_chunked(separate: Callable[[np.ndarray], Dict[str, np.ndarray]], audio: np.ndarray,
                      chunk: int, overlap: int,
                      progress: Optional[Callable[[int], None]] = None) -> Dict[str, np.ndarray]:
@@ -63,22 +121,17 @@ def separate_chunked(separate: Callable[[np.ndarray], Dict[str, np.ndarray]], au
     ``chunk``/``overlap`` are in samples (``chunk <= 0``: the whole signal in one call, whose
     result is returned as is). ``progress(1)`` is called after each chunk.
     """
-    nb = audio.shape[0]
-    bounds = chunk_bounds(nb, chunk, overlap)
+    if audio.shape[0] <= 0:
+        raise ValueError(f"nothing to chunk: {audio.shape[0]} samples")
     out: Dict[str, np.ndarray] = {}
-    for i, (start, end) in enumerate(bounds):
-        est = separate(audio[start:end])
-        if len(bounds) == 1:
-            out = {k: np.asarray(v, dtype=np.float32) for k, v in est.items()}
-        else:
-            w = chunk_weights(bounds, i)[:, None]
-            for name, y in est.items():
-                if y.shape[0] != end - start:
-                    raise ValueError(f"separator returned {y.shape[0]} samples for a chunk of "
-                                     f"{end - start}")
+    done = 0
+    for piece in separate_stream(separate, [audio], chunk, overlap, progress):
+        for name, y in piece.items():
+            if done == 0 and y.shape[0] == audio.shape[0]:
+                out[name] = y   # the only chunk
+            else:
                 if name not in out:
-                    out[name] = np.zeros((nb,) + y.shape[1:], dtype=np.float32)
-                out[name][start:end] += (w * y).astype(np.float32)
-        if progress is not None:
-            progress(1)
+                    out[name] = np.empty((audio.shape[0],) + y.shape[1:], np.float32)
+                out[name][done:done + y.shape[0]] = y
+        done += next(iter(piece.values())).shape[0] if piece else 0
     return out

@@ -6,16 +6,17 @@ current folder). Inputs with the same name get ``<name>_2``, ``<name>_3``... in 
 Every stem has exactly the duration of the selected span of its input, at the input's rate
 unless ``OutputConfig.output_rate`` says otherwise.
 """
+import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from . import audio as audio_io
-from .chunking import chunk_bounds, separate_chunked
+from .chunking import chunk_bounds, separate_chunked, separate_stream
 from .config import OutputConfig
 
 
@@ -85,6 +86,49 @@ def separate_audio(separator, audio: np.ndarray, rate: int, options: OutputConfi
             for name, y in stems.items()}
 
 
+def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: int, options: OutputConfig,
+                    model_rate: Optional[int] = None, progress=None
+                    ) -> Iterator[Dict[str, np.ndarray]]:
+    """:func:`separate_audio` of a mixture that arrives in blocks, in bounded memory.
+
+    Shapes: blocks (t, C) float32 at ``rate``, in order -> pieces {stem: (t', C) float32} at
+    the output rate, in order. The pieces of each stem concatenated equal
+    :func:`separate_audio` of the blocks concatenated: the resampling to the model's rate and
+    back is the same polyphase filter computed block by block
+    (:class:`xumx.audio.StreamResampler`), the chunks and cross-fades are the same
+    (:func:`xumx.chunking.separate_stream`). Memory: one chunk and its overlap, the
+    resamplers' filter spans and the pieces in flight; not the song.
+    """
+    model_rate = int(model_rate or separator.cfg.sample_rate)
+    out_rate = output_rate(options, rate, model_rate)
+    into = audio_io.StreamResampler(rate, model_rate)
+    back: Dict[str, audio_io.StreamResampler] = {}
+    nb = 0
+
+    def at_model_rate():
+        nonlocal nb
+        for block in blocks:
+            nb += block.shape[0]
+            x = into.push(block)
+            if x.shape[0]:
+                yield x
+        x = into.finish(audio_io.resampled_length(nb, rate, model_rate))
+        if x.shape[0] or nb == 0:
+            yield x
+
+    chunk = int(round(options.chunk_dur * model_rate))
+    overlap = int(round(options.overlap * model_rate))
+    for piece in separate_stream(separator.separate, at_model_rate(), chunk, overlap, progress):
+        out = {}
+        for name, y in piece.items():
+            if name not in back:
+                back[name] = audio_io.StreamResampler(model_rate, out_rate)
+            out[name] = back[name].push(y)
+        yield out
+    length = nb if out_rate == rate else audio_io.resampled_length(nb, rate, out_rate)
+    yield {name: r.finish(length) for name, r in back.items()}
+
+
 def nb_chunks(nb_samples: int, rate: int, options: OutputConfig, model_rate: int) -> int:
     """How many chunks :func:`separate_audio` will run for ``nb_samples`` at ``rate``."""
     n = audio_io.resampled_length(nb_samples, rate, model_rate)
@@ -92,38 +136,73 @@ def nb_chunks(nb_samples: int, rate: int, options: OutputConfig, model_rate: int
                             int(round(options.overlap * model_rate))))
 
 
+#: frames decoded at a time by :func:`separate_file` (about 1.5 s at 44.1 kHz)
+DECODE_BLOCK = 1 << 16
+
+
+def _expected_samples(info, options: OutputConfig) -> Optional[int]:
+    """Samples of the selected span as far as the container says (for the progress bar)."""
+    total = info.nb_samples or (int(round(info.duration * info.rate)) if info.duration else None)
+    if total is None:
+        return None
+    left = max(total - int(round(options.start * info.rate)), 0)
+    return min(left, int(round(options.duration * info.rate))) if options.duration > 0 else left
+
+
 def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig,
                   model_rate: Optional[int] = None) -> FileResult:
-    """Separate one file and write its stems to ``out_folder/<stem>.<ext>``.
+    """Separate one file and write its stems to ``out_folder/<stem>.<ext>``, in bounded memory.
 
-    The separator (network and weights) is the caller's, built once for all files. A tqdm
-    bar over chunks goes to stderr unless ``options.quiet``. All stems of the file appear
-    together (temporary names, then renamed). Raises :class:`xumx.audio.AudioError` with a
-    one-line message for unreadable inputs and unwritable outputs.
+    The file is decoded, resampled, separated, resampled back and encoded block by block
+    (:func:`separate_blocks`, :class:`xumx.audio.StemWriter`): memory does not grow with its
+    length. The separator (network and weights) is the caller's, built once for all files. A
+    tqdm bar over chunks goes to stderr unless ``options.quiet``. All stems of the file appear
+    together (temporary names, then renamed), and none on an error or an interruption. Raises
+    :class:`xumx.audio.AudioError` with a one-line message for unreadable inputs and
+    unwritable outputs.
     """
     from tqdm import tqdm
     t0 = time.perf_counter()
     model_rate = int(model_rate or separator.cfg.sample_rate)
-    audio, rate, _ = audio_io.load(in_path, options.start, options.duration)
-    created = not os.path.isdir(out_folder)
-    try:   # before the long part, so that an unusable destination fails fast
-        os.makedirs(out_folder, exist_ok=True)
-    except OSError as e:
-        raise audio_io.AudioError(f"{out_folder}: cannot create the output folder "
-                                  f"({e.strerror or e})") from None
-    try:
-        if not os.access(out_folder, os.W_OK):
-            raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
-        total = nb_chunks(audio.shape[0], rate, options, model_rate)
-        with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk", file=sys.stderr,
-                  disable=options.quiet, leave=False) as bar:
-            stems = separate_audio(separator, audio, rate, options, model_rate, bar.update)
-        out_rate = output_rate(options, rate, model_rate)
-        paths = {name: os.path.join(out_folder, f"{name}.{options.out_format}") for name in stems}
-        audio_io.write_stems({paths[n]: y for n, y in stems.items()}, out_rate,
-                             options.out_format, options.bits, options.bitrate)
-    except BaseException:
-        if created and os.path.isdir(out_folder) and not os.listdir(out_folder):
-            os.rmdir(out_folder)   # leave no empty folder behind a failed or interrupted file
-        raise
-    return FileResult(in_path, paths, audio.shape[0] / rate, time.perf_counter() - t0)
+    info = audio_io.probe(in_path)
+    rate = info.rate
+    decoded = audio_io.stream(in_path, options.start, options.duration, info, DECODE_BLOCK)
+    counted = [0]
+
+    def blocks(first):
+        yield first
+        for block in decoded:
+            yield block
+            counted[0] += block.shape[0]
+
+    with contextlib.closing(decoded):
+        first = next(decoded)   # unreadable input: fails here, before any folder is made
+        counted[0] = first.shape[0]
+        created = not os.path.isdir(out_folder)
+        try:   # before the long part, so that an unusable destination fails fast
+            os.makedirs(out_folder, exist_ok=True)
+        except OSError as e:
+            raise audio_io.AudioError(f"{out_folder}: cannot create the output folder "
+                                      f"({e.strerror or e})") from None
+        try:
+            if not os.access(out_folder, os.W_OK):
+                raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
+            expected = _expected_samples(info, options)
+            total = nb_chunks(expected, rate, options, model_rate) if expected else None
+            out_rate = output_rate(options, rate, model_rate)
+            paths: Dict[str, str] = {}
+            with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk",
+                      file=sys.stderr, disable=options.quiet, leave=False) as bar, \
+                    audio_io.StemWriter(out_rate, options.out_format, options.bits,
+                                        options.bitrate) as writer:
+                for piece in separate_blocks(separator, blocks(first), rate, options,
+                                             model_rate, bar.update):
+                    for name, y in piece.items():
+                        paths.setdefault(name, os.path.join(out_folder,
+                                                            f"{name}.{options.out_format}"))
+                        writer.write(paths[name], y)
+        except BaseException:
+            if created and os.path.isdir(out_folder) and not os.listdir(out_folder):
+                os.rmdir(out_folder)   # leave no empty folder behind a failed or interrupted file
+            raise
+    return FileResult(in_path, paths, counted[0] / rate, time.perf_counter() - t0)

@@ -9,7 +9,9 @@ This module also re-exports the function API (``separate``, ``separate_args_dict
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
 """
 import logging
+import signal
 import sys
+import threading
 import warnings
 
 from .api import separate, separate_args_dict  # noqa: F401  (public API kept here)
@@ -32,6 +34,14 @@ def _show_audio_warnings(default):
         else:
             default(message, category, filename, lineno, file, line)
     return show
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that temporary stems are removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
 
 
 def _context(name: str, device_id: str):
@@ -95,11 +105,17 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_audio_warnings(warnings.showwarning)
         from .audio import AudioWarning
         warnings.simplefilter("always", AudioWarning)
+        handle_term = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if handle_term else None
         try:
             return _run(args, options, separation)
-        except KeyboardInterrupt:
-            _say("interrupted; stems already finished are kept, no partial stem was written")
-            return 130
+        except KeyboardInterrupt as e:
+            _say(f"{'terminated' if isinstance(e, _Terminated) else 'interrupted'}; stems "
+                 f"already finished are kept, no partial stem was written")
+            return 143 if isinstance(e, _Terminated) else 130
+        finally:
+            if handle_term:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args, options, separation) -> int:
