@@ -1,0 +1,262 @@
+"""Reliability (issue 7): every kind of bad or odd input gives correct stems or one clear line.
+
+Separation inputs run through ``xumx.test.main`` in-process on generated files; API inputs
+through ``separate_args_dict`` (plus a hypothesis property test); parameter files through
+``load_xumx`` and the CLI; interruptions (SIGINT/SIGTERM, SIGKILL during training) through
+subprocesses.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import sine_mix, tiny_config
+from xumx.test import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEMS = ["bass", "drums", "other", "vocals"]
+
+
+def ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def separate(path, model, out, *flags):
+    return main(["--inputs", str(path), "--outdir", str(out), "--quiet", "--model", model, *flags])
+
+
+def stems_ok(folder, frames, channels=2, rate=None):
+    """The four stems exist with exactly ``frames`` samples, finite; returns them."""
+    assert sorted(os.path.splitext(f)[0] for f in os.listdir(folder)) == STEMS
+    out = {}
+    for s in STEMS:
+        y, r = sf.read(os.path.join(folder, s + ".wav"), dtype="float32", always_2d=True)
+        assert y.shape == (frames, channels), s
+        assert np.isfinite(y).all(), s
+        if rate:
+            assert r == rate
+        out[s] = y
+    return out
+
+
+def fails_cleanly(code, capsys, out, *words):
+    """Non-zero exit, ONE line on stderr naming the problem, nothing written under ``out``."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1, err
+    assert err[0].startswith("xumx.test: ") and "Traceback" not in err[0]
+    for w in words:
+        assert w in err[0], err[0]
+    assert not os.path.exists(out) or not os.listdir(out), os.listdir(out)
+    return err[0]
+
+
+# --------------------------------------------------------------------------- broken files
+def _mp3(tmp_path, name="song.mp3", seconds=1.0):
+    path = str(tmp_path / name)
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=44100",
+           "-ac", "2", path)
+    return path
+
+
+@pytest.mark.parametrize("case,words", [
+    ("zero-length", ["empty"]),
+    ("header-only wav", ["no audio samples"]),
+    ("random bytes .mp3", ["not an audio file"]),
+    ("text file", ["not an audio file"]),
+    ("missing", ["no such file"]),
+    ("directory", ["folder"]),
+])
+def test_unreadable_inputs_fail_with_one_line(case, words, tmp_path, tiny_model, capsys):
+    if case == "zero-length":
+        path = tmp_path / "empty.wav"
+        path.write_bytes(b"")
+    elif case == "header-only wav":
+        path = tmp_path / "header.wav"
+        sf.write(str(path), np.zeros((0, 2), np.float32), 44100, subtype="PCM_16")
+        assert path.stat().st_size == 44
+    elif case == "random bytes .mp3":
+        path = tmp_path / "noise.mp3"
+        path.write_bytes(np.random.RandomState(0).bytes(20000))
+    elif case == "text file":
+        path = tmp_path / "notes.wav"
+        path.write_text("these are not samples\n" * 100)
+    elif case == "missing":
+        path = tmp_path / "absent.wav"
+    else:
+        path = tmp_path / "folder.wav"
+        path.mkdir()
+    out = tmp_path / "out"
+    line = fails_cleanly(separate(path, tiny_model, out), capsys, out, *words)
+    assert str(path) in line
+
+
+def test_truncated_mp3_separates_what_is_there(tmp_path, tiny_model, capsys):
+    """A cut download: ffmpeg decodes the frames that are complete; the stems have the length
+    of what was decoded, and are finite."""
+    full = _mp3(tmp_path, "full.mp3", 1.0)
+    data = open(full, "rb").read()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[:len(data) // 2])
+    from xumx.audio import load
+    audio, rate, _ = load(str(cut))
+    assert 0.2 * 44100 < audio.shape[0] < 0.8 * 44100
+    out = tmp_path / "out"
+    assert separate(cut, tiny_model, out) == 0
+    stems_ok(out / "cut", audio.shape[0], rate=44100)
+
+
+# --------------------------------------------------------------------------- containers
+def test_video_with_audio_track_separates_its_audio(tmp_path, tiny_model):
+    path = str(tmp_path / "clip.mkv")
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=0.5:size=64x48:rate=10",
+           "-f", "lavfi", "-i", "sine=frequency=330:duration=0.5:sample_rate=44100",
+           "-ac", "2", "-c:v", "mpeg4", "-c:a", "flac", "-shortest", path)
+    out = tmp_path / "out"
+    assert separate(path, tiny_model, out) == 0
+    stems_ok(out / "clip", 22050, rate=44100)
+
+
+def test_video_without_audio_is_one_line(tmp_path, tiny_model, capsys):
+    path = str(tmp_path / "silent film.mp4")
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=0.3:size=64x48:rate=10", "-c:v", "mpeg4", path)
+    out = tmp_path / "out"
+    fails_cleanly(separate(path, tiny_model, out), capsys, out, "no audio stream")
+
+
+# --------------------------------------------------------------------------- odd content
+def test_silence_gives_silent_stems(tmp_path, tiny_model):
+    path = str(tmp_path / "silence.wav")
+    sf.write(path, np.zeros((4000, 2), np.float32), 44100, subtype="PCM_16")
+    out = tmp_path / "out"
+    assert separate(path, tiny_model, out, "--bits", "float") == 0
+    for y in stems_ok(out / "silence", 4000).values():
+        assert np.abs(y).max() < 1e-6
+
+
+@pytest.mark.parametrize("value,words", [(np.nan, ["NaN"]), (np.inf, ["NaN or infinity"]),
+                                         (3e7, ["peak at 3e+07"])])
+def test_nan_inf_and_absurd_samples_are_a_clear_error(value, words, tmp_path, tiny_model, capsys):
+    """Policy: samples that are not finite, or beyond +-1e6 (full scale is 1), are refused with
+    one line (never separated into NaN stems, never silently changed)."""
+    audio = sine_mix(4000, 44100)
+    audio[100, 0] = value
+    path = str(tmp_path / "odd.wav")
+    sf.write(path, audio, 44100, subtype="FLOAT")
+    out = tmp_path / "out"
+    fails_cleanly(separate(path, tiny_model, out), capsys, out, path, *words)
+
+
+@pytest.mark.parametrize("frames", [1, 5, 63])
+def test_shorter_than_one_hop(frames, tmp_path, tiny_model):
+    """Fewer samples than one STFT hop (64 at the tiny model's 8 kHz) still give stems of
+    exactly the input's length."""
+    path = str(tmp_path / "tiny.wav")
+    sf.write(path, sine_mix(frames, 8000), 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert separate(path, tiny_model, out, "--bits", "float") == 0
+    stems_ok(out / "tiny", frames, rate=8000)
+
+
+@pytest.mark.parametrize("rate", [8000, 192000])
+def test_low_and_high_sample_rates(rate, tmp_path, tiny_model):
+    frames = rate // 4
+    path = str(tmp_path / f"r{rate}.wav")
+    sf.write(path, sine_mix(frames, rate), rate, subtype="PCM_24")
+    out = tmp_path / "out"
+    assert separate(path, tiny_model, out) == 0
+    stems_ok(out / f"r{rate}", frames, rate=rate)
+
+
+def test_float_beyond_full_scale(tmp_path, tiny_model, capsys):
+    """32-bit float input peaking at 8: float output keeps the level; 16-bit output clips with a
+    warning line."""
+    audio = 8.0 * sine_mix(4000, 8000)   # at the model's rate: no resampling, sum = mixture
+    path = str(tmp_path / "loud.wav")
+    sf.write(path, audio, 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert separate(path, tiny_model, out, "--bits", "float") == 0
+    stems = stems_ok(out / "loud", 4000)
+    total = sum(stems.values())
+    assert np.abs(total).max() > 2.0
+    np.testing.assert_allclose(total, audio, atol=0.05 * np.abs(audio).max())
+    capsys.readouterr()
+    assert separate(path, tiny_model, tmp_path / "out16") == 0
+    assert "clipped" in capsys.readouterr().err
+    stems_ok(tmp_path / "out16" / "loud", 4000)
+
+
+def test_path_with_spaces_and_non_ascii(tmp_path, tiny_model):
+    folder = tmp_path / "my música ♫"
+    folder.mkdir()
+    path = folder / "Björk – été 2.wav"
+    sf.write(str(path), sine_mix(3000, 44100), 44100, subtype="PCM_16")
+    out = tmp_path / "sortie é"
+    assert separate(path, tiny_model, out) == 0
+    stems_ok(out / "Björk – été 2", 3000)
+
+
+# --------------------------------------------------------------------------- API input
+def _args(model):
+    return dict(model=model, umx_infer=False, targets=None, softmask=False, alpha=1.0,
+                residual_model=False, niter=1)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((2, 3000), np.float32), r"\(channels, samples\).*audio\.T"),
+    (np.zeros((1, 3000), np.float32), r"\(channels, samples\).*audio\.T"),
+    (np.zeros((6, 3000), np.float32), r"1 or 2 channels"),
+    (np.zeros((3000, 2, 1), np.float32), r"2-D"),
+    (np.zeros((), np.float32), r"2-D"),
+    (np.zeros((3000, 0), np.float32), r"1 or 2 channels"),
+    (np.zeros((0, 2), np.float32), r"empty"),
+    (np.zeros((3000, 2), np.complex64), r"floating point"),
+    (np.zeros((3000, 2), bool), r"floating point"),
+    (np.zeros((3000, 2), object), r"floating point"),
+    ("song.wav", r"numpy array"),
+    (np.full((3000, 2), 1e30, np.float32), r"peaks at 1e\+30.*\[-1, 1\]"),
+    (np.full((3000, 2), np.inf, np.float64), r"NaN or infinite"),
+])
+def test_api_rejects_wrong_arrays_saying_what_is_expected(bad, match, tiny_model):
+    from xumx.api import separate_args_dict
+    with pytest.raises(ValueError, match=match) as e:
+        separate_args_dict(bad, _args(tiny_model))
+    assert "expected" in str(e.value) or "must" in str(e.value)   # says what is wanted
+
+
+def test_api_property_finite_stems_of_the_input_shape_or_value_error(tiny_model):
+    """Random shapes, lengths (1..5000), dtypes and values (huge, tiny, NaN): separate_args_dict
+    returns finite stems of exactly the input's shape, or raises ValueError; nothing else."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    from xumx.api import separate_args_dict
+    args = _args(tiny_model)
+    values = st.sampled_from([0.0, 1e-40, 1e-30, 1e-7, 0.5, 1.0, 7.0, 1e6, 1e30, 3e38, np.nan, np.inf])
+
+    @settings(max_examples=25, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(length=st.integers(1, 5000), channels=st.integers(0, 3), transpose=st.booleans(),
+           dtype=st.sampled_from([np.float32, np.float64, np.float16, np.int16, np.int32]),
+           scale=values, spike=values, seed=st.integers(0, 2 ** 16))
+    def check(length, channels, transpose, dtype, scale, spike, seed):
+        r = np.random.RandomState(seed)
+        with np.errstate(all="ignore"):
+            audio = (scale * r.uniform(-1, 1, (length, channels)))
+            if audio.size:
+                audio.flat[r.randint(audio.size)] = spike
+            audio = audio.astype(dtype)
+        if transpose:
+            audio = audio.T
+        try:
+            out = separate_args_dict(audio, args)
+        except ValueError:
+            return
+        assert sorted(out) == STEMS
+        for y in out.values():
+            assert y.shape == audio.shape and y.dtype == np.float32
+            assert np.isfinite(y).all()
+    check()
