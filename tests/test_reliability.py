@@ -260,3 +260,103 @@ def test_api_property_finite_stems_of_the_input_shape_or_value_error(tiny_model)
             assert y.shape == audio.shape and y.dtype == np.float32
             assert np.isfinite(y).all()
     check()
+
+
+# --------------------------------------------------------------------------- parameter files
+def test_weights_loading_never_unpickles(monkeypatch, tmp_path):
+    """The loader reads HDF5 through h5py only; datasets that are not numbers (strings, variable
+    length, opaque bytes such as a pickle) are refused before anything could decode them."""
+    import inspect
+    import pickle
+
+    import h5py
+    import xumx.weights as weights
+    source = inspect.getsource(weights)
+    for call in ("pickle.load", "np.load(", "allow_pickle", "load_parameters"):
+        assert call not in source, call
+
+    def forbidden(*a, **k):
+        raise AssertionError("unpickling attempted")
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(np, "load", forbidden)
+    cfg = tiny_config()
+    from xumx.weights import WeightsError, load_xumx, random_arrays, write_h5
+    payload = pickle.dumps({"not": "weights"})
+    for kind, make in [
+        ("vlen str", lambda f: f.create_dataset("x", data=["a", "bc"], dtype=h5py.string_dtype())),
+        ("vlen float", lambda f: f.create_dataset("x", (2,), dtype=h5py.vlen_dtype(np.float32))),
+        ("opaque pickle", lambda f: f.create_dataset("x", data=np.void(payload))),
+    ]:
+        path = str(tmp_path / f"{kind}.h5")
+        write_h5(path, random_arrays(cfg))
+        with h5py.File(path, "a") as f:
+            make(f)
+        with pytest.raises(WeightsError, match=r"dataset 'x' holds .* not numbers"):
+            load_xumx(path)
+
+
+def _cli_model_error(model, tmp_path, capsys, *flags):
+    song = str(tmp_path / "song.wav")
+    sf.write(song, sine_mix(2000, 8000), 8000, subtype="PCM_16")
+    out = tmp_path / "out"
+    return fails_cleanly(main(["--inputs", song, "--outdir", str(out), "--quiet", "--model",
+                               str(model), *flags]), capsys, out, str(model))
+
+
+@pytest.mark.parametrize("case,words", [
+    ("empty", ["not an HDF5"]),
+    ("truncated", ["damaged or truncated"]),
+    ("foreign", ["not an X-UMX parameter file"]),
+    ("umx file", ["Open-Unmix", "--umx-infer"]),
+    ("checkpoint", ["training checkpoint", "best_xumx.h5"]),
+    ("nan parameter", ["fc2_vocals/affine/W", "NaN"]),
+    ("object dataset", ["not numbers"]),
+])
+def test_bad_parameter_files_are_one_line_from_the_cli(case, words, tmp_path, capsys):
+    import h5py
+    from xumx.training import write_checkpoint
+    from xumx.weights import random_arrays, save_model, write_h5
+    cfg = tiny_config()
+    arrays = random_arrays(cfg)
+    path = tmp_path / "model.h5"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        save_model(str(path), cfg, arrays)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) * 2 // 3])
+    elif case == "foreign":
+        with h5py.File(str(path), "w") as f:
+            f["conv1/W"] = np.zeros((3, 3), np.float32)
+    elif case == "umx file":
+        write_h5(str(path), {k.replace("_vocals", ""): v for k, v in arrays.items()
+                             if "_vocals" in k})
+    elif case == "checkpoint":
+        write_checkpoint(str(path), arrays, {"adam/m": np.zeros(3, np.float32)}, {"epoch": 1})
+    elif case == "nan parameter":
+        arrays["fc2_vocals/affine/W"][1, 2] = np.nan
+        write_h5(str(path), arrays)
+    else:
+        write_h5(str(path), arrays)
+        with h5py.File(str(path), "a") as f:
+            f.create_dataset("notes", data=["hello"], dtype=h5py.string_dtype())
+    line = _cli_model_error(path, tmp_path, capsys)
+    assert "cannot load the model" in line
+    for w in words:
+        assert w in line, line
+
+
+def test_model_of_other_sources_is_one_line(tmp_path, capsys):
+    """An X-UMX file with 3 sources asked for the 4 usual targets."""
+    from xumx.weights import random_arrays, save_model
+    cfg = tiny_config(sources=("drums", "vocals", "other"))
+    path = tmp_path / "three.h5"
+    save_model(str(path), cfg, random_arrays(cfg))
+    song = str(tmp_path / "song.wav")
+    sf.write(song, sine_mix(2000, 8000), 8000, subtype="PCM_16")
+    out = tmp_path / "out"
+    code = main(["--inputs", song, "--outdir", str(out), "--quiet", "--model", str(path),
+                 "--targets", "bass", "drums", "vocals", "other"])
+    line = fails_cleanly(code, capsys, out, "bass", "drums', 'vocals', 'other")
+    assert "unknown target" in line

@@ -46,10 +46,15 @@ def read_h5(path: str) -> Dict[str, Tuple[np.ndarray, bool, int]]:
         with h5py.File(path, "r") as f:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
+                    if obj.dtype.kind not in "fiub":   # strings, objects, compounds: refused unread
+                        raise WeightsError(f"{path}: dataset '{name}' holds {obj.dtype} data, "
+                                           f"not numbers: not a parameter file")
                     out[name] = (np.asarray(obj[()]), bool(obj.attrs.get("need_grad", True)),
                                  int(obj.attrs.get("index", len(out))))
             f.visititems(visit)
-    except (OSError, KeyError, RuntimeError) as e:
+    except WeightsError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: damaged or truncated HDF5 file ({e})") from None
     if not out:
         raise WeightsError(f"{path}: contains no parameters")
@@ -74,7 +79,13 @@ def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] 
     meta = dict(meta or {})
     found = [m.group(1) for n in names_shapes for m in [re.fullmatch(r"input_mean_(.+)", n)] if m]
     if not found:
-        raise WeightsError("no 'input_mean_<source>' parameter: not an X-UMX parameter file")
+        hint = ""
+        if any(n.split("/")[-1] == "input_mean" for n in names_shapes):
+            hint = (" (it looks like an Open-Unmix file: use --umx-infer with a folder of "
+                    "<target>.h5)")
+        elif any(n.startswith("params/input_mean_") for n in names_shapes):
+            hint = " (it looks like a training checkpoint: use best_xumx.h5 of that run)"
+        raise WeightsError("no 'input_mean_<source>' parameter: not an X-UMX parameter file" + hint)
     order = list(source_order or meta.get("sources") or DEFAULT_SOURCES)
     sources = [s for s in order if s in found] + [s for s in found if s not in order]
     s0 = sources[0]
