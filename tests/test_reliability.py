@@ -360,3 +360,60 @@ def test_model_of_other_sources_is_one_line(tmp_path, capsys):
                  "--targets", "bass", "drums", "vocals", "other"])
     line = fails_cleanly(code, capsys, out, "bass", "drums', 'vocals', 'other")
     assert "unknown target" in line
+
+
+# --------------------------------------------------------------------------- interruptions
+def _reader(stream, sink):
+    import threading
+
+    def pump():
+        for block in iter(lambda: stream.read1(256), b""):
+            sink.append(block)
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_separation_stops_promptly_leaving_nothing(signum, tmp_path, tiny_model):
+    """Ctrl-C and SIGTERM while chunks are being separated: exit within seconds with 130/143,
+    one line on stderr, no stems and no temporaries."""
+    import re
+    path = str(tmp_path / "long.wav")
+    sf.write(path, sine_mix(8000 * 240, 8000), 8000, subtype="PCM_16")   # 4 min, 600 chunks
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "xumx.test", "--inputs", path, "--model",
+                             tiny_model, "--outdir", str(out), "--chunk-dur", "0.5",
+                             "--overlap", "0.1"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, env=env, cwd=str(tmp_path))
+    err = []
+    reader = _reader(proc.stderr, err)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = re.findall(rb"(\d+)/600 \[", b"".join(err))
+            if done and int(done[-1]) >= 5:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, b"".join(err).decode()[-500:]
+        assert done and int(done[-1]) < 600
+        proc.send_signal(signum)
+        sent = time.time()
+        code = proc.wait(timeout=15)
+        took = time.time() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    text = b"".join(err).decode("utf-8", "replace")
+    assert code == 128 + signum, text[-500:]
+    assert took < 5, took
+    lines = [ln for ln in text.replace("\r", "\n").splitlines()
+             if ln.startswith("xumx.test:") or "Traceback" in ln or "Error" in ln]
+    assert lines == ["xumx.test: interrupted; stems already finished are kept, "
+                     "no partial stem was written"], lines
+    left = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs] if out.exists() else []
+    assert left == []
+    assert not out.exists() or not os.listdir(out)

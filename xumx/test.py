@@ -80,6 +80,7 @@ def _load_separator(args, separation, context):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated)."""
     from .config import build_parser, output_config_from_args, separation_config_from_args
+    from .interrupt import exit_status, sigterm_as_interrupt
     # nnabla logs "Initializing CPU extension..." at INFO on import: keep stderr for our lines
     logging.getLogger("nnabla").setLevel(logging.WARNING)
     parser = build_parser("test")
@@ -96,10 +97,11 @@ def main(argv=None) -> int:
         from .audio import AudioWarning
         warnings.simplefilter("always", AudioWarning)
         try:
-            return _run(args, options, separation)
-        except KeyboardInterrupt:
+            with sigterm_as_interrupt():
+                return _run(args, options, separation)
+        except KeyboardInterrupt as e:
             _say("interrupted; stems already finished are kept, no partial stem was written")
-            return 130
+            return exit_status(e)
 
 
 def _run(args, options, separation) -> int:
