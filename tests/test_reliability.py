@@ -417,3 +417,48 @@ def test_signal_during_separation_stops_promptly_leaving_nothing(signum, tmp_pat
     left = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs] if out.exists() else []
     assert left == []
     assert not out.exists() or not os.listdir(out)
+
+
+TRAIN_FLAGS = ["--is-wav", "--seed", "7", "--epochs", "3", "--hidden-size", "16", "--nb-layers", "1",
+               "--nfft", "256", "--nhop", "64", "--sample-rate", "8000", "--bandwidth", "3000",
+               "--batch-size", "2", "--seq-dur", "0.25", "--samples-per-track", "2",
+               "--valid-dur", "0.5"]
+
+
+def test_training_killed_with_sigkill_resumes_to_the_same_parameters(tiny_musdb, tmp_path):
+    """SIGKILL right after the first checkpoint appears (so mid-way through epoch 2): the
+    checkpoint left is whole, and resuming with --model reaches the parameters of an
+    uninterrupted 3-epoch run with the same seed. One LSTM layer: nnabla's multi-layer LSTM
+    dropout is not reproducible."""
+    from xumx.training import CHECKPOINT_NAME, read_checkpoint
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def start(output, *extra):
+        return subprocess.Popen([sys.executable, "-m", "xumx.train", "--root", tiny_musdb,
+                                 "--output", str(output), *TRAIN_FLAGS, *extra],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    full = start(tmp_path / "full")
+    killed = start(tmp_path / "part")
+    ckpt = tmp_path / "part" / CHECKPOINT_NAME
+    deadline = time.time() + 60
+    while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    killed.kill()
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read().decode()[-500:]
+    params, solver, meta = read_checkpoint(str(ckpt))      # whole, readable
+    assert 1 <= meta["epoch"] < 3 and params and solver
+    resumed = subprocess.run([sys.executable, "-m", "xumx.train", "--root", tiny_musdb,
+                              "--output", str(tmp_path / "part"), "--model", str(tmp_path / "part"),
+                              *TRAIN_FLAGS], capture_output=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-800:]
+    assert full.wait(timeout=120) == 0, full.stderr.read().decode()[-800:]
+    want, want_solver, want_meta = read_checkpoint(str(tmp_path / "full" / CHECKPOINT_NAME))
+    got, got_solver, got_meta = read_checkpoint(str(ckpt))
+    assert got_meta["epoch"] == want_meta["epoch"] == 3
+    assert [h["epoch"] for h in got_meta["history"]] == [1, 2, 3]
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    for k in want_solver:
+        np.testing.assert_allclose(got_solver[k], want_solver[k], rtol=1e-5, atol=1e-7, err_msg=k)
