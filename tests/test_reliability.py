@@ -486,3 +486,44 @@ def test_training_killed_with_sigkill_resumes_to_the_same_parameters(tiny_musdb,
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
     for k in want_solver:
         np.testing.assert_allclose(got_solver[k], want_solver[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "weights"])
+def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM while a checkpoint or weights file is written: the previous file stays
+    whole and no temporary is left."""
+    import h5py
+    from xumx.training import read_checkpoint, write_checkpoint
+    from xumx.weights import load_xumx, random_arrays, save_model
+    cfg = tiny_config()
+    arrays = random_arrays(cfg, seed=1)
+    path = str(tmp_path / "file.h5")
+    if writer == "checkpoint":
+        write_checkpoint(path, arrays, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+    else:
+        save_model(path, cfg, arrays)
+    before = open(path, "rb").read()
+    real = h5py.Group.create_dataset
+    calls = []
+
+    def interrupted(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted)
+    other = random_arrays(cfg, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "checkpoint":
+            write_checkpoint(path, other, {"m": np.ones(2, np.float32)}, {"epoch": 2})
+        else:
+            save_model(path, cfg, other)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == (["file.h5"] if writer == "checkpoint" else
+                                            ["file.h5", "file.json"])   # no temporary
+    assert open(path, "rb").read() == before
+    if writer == "checkpoint":
+        assert read_checkpoint(path)[2]["epoch"] == 1
+    else:
+        np.testing.assert_array_equal(load_xumx(path)[1]["fc1_bass/affine/W"],
+                                      arrays["fc1_bass/affine/W"])

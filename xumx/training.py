@@ -147,14 +147,19 @@ def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str,
     """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
     import h5py
     tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = CHECKPOINT_FORMAT
-        f.attrs["meta"] = json.dumps(meta)
-        for group, arrays in (("params", params), ("solver", solver)):
-            g = f.create_group(group)
-            for index, (name, value) in enumerate(arrays.items()):
-                g.create_dataset(name, data=value).attrs["index"] = index
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = CHECKPOINT_FORMAT
+            f.attrs["meta"] = json.dumps(meta)
+            for group, arrays in (("params", params), ("solver", solver)):
+                g = f.create_group(group)
+                for index, (name, value) in enumerate(arrays.items()):
+                    g.create_dataset(name, data=value).attrs["index"] = index
+        os.replace(tmp, path)
+    except BaseException:   # Ctrl-C/SIGTERM or a full disk: the previous checkpoint stays
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], dict]]:

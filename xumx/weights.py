@@ -65,12 +65,17 @@ def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
     """Write {name: array} in nnabla's layout (in the given order), atomically."""
     import h5py
     tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
-        for index, (name, value) in enumerate(arrays.items()):
-            ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
-            ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
-            ds.attrs["index"] = index
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for index, (name, value) in enumerate(arrays.items()):
+                ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
+                ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
+                ds.attrs["index"] = index
+        os.replace(tmp, path)
+    except BaseException:   # interrupted or failed: no temporary left, the old file stays
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] = None,
