@@ -103,12 +103,13 @@ def test_truncated_mp3_separates_what_is_there(tmp_path, tiny_model, capsys):
     data = open(full, "rb").read()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(data[:len(data) // 2])
-    from xumx.audio import load
-    audio, rate, _ = load(str(cut))
-    assert 0.2 * 44100 < audio.shape[0] < 0.8 * 44100
+    decoded = str(tmp_path / "decoded.wav")   # what ffmpeg itself makes of it
+    ffmpeg("-i", str(cut), decoded)
+    frames = sf.info(decoded).frames
+    assert 0.2 * 44100 < frames < 0.8 * 44100
     out = tmp_path / "out"
     assert separate(cut, tiny_model, out) == 0
-    stems_ok(out / "cut", audio.shape[0], rate=44100)
+    stems_ok(out / "cut", frames, rate=44100)
 
 
 # --------------------------------------------------------------------------- containers
@@ -255,7 +256,8 @@ def test_api_property_finite_stems_of_the_input_shape_or_value_error(tiny_model)
     from xumx.api import separate_args_dict
     args = _args(tiny_model)
     seen = []
-    values = st.sampled_from([0.5, 0.0, 1e-40, 1e-30, 1e-7, 1.0, 7.0, 1e6, 1e30, 3e38, np.nan, np.inf])
+    values = st.sampled_from([0.5, 0.0, 1e-40, 1e-30, 1e-7, 1.0, 7.0, 1e6, 1e30, 3e38,
+                              np.nan, np.inf])
 
     @settings(max_examples=25, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))

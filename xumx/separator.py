@@ -44,8 +44,8 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
         raise ValueError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
                          f"not {type(audio).__name__}")
     if audio.dtype.kind != "f":
-        raise ValueError(f"audio must be floating point (float32 or float64) in [-1, 1], "
-                         f"not {audio.dtype}")
+        raise ValueError(f"audio must be floating point (float32, float64 or float16) around "
+                         f"[-1, 1], not {audio.dtype}")
     if audio.ndim == 1:
         raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
                          f"{audio.shape}: use audio[:, None] for mono")
@@ -62,9 +62,9 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
                          f"of shape (nb_timesteps, nb_channels)")
     finite = np.isfinite(audio)
     if not np.all(finite):
-        bad = np.argwhere(~finite)[0]
-        raise ValueError(f"audio contains NaN or infinite samples ({int(finite.size - finite.sum())}, "
-                         f"first at sample {bad[0]}, channel {bad[1]}): expected finite samples")
+        bad, count = np.argwhere(~finite)[0], int(finite.size - finite.sum())
+        raise ValueError(f"audio contains NaN or infinite samples ({count}, first at sample "
+                         f"{bad[0]}, channel {bad[1]}): expected finite samples")
     peak = float(np.max(np.abs(audio)))
     if peak > MAX_AMPLITUDE:
         raise ValueError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
