@@ -529,3 +529,32 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     else:
         np.testing.assert_array_equal(load_xumx(path)[1]["fc1_bass/affine/W"],
                                       arrays["fc1_bass/affine/W"])
+
+
+def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tiny_musdb, tmp_path):
+    """SIGTERM (a scheduler, ``timeout``) during training: status 143 within seconds, the resume
+    hint as the last line, the last checkpoint whole and no temporary left."""
+    from xumx.training import CHECKPOINT_NAME, read_checkpoint
+    out = tmp_path / "run"
+    flags = list(TRAIN_FLAGS)
+    flags[flags.index("--epochs") + 1] = "50"   # still running when the signal comes
+    proc = subprocess.Popen([sys.executable, "-m", "xumx.train", "--root", tiny_musdb,
+                             "--output", str(out), *flags], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.time() + 60
+    while not (out / CHECKPOINT_NAME).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    try:
+        code = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    took = time.time() - sent
+    err = proc.stderr.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
+    assert code == 143 and took < 5, (code, took, err[-3:])
+    assert err[-1] == f"interrupted: resume with --model {out}"
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
+    assert 1 <= meta["epoch"] < 50 and params and solver
