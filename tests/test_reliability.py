@@ -558,3 +558,29 @@ def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tin
     assert not [f for f in os.listdir(out) if ".tmp" in f]
     params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert 1 <= meta["epoch"] < 50 and params and solver
+
+
+def test_interrupted_plot_and_history_keep_the_previous_files(tmp_path, monkeypatch):
+    """The slow part after a checkpoint (matplotlib) is where a SIGTERM most often lands."""
+    import matplotlib.figure
+    from xumx.training import plot_history, write_history
+    history = [{"epoch": 1, "train_loss": 2.0, "valid_loss": 1.0, "lr": 1e-3, "best": True,
+                "seconds": 1.0}]
+    png = str(tmp_path / "training.png")
+    plot_history(png, history)
+    write_history(str(tmp_path), history)
+    before = {f: open(tmp_path / f, "rb").read() for f in os.listdir(tmp_path)}
+
+    def interrupted(self, fname, **k):
+        open(fname, "wb").write(b"\x89PNG half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plot_history(png, history * 2)
+    monkeypatch.setattr("xumx.training.csv.DictWriter.writerows",
+                        lambda self, rows: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        write_history(str(tmp_path), history * 2)
+    assert sorted(os.listdir(tmp_path)) == sorted(before)          # no temporary left
+    for name in ("training.png", "history.csv"):                    # interrupted: unchanged
+        assert open(tmp_path / name, "rb").read() == before[name]

@@ -5,6 +5,7 @@ nnabla's format: one dataset per parameter at the path of its name, with the att
 unpickled). What shapes cannot tell (hop size, sample rate) is read from ``<file>.json``
 beside the weights, written by training; the published defaults apply when it is absent.
 """
+import contextlib
 import json
 import os
 import re
@@ -61,21 +62,28 @@ def read_h5(path: str) -> Dict[str, Tuple[np.ndarray, bool, int]]:
     return out
 
 
-def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
-    """Write {name: array} in nnabla's layout (in the given order), atomically."""
-    import h5py
+@contextlib.contextmanager
+def replacing(path: str):
+    """A temporary name beside ``path`` to write to: renamed onto ``path`` when the block ends,
+    removed when it fails or is interrupted (Ctrl-C, SIGTERM), so ``path`` is always whole."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with h5py.File(tmp, "w") as f:
-            for index, (name, value) in enumerate(arrays.items()):
-                ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
-                ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
-                ds.attrs["index"] = index
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:   # interrupted or failed: no temporary left, the old file stays
+    except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
+    """Write {name: array} in nnabla's layout (in the given order), atomically."""
+    import h5py
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
+        for index, (name, value) in enumerate(arrays.items()):
+            ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
+            ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
+            ds.attrs["index"] = index
 
 
 def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] = None,
@@ -202,11 +210,8 @@ def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
     check_arrays(cfg, arrays)
     write_h5(path, {name: arrays[name] for name, _, _ in spec},
              {name: ng for name, _, ng in spec})
-    side = sidecar_path(path)
-    tmp = f"{side}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with replacing(sidecar_path(path)) as tmp, open(tmp, "w") as f:
         f.write(cfg.to_json())
-    os.replace(tmp, side)
 
 
 def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
