@@ -25,7 +25,7 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 
-from .config import DEFAULT_NB_CHANNELS
+from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE
 
 #: Channels the separation keeps; more are dropped (with a warning).
 MAX_CHANNELS = DEFAULT_NB_CHANNELS
@@ -189,6 +189,10 @@ def _samples(data: bytes, info: AudioInfo, path: str) -> np.ndarray:
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: decoded samples contain NaN or infinity")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(f"{path}: samples peak at {peak:.3g}, beyond the {MAX_AMPLITUDE:g} "
+                         f"this separates (full scale is 1)")
     return audio
 
 

@@ -19,6 +19,9 @@ DEFAULT_NHOP = 1024
 DEFAULT_HIDDEN = 512
 DEFAULT_LAYERS = 3
 DEFAULT_BANDWIDTH = 16000
+#: Largest sample magnitude separated (full scale is 1): beyond it float32 spectra overflow,
+#: so such input is refused rather than turned into NaN stems.
+MAX_AMPLITUDE = 1e6
 #: Where the published weights live and their SHA-1 (the file Spleeter Web verifies).
 PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
 PUBLISHED_SHA1 = "6414e08527d37bd1d08130c4b87255830af819bf"

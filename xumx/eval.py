@@ -11,15 +11,17 @@ from .config import build_parser, eval_config_from_args, separation_config_from_
 def main(argv=None) -> int:
     args = build_parser("eval").parse_args(argv)
     from .evaluation import EvalError, evaluate, format_table, sdr_comparison
+    from .interrupt import exit_status, sigterm_as_interrupt
     try:
         cfg = eval_config_from_args(args)
-        results = evaluate(cfg, separation_config_from_args(args))
+        with sigterm_as_interrupt():
+            results = evaluate(cfg, separation_config_from_args(args))
     except (EvalError, ValueError) as e:
         print(f"xumx.eval: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("xumx.eval: interrupted (scored tracks are kept; run again to go on)", file=sys.stderr)
-        return 130
+        return exit_status(e)
     print(format_table(results.tables, results.nb_tracks))
     if len(results.tables) > 1:
         print()

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from . import dsp
-from .config import ModelConfig, SeparationConfig
+from .config import MAX_AMPLITUDE, ModelConfig, SeparationConfig
 from .filtering import wiener_blocks
 from .fastpath import NumpyNet
 from .model import OpenUnmixCrossNet
@@ -37,14 +37,15 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
     """Validate a waveform for separation and return it as float (T, C).
 
     Raises ValueError naming what was expected: a 2-D float array of shape
-    (nb_timesteps, nb_channels) with 1 or 2 channels, finite and not empty.
+    (nb_timesteps, nb_channels) with 1 or 2 channels, finite, not empty and with samples
+    within +-:data:`~xumx.config.MAX_AMPLITUDE` (full scale is 1).
     """
     if not isinstance(audio, np.ndarray):
         raise ValueError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
                          f"not {type(audio).__name__}")
     if audio.dtype.kind != "f":
-        raise ValueError(f"audio must be floating point (float32 or float64) in [-1, 1], "
-                         f"not {audio.dtype}")
+        raise ValueError(f"audio must be floating point (float32, float64 or float16) around "
+                         f"[-1, 1], not {audio.dtype}")
     if audio.ndim == 1:
         raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
                          f"{audio.shape}: use audio[:, None] for mono")
@@ -57,9 +58,17 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
         raise ValueError(f"audio must have 1 or 2 channels (shape (nb_timesteps, 2)), "
                          f"got shape {audio.shape}")
     if audio.shape[0] == 0:
-        raise ValueError("audio is empty (0 samples)")
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("audio contains NaN or infinite samples")
+        raise ValueError(f"audio is empty (shape {audio.shape}): expected at least one sample "
+                         f"of shape (nb_timesteps, nb_channels)")
+    finite = np.isfinite(audio)
+    if not np.all(finite):
+        bad, count = np.argwhere(~finite)[0], int(finite.size - finite.sum())
+        raise ValueError(f"audio contains NaN or infinite samples ({count}, first at sample "
+                         f"{bad[0]}, channel {bad[1]}): expected finite samples")
+    peak = float(np.max(np.abs(audio)))
+    if peak > MAX_AMPLITUDE:
+        raise ValueError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
+                         f"(at most {MAX_AMPLITUDE:g})")
     return audio
 
 

@@ -9,9 +9,7 @@ This module also re-exports the function API (``separate``, ``separate_args_dict
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
 """
 import logging
-import signal
 import sys
-import threading
 import warnings
 
 from .api import separate, separate_args_dict  # noqa: F401  (public API kept here)
@@ -36,12 +34,6 @@ def _show_audio_warnings(default):
     return show
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is so that temporary stems are removed on the way out."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
 
 
 def _context(name: str, device_id: str):
@@ -90,6 +82,7 @@ def _load_separator(args, separation, context):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated)."""
     from .config import build_parser, output_config_from_args, separation_config_from_args
+    from .interrupt import Terminated, exit_status, sigterm_as_interrupt
     # nnabla logs "Initializing CPU extension..." at INFO on import: keep stderr for our lines
     logging.getLogger("nnabla").setLevel(logging.WARNING)
     parser = build_parser("test")
@@ -105,17 +98,13 @@ def main(argv=None) -> int:
         warnings.showwarning = _show_audio_warnings(warnings.showwarning)
         from .audio import AudioWarning
         warnings.simplefilter("always", AudioWarning)
-        handle_term = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if handle_term else None
         try:
-            return _run(args, options, separation)
+            with sigterm_as_interrupt():
+                return _run(args, options, separation)
         except KeyboardInterrupt as e:
-            _say(f"{'terminated' if isinstance(e, _Terminated) else 'interrupted'}; stems "
-                 f"already finished are kept, no partial stem was written")
-            return 143 if isinstance(e, _Terminated) else 130
-        finally:
-            if handle_term:
-                signal.signal(signal.SIGTERM, previous)
+            _say(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}; stems already "
+                 f"finished are kept, no partial stem was written")
+            return exit_status(e)
 
 
 def _run(args, options, separation) -> int:

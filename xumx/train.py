@@ -13,15 +13,17 @@ def main(argv=None) -> int:
         return 2
     from .data import DataError
     from .distributed import DistributedError
+    from .interrupt import exit_status, sigterm_as_interrupt
     from .training import train
     try:
-        result = train(model_cfg, train_cfg)
+        with sigterm_as_interrupt():
+            result = train(model_cfg, train_cfg)
     except (DataError, DistributedError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: resume with --model " + train_cfg.output, file=sys.stderr)
-        return 130
+        return exit_status(e)
     if result["rank"] == 0:
         print(f"best model: {result['best']}")
     return 0

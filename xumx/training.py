@@ -30,6 +30,7 @@ from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
 from .schedule import EarlyStopping, ReduceLROnPlateau
+from .weights import replacing
 
 BEST_NAME = "best_xumx.h5"
 CHECKPOINT_NAME = "checkpoint.h5"
@@ -146,15 +147,13 @@ def restore_solver(solver, arrays: Dict[str, np.ndarray]):
 def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray], meta: dict):
     """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
     import h5py
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:   # interrupted: the old one stays
         f.attrs["format"] = CHECKPOINT_FORMAT
         f.attrs["meta"] = json.dumps(meta)
         for group, arrays in (("params", params), ("solver", solver)):
             g = f.create_group(group)
             for index, (name, value) in enumerate(arrays.items()):
                 g.create_dataset(name, data=value).attrs["index"] = index
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], dict]]:
@@ -174,10 +173,8 @@ def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str
 
 
 def _atomic_text(path: str, text: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_history(output: str, history: List[dict]):
@@ -207,10 +204,11 @@ def plot_history(path: str, history: List[dict]):
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the trainer

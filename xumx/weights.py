@@ -5,6 +5,7 @@ nnabla's format: one dataset per parameter at the path of its name, with the att
 unpickled). What shapes cannot tell (hop size, sample rate) is read from ``<file>.json``
 beside the weights, written by training; the published defaults apply when it is absent.
 """
+import contextlib
 import json
 import os
 import re
@@ -46,26 +47,43 @@ def read_h5(path: str) -> Dict[str, Tuple[np.ndarray, bool, int]]:
         with h5py.File(path, "r") as f:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset):
+                    if obj.dtype.kind not in "fiub":   # strings, objects, compounds: refused unread
+                        raise WeightsError(f"{path}: dataset '{name}' holds {obj.dtype} data, "
+                                           f"not numbers: not a parameter file")
                     out[name] = (np.asarray(obj[()]), bool(obj.attrs.get("need_grad", True)),
                                  int(obj.attrs.get("index", len(out))))
             f.visititems(visit)
-    except (OSError, KeyError, RuntimeError) as e:
+    except WeightsError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
         raise WeightsError(f"{path}: damaged or truncated HDF5 file ({e})") from None
     if not out:
         raise WeightsError(f"{path}: contains no parameters")
     return out
 
 
+@contextlib.contextmanager
+def replacing(path: str):
+    """A temporary name beside ``path`` to write to: renamed onto ``path`` when the block ends,
+    removed when it fails or is interrupted (Ctrl-C, SIGTERM), so ``path`` is always whole."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
     """Write {name: array} in nnabla's layout (in the given order), atomically."""
     import h5py
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         for index, (name, value) in enumerate(arrays.items()):
             ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
             ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
             ds.attrs["index"] = index
-    os.replace(tmp, path)
 
 
 def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] = None,
@@ -74,7 +92,13 @@ def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] 
     meta = dict(meta or {})
     found = [m.group(1) for n in names_shapes for m in [re.fullmatch(r"input_mean_(.+)", n)] if m]
     if not found:
-        raise WeightsError("no 'input_mean_<source>' parameter: not an X-UMX parameter file")
+        hint = ""
+        if any(n.split("/")[-1] == "input_mean" for n in names_shapes):
+            hint = (" (it looks like an Open-Unmix file: use --umx-infer with a folder of "
+                    "<target>.h5)")
+        elif any(n.startswith("params/input_mean_") for n in names_shapes):
+            hint = " (it looks like a training checkpoint: use best_xumx.h5 of that run)"
+        raise WeightsError("no 'input_mean_<source>' parameter: not an X-UMX parameter file" + hint)
     order = list(source_order or meta.get("sources") or DEFAULT_SOURCES)
     sources = [s for s in order if s in found] + [s for s in found if s not in order]
     s0 = sources[0]
@@ -186,11 +210,8 @@ def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
     check_arrays(cfg, arrays)
     write_h5(path, {name: arrays[name] for name, _, _ in spec},
              {name: ng for name, _, ng in spec})
-    side = sidecar_path(path)
-    tmp = f"{side}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with replacing(sidecar_path(path)) as tmp, open(tmp, "w") as f:
         f.write(cfg.to_json())
-    os.replace(tmp, side)
 
 
 def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
