@@ -4,7 +4,10 @@ Importing the package is cheap: nnabla, musdb and audio libraries load only when
 """
 __version__ = "1.0.0"
 
-from .config import ModelConfig, SeparationConfig  # noqa: E402,F401
+from .config import ModelConfig, SeparationConfig  # noqa: E402,F401  (public)
+
+__all__ = ["ModelConfig", "SeparationConfig", "Separator", "OpenUnmixCrossNet", "separate",
+           "separate_args_dict", "get_separator", "__version__"]
 
 
 def __getattr__(name):

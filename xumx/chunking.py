@@ -78,7 +78,7 @@ def separate_stream(separate: Callable[[np.ndarray], Dict[str, np.ndarray]],
     tail: Dict[str, np.ndarray] = {}   # previous chunk's weighted overlap, to add
 
     def run(end: int, more: bool) -> Dict[str, np.ndarray]:
-        nonlocal buf, start, prev, tail
+        nonlocal buf, start, prev
         bounds = [b for b in (prev, (start, start + end)) if b is not None]
         est = separate(buf[:end])
         if not more and prev is None:   # the only chunk: the plain call

@@ -7,8 +7,8 @@ dataclasses with :func:`model_config_from_args` / :func:`separation_config_from_
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 #: The published source order (it fixes parameter creation order in ``x-umx.h5``).
 DEFAULT_SOURCES = ("bass", "drums", "vocals", "other")
@@ -283,7 +283,7 @@ def _add_test_args(parser):
                    help="no progress bar and no summary lines (errors are still printed)")
 
 
-#: Default chunk length of ``xumx.test`` in seconds (see docs/readme-test.md for memory).
+#: Default chunk length of ``xumx.test`` in seconds (see the README's chunking section for memory).
 DEFAULT_CHUNK_DUR = 30.0
 #: Overlap of neighbouring chunks in seconds (cross-faded).
 DEFAULT_CHUNK_OVERLAP = 1.0
@@ -374,12 +374,6 @@ def _add_eval_args(parser):
     g.add_argument("--baseline", action="store_true",
                    help="also score the mixture as the estimate of every target "
                         "(the mixture-as-estimate baseline)")
-
-
-def model_path_or_default(path: Optional[str]) -> str:
-    if path:
-        return path
-    raise ValueError("no --model given")
 
 
 def separation_config_from_args(args) -> SeparationConfig:

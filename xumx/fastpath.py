@@ -14,7 +14,7 @@ Shapes use: frames (N), channels (C), bins (F), sources (S), hidden size (H),
 LSTM hidden size (h = H / 2 when bidirectional), directions (D).
 """
 import contextlib
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 

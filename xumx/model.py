@@ -5,7 +5,7 @@ names of the published ``x-umx.h5`` (see :func:`parameter_spec`), so the publish
 with no conversion and several models can coexist in one process.
 """
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 

@@ -278,7 +278,6 @@ class Trainer:
             return self._run()
 
     def _run(self) -> dict:
-        import nnabla as nn
         import nnabla.solvers as S
         from .model import OpenUnmixCrossNet
         cfg, mcfg, comm = self.cfg, self.model_cfg, self.comm
