@@ -225,3 +225,32 @@ def test_readme_flag_table_matches_the_parser():
                   html.unescape(ln.split("|")[3].strip()).replace("\\*", "*") for ln in rows}
     actions = [a for a in build_parser("eval")._actions if a.dest != "help"]
     assert documented == {tuple(a.option_strings): a.help for a in actions}
+
+
+def test_tracks_are_separated_in_the_chunks_of_xumx_test(tiny_cfg):
+    from conftest import sine_mix
+    from xumx.chunking import separate_chunked
+    from xumx.separator import Separator
+    from xumx.weights import random_arrays
+    sep = Separator(tiny_cfg, random_arrays(tiny_cfg))
+    audio = sine_mix(2 * tiny_cfg.sample_rate, tiny_cfg.sample_rate)
+    calls = []
+
+    class Counting:
+        cfg = sep.cfg
+
+        def separate(self, x):
+            calls.append(x.shape[0])
+            return sep.separate(x)
+    whole = evaluation.separate_track(Counting(), audio, 0)
+    assert calls == [audio.shape[0]]
+    for k, v in sep.separate(audio).items():
+        np.testing.assert_array_equal(whole[k], v)
+    calls.clear()
+    chunked = evaluation.separate_track(Counting(), audio, 0.5)
+    assert len(calls) > 3 and max(calls) <= tiny_cfg.sample_rate // 2
+    rate = tiny_cfg.sample_rate
+    ref = separate_chunked(sep.separate, audio, rate // 2, int(round(0.125 * rate)))
+    for k in ref:
+        assert chunked[k].shape == audio.shape
+        np.testing.assert_array_equal(chunked[k], ref[k])

@@ -19,6 +19,11 @@ DEFAULT_NHOP = 1024
 DEFAULT_HIDDEN = 512
 DEFAULT_LAYERS = 3
 DEFAULT_BANDWIDTH = 16000
+#: Default chunk length of ``xumx.test`` and ``xumx.eval`` in seconds (see the README's chunking
+#: section for memory).
+DEFAULT_CHUNK_DUR = 30.0
+#: Overlap of neighbouring chunks in seconds (cross-faded).
+DEFAULT_CHUNK_OVERLAP = 1.0
 #: Largest sample magnitude separated (full scale is 1): beyond it float32 spectra overflow,
 #: so such input is refused rather than turned into NaN stems.
 MAX_AMPLITUDE = 1e6
@@ -184,7 +189,7 @@ class EvalConfig:
     out_dir: Optional[str] = None
     eval_dir: str = "scores"
     cores: int = 1
-    chunk_dur: Optional[float] = None
+    chunk_dur: float = DEFAULT_CHUNK_DUR   # 0: each track in one piece
     baseline: bool = False
     context: str = "cpu"
     device_id: str = "0"
@@ -195,8 +200,8 @@ class EvalConfig:
             object.__setattr__(self, "tracks", tuple(self.tracks))
         if self.cores < 1:
             raise ValueError(f"--cores must be at least 1, not {self.cores}")
-        if self.chunk_dur is not None and not self.chunk_dur > 0:
-            raise ValueError(f"--chunk-dur must be positive, not {self.chunk_dur}")
+        if not self.chunk_dur >= 0:
+            raise ValueError(f"--chunk-dur must be 0 (whole track) or positive, not {self.chunk_dur}")
         if self.model is None and not self.baseline:
             raise ValueError("no --model given (or pass --baseline to score only the mixture)")
 
@@ -283,10 +288,6 @@ def _add_test_args(parser):
                    help="no progress bar and no summary lines (errors are still printed)")
 
 
-#: Default chunk length of ``xumx.test`` in seconds (see the README's chunking section for memory).
-DEFAULT_CHUNK_DUR = 30.0
-#: Overlap of neighbouring chunks in seconds (cross-faded).
-DEFAULT_CHUNK_OVERLAP = 1.0
 DEFAULT_MP3_BITRATE = 320
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 OUTPUT_BITS = ("16", "24", "float")
@@ -368,9 +369,9 @@ def _add_eval_args(parser):
                         "(default: ./scores)")
     g.add_argument("--cores", type=int, default=1,
                    help="tracks separated and scored in parallel processes (default: 1)")
-    g.add_argument("--chunk-dur", type=float, default=None,
-                   help="separate in chunks of this many seconds to bound memory "
-                        "(default: whole track)")
+    g.add_argument("--chunk-dur", type=float, default=DEFAULT_CHUNK_DUR,
+                   help="separate in overlapping chunks of this many seconds, as xumx.test, to bound "
+                        f"memory; 0: each track in one piece (default: {DEFAULT_CHUNK_DUR:g})")
     g.add_argument("--baseline", action="store_true",
                    help="also score the mixture as the estimate of every target "
                         "(the mixture-as-estimate baseline)")

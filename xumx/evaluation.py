@@ -17,7 +17,6 @@ Each file is written to a temporary name and renamed, and a track whose JSON exi
 every target is not scored again, so a run killed half-way loses at most the tracks in progress.
 """
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .audio import resample
 from .config import DEFAULT_SOURCES, EvalConfig, SeparationConfig
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
@@ -105,35 +105,26 @@ def load_separator(cfg: EvalConfig, separation: SeparationConfig):
     return sep
 
 
-def separate_track(separator, audio: np.ndarray, chunk_dur: Optional[float]) -> Dict[str, np.ndarray]:
-    """Separate one whole track at the model rate. Shapes: (T, C) -> {target: (T, C)}.
-
-    ``chunk_dur`` is the memory bound of the chunked path of ``xumx.test`` (not yet used here).
+def separate_track(separator, audio: np.ndarray, chunk_dur: float) -> Dict[str, np.ndarray]:
+    """Separate one track at the model rate, in the overlapping, cross-faded chunks of
+    ``xumx.test`` (``chunk_dur`` seconds; 0: in one piece). Shapes: (T, C) -> {target: (T, C)}.
     """
-    return separator.separate(audio)
-
-
-def resample(audio: np.ndarray, rate_in: int, rate_out: int, length: Optional[int] = None) -> np.ndarray:
-    """Polyphase resampling along time. Shapes: (T, C) -> (length or ~T*rate_out/rate_in, C)."""
-    if rate_in != rate_out:
-        from scipy.signal import resample_poly
-        g = math.gcd(int(rate_in), int(rate_out))
-        audio = resample_poly(audio, rate_out // g, rate_in // g, axis=0)
-    if length is not None:
-        audio = audio[:length]
-        if audio.shape[0] < length:
-            audio = np.pad(audio, ((0, length - audio.shape[0]), (0, 0)))
-    return audio
+    from .chunking import separate_chunked
+    from .config import DEFAULT_CHUNK_OVERLAP
+    rate = separator.cfg.sample_rate
+    chunk = int(round((chunk_dur or 0) * rate))
+    overlap = int(round(min(DEFAULT_CHUNK_OVERLAP, (chunk_dur or 0) / 4) * rate))
+    return separate_chunked(separator.separate, audio, chunk, overlap)
 
 
 def estimate_track(separator, audio: np.ndarray, rate: int,
-                   chunk_dur: Optional[float]) -> Dict[str, np.ndarray]:
+                   chunk_dur: float) -> Dict[str, np.ndarray]:
     """The separator's estimates of a track at the track's rate and length.
 
     Shapes: audio (T, C) at ``rate`` -> {target: (T, C) float32}.
     """
     model_rate = separator.cfg.sample_rate
-    x = resample(np.asarray(audio, dtype=np.float64), rate, model_rate).astype(np.float32)
+    x = resample(np.asarray(audio, dtype=np.float32), rate, model_rate)
     est = separate_track(separator, x, chunk_dur)
     return {k: resample(v, model_rate, rate, length=audio.shape[0]).astype(np.float32)
             for k, v in est.items()}

@@ -116,6 +116,15 @@ def call_with_large_stack(fn, *args, **kwargs):
     return result["value"]
 
 
+def _targets(cfg: ModelConfig, separation: SeparationConfig) -> tuple:
+    """The targets to return: ``separation.targets`` (checked against the model) or all sources."""
+    targets = separation.targets or cfg.sources
+    unknown = [t for t in targets if t not in cfg.sources]
+    if unknown:
+        raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
+    return tuple(targets)
+
+
 class Separator:
     """Separates a mixture into the sources of one model.
 
@@ -136,11 +145,7 @@ class Separator:
         self.separation = separation
         self.context = context
         self.backend = resolve_backend(backend, context)
-        targets = separation.targets or cfg.sources
-        unknown = [t for t in targets if t not in cfg.sources]
-        if unknown:
-            raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
-        self.targets = tuple(targets)
+        self.targets = _targets(cfg, separation)
         self._arrays = arrays
         self._model = None
         self.net = NumpyNet(cfg, arrays) if self.backend == "numpy" else None
@@ -172,21 +177,17 @@ class Separator:
         other = object.__new__(Separator)
         other.__dict__.update(self.__dict__)
         other.separation = separation
-        targets = separation.targets or self.cfg.sources
-        unknown = [t for t in targets if t not in self.cfg.sources]
-        if unknown:
-            raise ValueError(f"unknown target(s) {unknown}: the model separates {list(self.cfg.sources)}")
-        other.targets = tuple(targets)
+        other.targets = _targets(self.cfg, separation)
         return other
 
     # ---------------------------------------------------------------- stages
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:
-        """Shapes: audio (T, C) -> mixture STFT (C, F, N) complex64."""
-        return dsp.stft(audio.T, self.cfg.nfft, self.cfg.nhop, dtype=np.complex64)
+        """Shapes: audio (T, C) -> mixture STFT, frames first per channel: (C, N, F) complex64."""
+        return dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)
 
-    def model_input(self, stft: np.ndarray) -> np.ndarray:
-        """Shapes: stft (C, F, N) -> magnitude (N, C_model, F) float32 (mono models: mean)."""
-        mag = np.abs(stft).astype(np.float32).transpose(2, 0, 1)
+    def model_input(self, spec: np.ndarray) -> np.ndarray:
+        """Shapes: spec (C, N, F) -> magnitude (N, C_model, F) float32 (mono models: mean)."""
+        mag = np.ascontiguousarray(np.abs(spec).transpose(1, 0, 2))
         if self.cfg.nb_channels == 1:
             mag = mag.mean(axis=1, keepdims=True)
         return mag
@@ -214,10 +215,8 @@ class Separator:
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
-        spec = dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)  # (C, N, F)
-        mag = np.ascontiguousarray(np.abs(spec).transpose(1, 0, 2))  # (N, C, F)
-        if self.cfg.nb_channels == 1:
-            mag = mag.mean(axis=1, keepdims=True)
+        spec = self.spectrogram(audio)  # (C, N, F)
+        mag = self.model_input(spec)    # (N, C_model, F)
         v = self.masks(mag)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
