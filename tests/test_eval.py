@@ -116,7 +116,7 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
     assert set(df["method"]) == {"tiny", "mixture"} and set(df["metric"]) == {"SDR", "SIR", "ISR", "SAR"}
     with open(evaldir / "sdr.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert not [p for p in os.listdir(evaldir) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(evaldir) if ".tmp" in p]
 
 
 def test_rerun_skips_scored_tracks_and_resumes_a_killed_run(data, scored, monkeypatch, capsys):

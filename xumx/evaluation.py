@@ -25,7 +25,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import files
 from .audio import resample
+from .files import replacing
 from .config import DEFAULT_SOURCES, EvalConfig, SeparationConfig
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
@@ -132,23 +134,15 @@ def estimate_track(separator, audio: np.ndarray, rate: int,
 
 # --------------------------------------------------------------------------- files
 def _replace_atomically(path: str, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    """Call ``write(tmp_path)`` and rename the temporary file onto ``path`` (folders made)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with replacing(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _replace_atomically(path, write)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    files.write_text(path, text)
 
 
 def write_estimates(estimates: Dict[str, np.ndarray], folder: str, rate: int) -> None:

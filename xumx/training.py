@@ -30,7 +30,7 @@ from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
 from .schedule import EarlyStopping, ReduceLROnPlateau
-from .weights import replacing
+from .files import replacing, write_text
 
 BEST_NAME = "best_xumx.h5"
 CHECKPOINT_NAME = "checkpoint.h5"
@@ -172,20 +172,15 @@ def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str
     return out[0], out[1], meta
 
 
-def _atomic_text(path: str, text: str):
-    with replacing(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
-
-
 def write_history(output: str, history: List[dict]):
     """history.json and history.csv (one row per epoch)."""
-    _atomic_text(os.path.join(output, "history.json"), json.dumps(history, indent=1))
+    write_text(os.path.join(output, "history.json"), json.dumps(history, indent=1))
     buf = io.StringIO()
     fields = ["epoch", "train_loss", "valid_loss", "lr", "best", "seconds"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
-    _atomic_text(os.path.join(output, "history.csv"), buf.getvalue())
+    write_text(os.path.join(output, "history.csv"), buf.getvalue())
 
 
 def plot_history(path: str, history: List[dict]):

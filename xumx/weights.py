@@ -5,7 +5,6 @@ nnabla's format: one dataset per parameter at the path of its name, with the att
 unpickled). What shapes cannot tell (hop size, sample rate) is read from ``<file>.json``
 beside the weights, written by training; the published defaults apply when it is absent.
 """
-import contextlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import numpy as np
 
 from .config import (DEFAULT_NHOP, DEFAULT_NFFT, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES,
                      ModelConfig)
+from .files import replacing  # noqa: F401  (also used by training)
 from .model import parameter_spec
 
 #: Parameters old nnabla versions saved for their Python STFT/ISTFT; ignored on load.
@@ -60,20 +60,6 @@ def read_h5(path: str) -> Dict[str, Tuple[np.ndarray, bool, int]]:
     if not out:
         raise WeightsError(f"{path}: contains no parameters")
     return out
-
-
-@contextlib.contextmanager
-def replacing(path: str):
-    """A temporary name beside ``path`` to write to: renamed onto ``path`` when the block ends,
-    removed when it fails or is interrupted (Ctrl-C, SIGTERM), so ``path`` is always whole."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
