@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from . import audio as audio_io
+from . import interrupt
 from .chunking import chunk_bounds, separate_chunked, separate_stream
 from .config import OutputConfig
 
@@ -195,8 +196,11 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
                       file=sys.stderr, disable=options.quiet, leave=False) as bar, \
                     audio_io.StemWriter(out_rate, options.out_format, options.bits,
                                         options.bitrate) as writer:
+                def progress(n):   # per chunk: also re-raise an interrupt a finaliser swallowed
+                    interrupt.check()
+                    bar.update(n)
                 for piece in separate_blocks(separator, blocks(first), rate, options,
-                                             model_rate, bar.update):
+                                             model_rate, progress):
                     for name, y in piece.items():
                         paths.setdefault(name, os.path.join(out_folder,
                                                             f"{name}.{options.out_format}"))
