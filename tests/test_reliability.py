@@ -588,9 +588,9 @@ def test_interrupted_plot_and_history_keep_the_previous_files(tmp_path, monkeypa
         assert open(tmp_path / name, "rb").read() == before[name]
 
 
-def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again():
+def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again(capsys):
     """A KeyboardInterrupt raised inside __del__ is lost ("Exception ignored"); check() brings it
-    back at the next chunk, so a signal always ends the run."""
+    back at the next chunk, so a signal always ends the run, and no traceback is printed."""
     import gc
     from xumx import interrupt
 
@@ -605,3 +605,4 @@ def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again():
         with pytest.raises(interrupt.Terminated):
             interrupt.check()
     interrupt.check()                              # outside: forgotten
+    assert capsys.readouterr().err == ""

@@ -6,11 +6,13 @@ closing ffmpeg pipes). Inside :func:`sigterm_as_interrupt` SIGTERM raises Keyboa
 both signals take the same, tested path.
 
 A KeyboardInterrupt raised while Python runs a finaliser (``__del__``, a weakref callback) is
-printed as "Exception ignored" and lost. The handlers therefore also remember the signal, and
-:func:`check`, called between chunks of work, raises it again.
+printed as "Exception ignored" and lost. The handlers therefore also remember the signal,
+:func:`check`, called between chunks of work, raises it again, and the traceback that Python
+would print for the lost one is not printed (the command's one line says what happened).
 """
 import contextlib
 import signal
+import sys
 import threading
 
 _pending = []   # signals received inside sigterm_as_interrupt()
@@ -46,9 +48,17 @@ def sigterm_as_interrupt():
         return
     del _pending[:]
     previous = {s: signal.signal(s, _raise) for s in (signal.SIGTERM, signal.SIGINT)}
+    hook = sys.unraisablehook
+
+    def quiet_lost_interrupts(unraisable):
+        if not (_pending and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            hook(unraisable)   # anything else is reported as usual
+
+    sys.unraisablehook = quiet_lost_interrupts
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for s, handler in previous.items():
             signal.signal(s, handler)
         del _pending[:]
