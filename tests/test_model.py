@@ -30,6 +30,7 @@ def test_published_parameter_contract():
     assert not [n for n, _, g in spec if n.endswith(("/bn/mean", "/bn/var")) and g]
 
 
+@pytest.mark.nnabla
 def test_graph_creates_exactly_the_spec():
     cfg = tiny_config()
     import nnabla as nn
