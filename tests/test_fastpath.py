@@ -1,9 +1,7 @@
 """The numpy CPU path (xumx.fastpath), the blockwise Wiener filter and the streaming
 inverse STFT against their references: the NNabla graph, norbert 0.2.1, dsp.istft, and the
-published code's outputs in ../shared/parity."""
+published code's outputs in tests/data/parity."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -31,6 +29,7 @@ def ser(ref, est):
     dict(unidirectional=True, sources=("a", "b")),
     dict(crossing=False, sources=("a", "b")),
 ])
+@pytest.mark.nnabla
 def test_numpy_net_matches_nnabla(kw, rng, monkeypatch):
     monkeypatch.setattr(fastpath, "LSTM_BLOCK", 7)  # several projection blocks, a partial last
     cfg = tiny_config(**kw)
@@ -56,6 +55,7 @@ def test_backend_choice():
                                  SeparationConfig(softmask=True, alpha=2.0, niter=0,
                                                   residual_model=True)])
 @pytest.mark.parametrize("model_channels,audio_channels", [(2, 2), (2, 1), (1, 2)])
+@pytest.mark.nnabla
 def test_separator_paths_agree(sep, model_channels, audio_channels):
     cfg = tiny_config(nb_channels=model_channels)
     arrays = random_arrays(cfg, seed=2)
@@ -122,11 +122,8 @@ PARITY_CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def parity_separator(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("parity") / "params.h5")
-    subprocess.run([sys.executable, os.path.join(PARITY, "make_params.py"), path, "0"],
-                   check=True, capture_output=True)
-    cfg, arrays = load_xumx(path)
+def parity_separator(parity_model):
+    cfg, arrays = load_xumx(parity_model)
     return Separator(cfg, arrays)  # the default backend on a CPU context
 
 

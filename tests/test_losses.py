@@ -4,8 +4,6 @@ import itertools
 import numpy as np
 import pytest
 
-import nnabla as nn
-
 from xumx.losses import (freq_combination_loss, multi_domain_loss, source_combinations,
                          time_combination_loss, weighted_sdr_loss)
 
@@ -43,6 +41,8 @@ def np_time(mix, ests, tgts, trim):
 
 def run(fn, *arrays, **kw):
     """Evaluate a graph function on numpy inputs (lists become lists of Variables)."""
+    import nnabla as nn
+
     def var(a):
         return [var(x) for x in a] if isinstance(a, list) else nn.Variable.from_numpy_array(a)
     out = fn(*[var(a) for a in arrays], **kw)
@@ -71,6 +71,7 @@ def test_single_source_uses_itself():
 
 
 @pytest.mark.parametrize("nb_sources,channels", [(4, 2), (3, 1)])
+@pytest.mark.nnabla
 def test_freq_loss_matches_numpy(rng, nb_sources, channels):
     shape = (5, 2, channels, 7)
     mix = rng.rand(*shape).astype(np.float32)
@@ -80,6 +81,7 @@ def test_freq_loss_matches_numpy(rng, nb_sources, channels):
     assert got == pytest.approx(np_freq(mix, masks, targets), rel=1e-5)
 
 
+@pytest.mark.nnabla
 def test_freq_loss_is_zero_for_perfect_masks(rng):
     shape = (4, 1, 2, 6)
     mix = rng.rand(*shape).astype(np.float32) + 0.5
@@ -89,6 +91,7 @@ def test_freq_loss_is_zero_for_perfect_masks(rng):
 
 
 @pytest.mark.parametrize("trim", [0, 3])
+@pytest.mark.nnabla
 def test_weighted_sdr_matches_numpy(rng, trim):
     mix, est, tgt = (rng.randn(6, 50).astype(np.float32) for _ in range(3))
     got = run(weighted_sdr_loss, mix, est, tgt, trim=trim)
@@ -96,6 +99,7 @@ def test_weighted_sdr_matches_numpy(rng, trim):
     assert 0.0 <= got <= 2.0
 
 
+@pytest.mark.nnabla
 def test_weighted_sdr_trim_drops_edges(rng):
     mix, tgt = rng.randn(2, 40).astype(np.float32), rng.randn(2, 40).astype(np.float32)
     est = tgt.copy()
@@ -104,12 +108,14 @@ def test_weighted_sdr_trim_drops_edges(rng):
     assert run(weighted_sdr_loss, mix, est, tgt, trim=0) > 0.1
 
 
+@pytest.mark.nnabla
 def test_weighted_sdr_rejects_too_short_rows(rng):
     a = rng.randn(1, 10).astype(np.float32)
     with pytest.raises(ValueError, match="too few"):
         run(weighted_sdr_loss, a, a, a, trim=5)
 
 
+@pytest.mark.nnabla
 def test_time_loss_matches_numpy_and_perfect_is_zero(rng):
     shape = (2, 2, 60)
     ests = [rng.randn(*shape).astype(np.float32) for _ in range(4)]
@@ -120,6 +126,7 @@ def test_time_loss_matches_numpy_and_perfect_is_zero(rng):
     assert run(time_combination_loss, mix, tgts, tgts, trim=4) == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.nnabla
 def test_losses_invariant_to_consistent_source_reordering(rng):
     shape = (2, 2, 40)
     ests = [rng.randn(*shape).astype(np.float32) for _ in range(4)]
@@ -138,7 +145,9 @@ def test_losses_invariant_to_consistent_source_reordering(rng):
     assert fa == pytest.approx(fb, rel=1e-5)
 
 
+@pytest.mark.nnabla
 def test_multi_domain_loss_weights_time_loss(rng):
+    import nnabla as nn
     t = nn.Variable.from_numpy_array(np.array(0.3, np.float32))
     f = nn.Variable.from_numpy_array(np.array(2.0, np.float32))
     out = multi_domain_loss(t, f, 10.0)
@@ -146,7 +155,9 @@ def test_multi_domain_loss_weights_time_loss(rng):
     assert float(out.d) == pytest.approx(5.0)
 
 
+@pytest.mark.nnabla
 def test_losses_have_gradients(rng):
+    import nnabla as nn
     shape = (2, 1, 30)
     est = nn.Variable.from_numpy_array(rng.randn(*shape).astype(np.float32), need_grad=True)
     tgts = [rng.randn(*shape).astype(np.float32) for _ in range(2)]

@@ -10,7 +10,7 @@ from xumx.weights import random_arrays
 
 
 def test_published_parameter_contract():
-    """Names, shapes and count of the published x-umx.h5 (../shared/parity/README.md)."""
+    """Names, shapes and count of the published x-umx.h5 (tests/data/parity/README.md)."""
     spec = parameter_spec(ModelConfig())
     shapes = {name: shape for name, shape, _ in spec}
     assert len(spec) == 88  # 22 arrays per source
@@ -30,6 +30,7 @@ def test_published_parameter_contract():
     assert not [n for n, _, g in spec if n.endswith(("/bn/mean", "/bn/var")) and g]
 
 
+@pytest.mark.nnabla
 def test_graph_creates_exactly_the_spec():
     cfg = tiny_config()
     import nnabla as nn

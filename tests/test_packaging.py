@@ -1,21 +1,40 @@
-"""environment-cpu.yml and environment-gpu.yml list the dependencies of setup.py."""
+"""setup.py's dependencies (nnabla only where it has wheels, no upper bound on Python), and
+environment-cpu.yml / environment-gpu.yml (Python 3.10) listing the same."""
 import ast
 import os
 import re
 
+import pytest
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def install_requires():
-    """INSTALL_REQUIRES of setup.py, read without running setup.py."""
+def setup_py_value(variable):
+    """The literal assigned to ``variable`` in setup.py, read without running setup.py."""
     tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "INSTALL_REQUIRES" for t in node.targets):
+                isinstance(t, ast.Name) and t.id == variable for t in node.targets):
             return ast.literal_eval(node.value)
-    raise AssertionError("setup.py has no INSTALL_REQUIRES = [...] list")
+    raise AssertionError(f"setup.py has no {variable} = ... literal")
+
+
+def install_requires():
+    """INSTALL_REQUIRES of setup.py."""
+    return setup_py_value("INSTALL_REQUIRES")
+
+
+def requirements_on(python_version):
+    """{name: Requirement} of setup.py that pip installs on ``python_version`` ('3.10')."""
+    out = {}
+    for line in install_requires():
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"python_version": python_version}):
+            assert name(req.name) not in out, f"{req.name} required twice on Python {python_version}"
+            out[name(req.name)] = req
+    return out
 
 
 def name(requirement: str) -> str:
@@ -37,16 +56,35 @@ def test_name_normalisation():
     assert name("nnabla_ext.cuda120") == "nnabla-ext-cuda120"
 
 
-def test_environments_list_the_setup_py_dependencies():
-    wanted = {name(r) for r in install_requires()}
-    assert "nnabla" in wanted and "museval" in wanted
-    for flavour, extra in (("cpu", set()), ("gpu", {"nnabla-ext-cuda120"})):
+def test_environments_list_the_python_3_10_requirements():
+    """Each environment file (python=3.10) lists exactly what setup.py requires on 3.10, with
+    the same version ranges."""
+    wanted = {n: str(r.specifier) for n, r in requirements_on("3.10").items()}
+    assert "nnabla" in wanted and "museval" in wanted and "onnxruntime" in wanted
+    for flavour, extra in (("cpu", {}), ("gpu", {"nnabla-ext-cuda120": ""})):
         env, conda, pip = environment(flavour)
         assert env["name"] == f"xumx-{flavour}"
         assert "python=3.10" in conda and "pip" in conda
         assert "-e ." in pip, "the package itself, from the repository"
-        listed = [name(r) for r in pip if not r.startswith("-")]
-        assert len(listed) == len(set(listed)), f"{flavour}: a dependency is listed twice"
-        assert set(listed) == wanted | extra, (
-            f"environment-{flavour}.yml differs from setup.py: missing "
-            f"{sorted((wanted | extra) - set(listed))}, extra {sorted(set(listed) - wanted - extra)}")
+        listed = [Requirement(r) for r in pip if not r.startswith("-")]
+        names = [name(r.name) for r in listed]
+        assert len(names) == len(set(names)), f"{flavour}: a dependency is listed twice"
+        got = {name(r.name): str(r.specifier) for r in listed}
+        assert got == {**wanted, **extra}, (
+            f"environment-{flavour}.yml differs from setup.py on Python 3.10: missing "
+            f"{sorted((set(wanted) | set(extra)) - set(got))}, extra {sorted(set(got) - set(wanted) - set(extra))}, "
+            f"ranges {[(n, got[n], wanted[n]) for n in got if n in wanted and got[n] != wanted[n]]}")
+
+
+@pytest.mark.parametrize("python", ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"])
+def test_every_python_gets_the_separation_stack(python):
+    """nnabla only where it has wheels (3.8-3.10); numpy 1.2x and 2.x, onnx and onnxruntime on
+    every Python; no upper bound on Python."""
+    reqs = requirements_on(python)
+    assert ("nnabla" in reqs) == (python in ("3.8", "3.9", "3.10"))
+    for pkg in ("numpy", "scipy", "h5py", "onnx", "onnxruntime", "soundfile", "museval"):
+        assert pkg in reqs, (python, pkg)
+    for numpy_version in ("1.24.3", "1.26.4", "2.0.0", "2.5.5"):  # Spleeter Web's, nnabla's, numpy 2
+        assert reqs["numpy"].specifier.contains(numpy_version), numpy_version
+    python_requires = setup_py_value("PYTHON_REQUIRES")
+    assert python_requires.startswith(">=3.8") and "<" not in python_requires

@@ -1,10 +1,13 @@
-"""Parity with the published X-UMX code on ../shared/parity (see its README).
+"""Parity with the published X-UMX code on the fixture in tests/data/parity (see its README).
 
 The NNabla graph (the reference path, also used on GPUs) is checked here for every
 configuration; the numpy CPU path has the same check in test_fastpath.py. The three
-function-style API forms are checked on the same fixture.
+function-style API forms are checked on the same fixture. The parameters come from
+xumx's own generator (:func:`xumx.weights.random_arrays`, seed 0), checked here to be bit for
+bit those of the published fixture's ``make_params.py``.
 """
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -13,10 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import PARITY
+from conftest import PARITY, SHARED_PARITY
 from xumx import api
-from xumx.config import SeparationConfig
+from xumx.config import ModelConfig, SeparationConfig
+from xumx.model import parameter_spec
 from xumx.separator import Separator
+from xumx.weights import random_arrays, read_h5
 
 CONFIGS = {
     "default": dict(softmask=False, alpha=1.0, niter=1, residual_model=False),
@@ -31,13 +36,62 @@ def ser_db(ref, est):
     return 10 * np.log10(np.sum(ref ** 2) / np.sum((est - ref) ** 2))
 
 
-@pytest.fixture(scope="module")
-def parity_model(tmp_path_factory):
-    if not os.path.isdir(PARITY):
-        pytest.fail(f"parity fixture not found at {PARITY} (../shared/parity beside the repository)")
-    path = str(tmp_path_factory.mktemp("parity") / "seed0.h5")
-    subprocess.run([sys.executable, os.path.join(PARITY, "make_params.py"), path, "0"], check=True)
-    return path
+#: SHA-256 of the parity parameters (see :func:`params_digest`), taken from the file that the
+#: published fixture's make_params.py writes for seed 0 (test_generator_matches_make_params).
+PARITY_PARAMS_SHA256 = "50ccc5bb7be792ac83e38a256019f37da6bed219f3d949a35922a105e034b714"
+
+
+def params_digest(params) -> str:
+    """SHA-256 over {name: (array, need_grad, index)} in index order: names, flags, shapes,
+    dtypes and every bit of every array."""
+    h = hashlib.sha256()
+    for name in sorted(params, key=lambda k: params[k][2]):
+        value, need_grad, index = params[name]
+        h.update(f"{name}|{int(need_grad)}|{index}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
+
+
+def test_generator_writes_the_parity_parameters(parity_model):
+    """Our seeded generator, written by our h5py writer, gives the checksum of make_params.py's
+    file (on numpy 1.x and 2.x alike)."""
+    params = read_h5(parity_model)
+    assert [n for n, _, _ in parameter_spec(ModelConfig())] == sorted(params, key=lambda k: params[k][2])
+    assert all(v.dtype == np.float32 for v, _, _ in params.values())
+    assert params_digest(params) == PARITY_PARAMS_SHA256
+
+
+def test_parity_digest_sees_one_bit():
+    params = {n: (v, ng, i) for i, ((n, _, ng), v) in
+              enumerate(zip(parameter_spec(ModelConfig()), random_arrays(ModelConfig(), 0).values()))}
+    assert params_digest(params) == PARITY_PARAMS_SHA256
+    w = params["fc2_vocals/affine/W"][0]
+    w.view(np.uint32)[7, 3] ^= 1
+    assert params_digest(params) != PARITY_PARAMS_SHA256
+
+
+@pytest.mark.shared
+@pytest.mark.nnabla
+def test_generator_matches_make_params(parity_model, tmp_path):
+    """Where ../shared/parity is beside the checkout: its make_params.py (which needs nnabla)
+    writes exactly the names, flags, order and arrays of our generator."""
+    theirs = str(tmp_path / "make_params_seed0.h5")
+    subprocess.run([sys.executable, os.path.join(SHARED_PARITY, "make_params.py"), theirs, "0"],
+                   check=True, capture_output=True)
+    ref, ours = read_h5(theirs), read_h5(parity_model)
+    assert list(ref) == list(ours)
+    for name, (value, need_grad, index) in ref.items():
+        assert (need_grad, index) == ours[name][1:], name
+        assert value.dtype == ours[name][0].dtype and np.array_equal(value, ours[name][0]), name
+    assert params_digest(ref) == PARITY_PARAMS_SHA256
+
+
+@pytest.mark.shared
+def test_fixture_data_is_the_shared_one():
+    """The fixture's data files are copies of ../shared/parity's."""
+    for name in ("input.wav", "official_seed0.npz"):
+        with open(os.path.join(PARITY, name), "rb") as a, open(os.path.join(SHARED_PARITY, name), "rb") as b:
+            assert a.read() == b.read(), name
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +111,7 @@ def _check(name, out, audio, ref):
         assert db >= 60, f"{name}/{key}: {db:.1f} dB"
 
 
+@pytest.mark.nnabla
 def test_nnabla_graph_parity(parity_model, fixture_audio):
     audio, ref = fixture_audio
     sep = Separator.from_file(parity_model, backend="nnabla")

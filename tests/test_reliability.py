@@ -453,6 +453,7 @@ TRAIN_FLAGS = ["--is-wav", "--seed", "7", "--epochs", "3", "--hidden-size", "16"
                "--valid-dur", "0.5"]
 
 
+@pytest.mark.nnabla
 def test_training_killed_with_sigkill_resumes_to_the_same_parameters(tiny_musdb, tmp_path):
     """SIGKILL right after the first checkpoint appears (so mid-way through epoch 2): the
     checkpoint left is whole, and resuming with --model reaches the parameters of an
@@ -533,6 +534,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
                                       arrays["fc1_bass/affine/W"])
 
 
+@pytest.mark.nnabla
 def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tiny_musdb, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) during training: status 143 within seconds, the resume
     hint as the last line, the last checkpoint whole and no temporary left."""

@@ -36,6 +36,7 @@ def test_flags_reach_the_configs():
         (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"))
 
 
+@pytest.mark.nnabla
 def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     out = tmp_path / "run"
     result = tiny_run(tiny_musdb, out, epochs=1)
@@ -56,6 +57,7 @@ def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     assert set(est) == set(sep.cfg.sources) and est["bass"].shape == audio.shape
 
 
+@pytest.mark.nnabla
 def test_resume_continues_like_an_uninterrupted_run(tiny_musdb, tmp_path):
     tiny_run(tiny_musdb, tmp_path / "full", epochs=2)
     tiny_run(tiny_musdb, tmp_path / "part", epochs=1)
@@ -73,6 +75,7 @@ def test_resume_continues_like_an_uninterrupted_run(tiny_musdb, tmp_path):
     assert meta_part["history"][1]["valid_loss"] == pytest.approx(meta_full["history"][1]["valid_loss"], rel=1e-5)
 
 
+@pytest.mark.nnabla
 def test_cli_bad_flags_are_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path), "--nhop", "0"],
@@ -85,6 +88,7 @@ def test_cli_bad_flags_are_one_line(tmp_path):
     assert p.returncode == 1 and len(lines) == 1 and "no 'train' folder" in lines[0]
 
 
+@pytest.mark.nnabla
 def test_numpy_fed_stfts_equal_the_in_graph_model_forward(rng):
     """The loss graph takes the (gradient-free) STFTs from numpy; the value equals the loss built
     on the model's own nnabla STFT front end (``OpenUnmixCrossNet.__call__``)."""

@@ -31,6 +31,7 @@ def test_round_trip_infers_every_dimension(tmp_path):
     assert (bare.nhop, bare.sample_rate) == (cfg.nfft // 4, 44100)
 
 
+@pytest.mark.nnabla
 def test_file_is_nnabla_compatible(tmp_path):
     """nnabla's own loader reads our files with the published names, order and need_grad."""
     import nnabla as nn

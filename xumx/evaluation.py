@@ -92,12 +92,9 @@ def load_separator(cfg: EvalConfig, separation: SeparationConfig):
     if unknown:
         raise EvalError(f"--targets: unknown target(s) {unknown}: the model separates "
                         f"{list(model_cfg.sources)}")
-    from nnabla.ext_utils import get_extension_context
+    from ._nnabla import device_context
     from .separator import Separator
-    try:
-        context = get_extension_context(cfg.context, device_id=cfg.device_id)
-    except Exception as e:  # a missing or broken GPU extension
-        raise EvalError(f"--context {cfg.context}: {type(e).__name__}: {e}") from None
+    context = device_context(cfg.context, cfg.device_id)  # ValueError / NnablaMissing: one line
     sep = Separator(model_cfg, arrays, separation, context)
     if cfg.sample_rate and cfg.sample_rate != sep.cfg.sample_rate:
         raise EvalError(f"--sample-rate {cfg.sample_rate}: the model runs at "

@@ -145,6 +145,9 @@ class Separator:
         self.separation = separation
         self.context = context
         self.backend = resolve_backend(backend, context)
+        if self.backend == "nnabla":
+            from ._nnabla import require_nnabla
+            require_nnabla("the NNabla graph (backend='nnabla', or a GPU context)")
         self.targets = _targets(cfg, separation)
         self._arrays = arrays
         self._model = None

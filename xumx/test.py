@@ -34,22 +34,6 @@ def _show_audio_warnings(default):
     return show
 
 
-
-
-def _context(name: str, device_id: str):
-    """An nnabla context for --context/--device-id, or raise ValueError with a one-line reason."""
-    if name == "cpu":
-        return "cpu"
-    import importlib
-    try:
-        importlib.import_module(f"nnabla_ext.{name}")   # before nnabla logs its own error
-        from nnabla.ext_utils import get_extension_context
-        return get_extension_context(name, device_id=str(device_id))
-    except Exception as e:   # ImportError, or the CUDA runtime failing to start
-        raise ValueError(f"--context {name} is not available ({type(e).__name__}: {e}); "
-                         f"install nnabla-ext-cuda or use --context cpu") from None
-
-
 def _load_separator(args, separation, context):
     from .pretrained import DownloadError, published_model
     from .separator import Separator
@@ -110,10 +94,11 @@ def main(argv=None) -> int:
 def _run(args, options, separation) -> int:
     from .audio import AudioError
     from .inference import output_folders, separate_file
+    from ._nnabla import NnablaMissing, device_context
     try:
-        context = _context(args.context, args.device_id)
+        context = device_context(args.context, args.device_id)
         separator = _load_separator(args, separation, context)
-    except ValueError as e:
+    except (ValueError, NnablaMissing) as e:
         _say(str(e))
         return 1
     model_rate = args.sample_rate or separator.cfg.sample_rate

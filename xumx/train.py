@@ -5,12 +5,18 @@ import sys
 
 def main(argv=None) -> int:
     from .config import build_parser, train_configs_from_args
+    from ._nnabla import NnablaMissing, require_nnabla
     args = build_parser("train").parse_args(argv)
     try:
         model_cfg, train_cfg = train_configs_from_args(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        require_nnabla("xumx.train")
+    except NnablaMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     from .data import DataError
     from .distributed import DistributedError
     from .interrupt import exit_status, sigterm_as_interrupt

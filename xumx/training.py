@@ -398,4 +398,6 @@ class Trainer:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True) -> dict:
     """Train (or resume, ``cfg.resume``) and return {'history', 'stopped', 'best' path, 'rank'}."""
+    from ._nnabla import require_nnabla
+    require_nnabla("training")
     return Trainer(model_cfg, cfg, data=data, progress=progress).run()

@@ -203,7 +203,9 @@ def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
 def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
     """Seeded random parameters of every name and shape of ``cfg`` (for tests and demos).
 
-    Values are scaled so that every path of the network influences the masks.
+    Values are scaled so that every path of the network influences the masks. For the default
+    configuration and seed 0 these are bit for bit the parameters of the parity fixture
+    (tests/data/parity), on numpy 1.x and 2.x alike: every step is computed in float32.
     """
     rng = np.random.RandomState(seed)
     out = {}
@@ -218,10 +220,10 @@ def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
             v = 1.0 + 0.1 * n
         elif name.startswith("output_mean"):
             v = 0.4 + 0.1 * n
-        elif leaf == "W":
-            v = n / np.sqrt(shape[0])
+        elif leaf == "W":   # float32 divisors: numpy 2 would otherwise divide in float64
+            v = n / np.float32(np.sqrt(shape[0]))
         elif leaf in ("weight_l0", "weight"):
-            v = n / np.sqrt(shape[-1])
+            v = n / np.float32(np.sqrt(shape[-1]))
         elif leaf == "var":
             v = 1.0 + 0.2 * np.abs(n)
         elif leaf == "gamma":
