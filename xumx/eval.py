@@ -10,6 +10,7 @@ from .config import build_parser, eval_config_from_args, separation_config_from_
 
 def main(argv=None) -> int:
     args = build_parser("eval").parse_args(argv)
+    from .audio import AudioError
     from .evaluation import EvalError, evaluate, format_table, sdr_comparison
     from .interrupt import exit_status, sigterm_as_interrupt
     try:
@@ -19,6 +20,9 @@ def main(argv=None) -> int:
     except (EvalError, ValueError) as e:
         print(f"xumx.eval: error: {e}", file=sys.stderr)
         return 2
+    except (OSError, AudioError) as e:   # outputs that cannot be written: the OS's reason
+        print(f"xumx.eval: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         print("xumx.eval: interrupted (scored tracks are kept; run again to go on)", file=sys.stderr)
         return exit_status(e)
