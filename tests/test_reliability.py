@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import sine_mix, tiny_config
+from conftest import adam_states, checkpoint_meta, sine_mix, tiny_config
+from xumx import files
 from xumx.test import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -503,7 +504,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     arrays = random_arrays(cfg, seed=1)
     path = str(tmp_path / "file.h5")
     if writer == "checkpoint":
-        write_checkpoint(path, arrays, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+        write_checkpoint(path, arrays, adam_states(cfg, 0.0), checkpoint_meta(cfg, 1))
     else:
         save_model(path, cfg, arrays)
     before = open(path, "rb").read()
@@ -519,7 +520,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     other = random_arrays(cfg, seed=2)
     with pytest.raises(KeyboardInterrupt):
         if writer == "checkpoint":
-            write_checkpoint(path, other, {"m": np.ones(2, np.float32)}, {"epoch": 2})
+            write_checkpoint(path, other, adam_states(cfg, 1.0), checkpoint_meta(cfg, 2))
         else:
             save_model(path, cfg, other)
     monkeypatch.undo()
@@ -557,7 +558,7 @@ def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tin
     err = proc.stderr.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
     assert code == 143 and took < 5, (code, took, err[-3:])
     assert err[-1] == f"interrupted: resume with --model {out}"
-    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    assert not [f for f in os.listdir(out) if f.endswith(files.SUFFIX)]
     params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert 1 <= meta["epoch"] < 50 and params and solver
 
