@@ -103,6 +103,13 @@ def test_read_failures_name_the_os_reason(tmp_path):
     os.mkdir(str(tmp_path / "model.json"))
     with pytest.raises(WeightsError, match=r"model.json: unreadable model sidecar \(Is a directory\)"):
         load_xumx(path)
+    os.rmdir(str(tmp_path / "model.json"))
+    os.mkfifo(str(tmp_path / "model.json"))      # would block a reader forever
+    with pytest.raises(WeightsError, match=r"model.json: model sidecar is not a regular file"):
+        load_xumx(path)
+    os.mkfifo(str(tmp_path / "fifo.h5"))
+    with pytest.raises(WeightsError, match=r"fifo.h5: not a regular file"):
+        load_xumx(str(tmp_path / "fifo.h5"))
 
 
 # --------------------------------------------------------------------------- temporaries

@@ -786,3 +786,22 @@ def test_corrupted_bytes_load_or_fail_with_one_line(tmp_path):
             outcomes["refused"] += 1
         assert hwm_kb() - before < 100 * 1024, i
     assert min(outcomes.values()) >= 50, outcomes
+
+
+def test_a_file_saved_by_nnabla_itself_loads(tmp_path):
+    """The layout of the published x-umx.h5 (``nn.save_parameters``: need_grad and index
+    attributes, plus the old STFT parameters some checkpoints carry) passes every check."""
+    import nnabla as nn
+    from nnabla.parameter import get_parameter_or_create
+    cfg = tiny_config()
+    arrays = random_arrays(cfg, seed=2)
+    for name, shape, grad in parameter_spec(cfg):
+        get_parameter_or_create(name, shape, need_grad=grad).d = arrays[name]
+    get_parameter_or_create("conv_r", (129, 1, 256), need_grad=False)
+    path = str(tmp_path / "saved_by_nnabla.h5")
+    nn.save_parameters(path)
+    got_cfg, got = load_xumx(path)
+    assert (got_cfg.sources, got_cfg.hidden_size, got_cfg.nb_layers) == (cfg.sources, 16, 2)
+    assert set(got) == set(arrays)
+    for name in arrays:
+        np.testing.assert_array_equal(got[name], arrays[name])

@@ -20,6 +20,9 @@ a small file cannot make a large allocation (HDF5's gzip filter grows its buffer
 stream ends), and a short chunk cannot make HDF5 read past its buffer (a crash, or other
 memory copied into the values, with HDF5 2.0).
 """
+import errno
+import os
+import stat
 import zlib
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
@@ -122,6 +125,10 @@ class H5File:
         from .files import os_reason
         path = self.path
         try:
+            if os.path.isdir(path):
+                raise IsADirectoryError(errno.EISDIR, path)
+            if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+                raise self.error("not a regular file (a device, pipe or socket)")
             with open(path, "rb") as f:   # the operating system's reason, in its words
                 magic = f.read(8)
         except FileNotFoundError:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -195,6 +196,9 @@ def _read_meta(path: str) -> dict:
     :data:`MAX_SIDECAR` bytes whose hop and rate are sane numbers."""
     side = sidecar_path(path)
     try:
+        if os.path.exists(side) and not stat.S_ISREG(os.stat(side).st_mode) \
+                and not os.path.isdir(side):
+            raise WeightsError(f"{side}: model sidecar is not a regular file")
         with open(side, "rb") as f:
             text = f.read(MAX_SIDECAR + 1)
     except FileNotFoundError:
