@@ -353,6 +353,7 @@ def test_absurd_sidecars_are_refused(sidecar, words, tmp_path):
         f.write(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
     with pytest.raises(WeightsError) as e:
         load_xumx(path)
+    assert str(e.value).startswith(os.path.splitext(path)[0] + ".json: ")   # named once
     for w in words:
         assert w in str(e.value)
 

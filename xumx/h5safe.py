@@ -48,6 +48,11 @@ class WeightsError(ValueError):
     cause (also ``xumx.weights.WeightsError``)."""
 
 
+def _brief(error: BaseException) -> str:
+    """An h5py/HDF5 message on one line (HDF5 puts line breaks in some), at most 200 chars."""
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
 def show(name: str) -> str:
     """An object name fit for a one-line message: control characters escaped, long names cut."""
     text = name.encode("unicode_escape", "backslashreplace").decode("ascii")
@@ -168,7 +173,7 @@ class H5File:
             except WeightsError:
                 raise
             except (OSError, RuntimeError, ValueError, KeyError) as e:
-                raise self.error(f"damaged or truncated HDF5 file ({e})") from None
+                raise self.error(f"damaged or truncated HDF5 file ({_brief(e)})") from None
             count += n
             for raw in names:
                 key = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
@@ -178,7 +183,7 @@ class H5File:
                     oid = h5py.h5o.open(group.id, key)
                     info = h5py.h5o.get_info(oid)
                 except (OSError, RuntimeError, ValueError, KeyError) as e:
-                    raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({e})") from None
+                    raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({_brief(e)})") from None
                 if info.addr in seen or info.rc > 1:
                     other = seen.get(info.addr)
                     raise self.error(f"'{show(name)}' has more than one name"
@@ -199,7 +204,7 @@ class H5File:
         try:
             info = group.id.links.get_info(key)
         except (OSError, RuntimeError, ValueError, KeyError) as e:
-            raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({e})") from None
+            raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({_brief(e)})") from None
         if info.type == h5py.h5l.TYPE_HARD:
             return
         if info.type == h5py.h5l.TYPE_SOFT:
@@ -221,7 +226,7 @@ class H5File:
             external = dcpl.get_external_count()
             filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
         except (OSError, RuntimeError, ValueError, KeyError) as e:
-            raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({e})") from None
+            raise self.error(f"damaged or truncated HDF5 file at '{show(name)}' ({_brief(e)})") from None
         if not problem:
             try:
                 dtype = ds.dtype
@@ -278,7 +283,7 @@ class H5File:
             raise
         except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:
             raise self.error(f"damaged or truncated HDF5 file: '{show(name)}' cannot be read "
-                             f"({e})") from None
+                             f"({_brief(e)})") from None
         return out
 
     def _check_chunks(self, ds, entry: Entry):
@@ -323,7 +328,7 @@ class H5File:
                         data = z.decompress(data, chunk_bytes + 1)
                     except zlib.error as e:
                         raise self.error(f"a compressed chunk of '{show(entry.name)}' is "
-                                         f"damaged ({e})") from None
+                                         f"damaged ({_brief(e)})") from None
                     if len(data) > chunk_bytes or z.unconsumed_tail:
                         raise self.error(f"a compressed chunk of '{show(entry.name)}' inflates "
                                          f"beyond its {chunk_bytes} bytes")
@@ -352,7 +357,7 @@ class H5File:
         except WeightsError:
             raise
         except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:
-            raise self.error(f"damaged HDF5 attribute '{attribute}' ({e})") from None
+            raise self.error(f"damaged HDF5 attribute '{attribute}' ({_brief(e)})") from None
         if isinstance(value, np.ndarray):
             value = value.reshape(-1)[0]
         if isinstance(value, bytes):

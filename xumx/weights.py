@@ -141,11 +141,7 @@ def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] 
         elif any(n.startswith("params/input_mean_") for n in names_shapes):
             hint = " (it looks like a training checkpoint: use best_xumx.h5 of that run)"
         raise WeightsError("no 'input_mean_<source>' parameter: not an X-UMX parameter file" + hint)
-    meta_sources = meta.get("sources")
-    if meta_sources is not None and not (isinstance(meta_sources, list)
-                                         and all(isinstance(x, str) for x in meta_sources)):
-        raise WeightsError("the sidecar's 'sources' is not a list of names")
-    order = list(source_order or meta_sources or DEFAULT_SOURCES)
+    order = list(source_order or meta.get("sources") or DEFAULT_SOURCES)
     sources = [s for s in order if s in found] + [s for s in found if s not in order]
     s0 = sources[0]
 
@@ -217,7 +213,11 @@ def _read_meta(path: str) -> dict:
         value = meta.get(key)
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
                                       and low <= value <= high):
-            raise WeightsError(f"{side}: '{key}' must be an integer in {low}..{high}, not {value!r}")
+            raise WeightsError(f"{side}: '{key}' must be an integer in {low}..{high}, "
+                               f"not {repr(value)[:40]}")
+    names = meta.get("sources")
+    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        raise WeightsError(f"{side}: 'sources' is not a list of names")
     return meta
 
 
@@ -235,9 +235,10 @@ def load_xumx(path: str, sources=None) -> Tuple[ModelConfig, Dict[str, np.ndarra
     """
     with H5File(path) as h5:
         entries = {k: e for k, e in h5.datasets.items() if k.split("/")[0] not in _LEGACY_KEYS}
+        meta = _read_meta(path)   # its errors name the sidecar
         try:
             _check_sizes(entries)
-            cfg = infer_config({k: e.shape for k, e in entries.items()}, _read_meta(path),
+            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta,
                                source_order=_source_order(entries))
             _check_total(cfg, "the shapes of the first source's input_mean, output_scale, fc1 "
                               "and lstm parameters")
