@@ -745,7 +745,6 @@ def test_fuzz_random_h5_files_load_or_fail_with_one_line(tmp_path, capsys):
         finally:
             assert hwm_kb() - before < 100 * 1024, steps
     check()
-    print(seen)
     assert seen["loaded"] >= 10 and seen["refused"] >= 40, seen
     song = str(tmp_path / "song.wav")
     sf.write(song, sine_mix(2000, 8000), 8000, subtype="PCM_16")
