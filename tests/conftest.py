@@ -34,6 +34,24 @@ def tiny_config(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
+def adam_states(cfg: ModelConfig, value: float = 0.0) -> dict:
+    """Solver states of the shapes ``xumx.train`` checkpoints (nnabla's Adam: mean, var, t)."""
+    from xumx.model import parameter_spec
+    out = {}
+    for name, shape, grad in parameter_spec(cfg):
+        if grad:
+            out[f"{name}/mean"] = np.full(shape, value, np.float32)
+            out[f"{name}/var"] = np.full(shape, value, np.float32)
+            out[f"{name}/t"] = np.array(3, np.int64)
+    return out
+
+
+def checkpoint_meta(cfg: ModelConfig, epoch: int) -> dict:
+    """The smallest checkpoint metadata that resuming reads: the epoch and the model."""
+    import json
+    return {"epoch": epoch, "model": json.loads(cfg.to_json())}
+
+
 @pytest.fixture(autouse=True)
 def _nnabla_clean():
     """Each test starts with nnabla's global parameters empty and auto-forward off (where a test

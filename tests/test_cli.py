@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from conftest import sine_mix
-from xumx import audio
+from xumx import audio, files
 from xumx.config import PUBLISHED_SHA1, PUBLISHED_URL, build_parser
 from xumx.test import main
 
@@ -290,7 +290,7 @@ def test_interrupt_leaves_no_partial_stems(song, tiny_model, tmp_path, monkeypat
     monkeypatch.setattr(audio._Encoder, "write", interrupted)
     assert run("--inputs", song, "--outdir", out, "--quiet", "--chunk-dur", "0.1", "--overlap",
                "0.02", model=tiny_model) == 130
-    assert len(calls[-1]) == 4 and all(f.endswith(".part") for f in calls[-1])
+    assert len(calls[-1]) == 4 and all(f.endswith(files.SUFFIX) for f in calls[-1])
     assert os.listdir(out) == []    # no stems, no temporaries, not even an empty folder
     assert "interrupted" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_config
 from xumx import eval as eval_cli
-from xumx import evaluation
+from xumx import evaluation, files
 from xumx.weights import random_arrays, save_model
 
 RATE = 44100
@@ -114,7 +114,7 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
     assert set(df["method"]) == {"tiny", "mixture"} and set(df["metric"]) == {"SDR", "SIR", "ISR", "SAR"}
     with open(evaldir / "sdr.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert not [p for p in os.listdir(evaldir) if ".tmp" in p]
+    assert not [p for p in os.listdir(evaldir) if p.endswith(files.SUFFIX)]
 
 
 def test_rerun_skips_scored_tracks_and_resumes_a_killed_run(data, scored, monkeypatch, capsys):

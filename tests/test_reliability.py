@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import sine_mix, tiny_config
+from conftest import adam_states, checkpoint_meta, sine_mix, tiny_config
+from xumx import files
 from xumx.test import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -400,6 +401,28 @@ def _reader(stream, sink):
     return t
 
 
+def _interrupt_when(proc, ready, signum, wait=15):
+    """Send ``signum`` to ``proc`` once ``ready(its stderr so far)`` is true (a minute at most);
+    returns (exit status, seconds from the signal to the exit, its stderr text)."""
+    err = []
+    reader = _reader(proc.stderr, err)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline and proc.poll() is None and not ready(b"".join(err)):
+            time.sleep(0.02)
+        assert proc.poll() is None, b"".join(err).decode()[-500:]
+        proc.send_signal(signum)
+        sent = time.time()
+        code = proc.wait(timeout=wait)
+        took = time.time() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    return code, took, b"".join(err).decode("utf-8", "replace").replace("\r", "\n")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_separation_stops_promptly_leaving_nothing(signum, tmp_path, tiny_model):
     """Ctrl-C and SIGTERM while chunks are being separated: exit within seconds with 130/143,
@@ -413,31 +436,15 @@ def test_signal_during_separation_stops_promptly_leaving_nothing(signum, tmp_pat
                              tiny_model, "--outdir", str(out), "--chunk-dur", "0.5",
                              "--overlap", "0.1"], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, env=env, cwd=str(tmp_path))
-    err = []
-    reader = _reader(proc.stderr, err)
-    deadline = time.time() + 60
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            done = re.findall(rb"(\d+)/600 \[", b"".join(err))
-            if done and int(done[-1]) >= 5:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, b"".join(err).decode()[-500:]
-        assert done and int(done[-1]) < 600
-        proc.send_signal(signum)
-        sent = time.time()
-        code = proc.wait(timeout=15)
-        took = time.time() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(5)
-    text = b"".join(err).decode("utf-8", "replace")
-    said = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip() and "chunk/s" not in ln]
+
+    def five_chunks_done(err):
+        done = re.findall(rb"(\d+)/600 \[", err)
+        return done and 5 <= int(done[-1]) < 600
+    code, took, text = _interrupt_when(proc, five_chunks_done, signum)
+    said = [ln for ln in text.splitlines() if ln.strip() and "chunk/s" not in ln]
     assert code == 128 + signum, (code, said[-10:])
     assert took < 5, took
-    lines = [ln for ln in text.replace("\r", "\n").splitlines()
+    lines = [ln for ln in text.splitlines()
              if ln.startswith("xumx.test:") or "Traceback" in ln or "Error" in ln]
     word = "terminated" if signum == signal.SIGTERM else "interrupted"
     assert lines == [f"xumx.test: {word}; stems already finished are kept, "
@@ -504,7 +511,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     arrays = random_arrays(cfg, seed=1)
     path = str(tmp_path / "file.h5")
     if writer == "checkpoint":
-        write_checkpoint(path, arrays, {"m": np.zeros(2, np.float32)}, {"epoch": 1})
+        write_checkpoint(path, arrays, adam_states(cfg, 0.0), checkpoint_meta(cfg, 1))
     else:
         save_model(path, cfg, arrays)
     before = open(path, "rb").read()
@@ -520,7 +527,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     other = random_arrays(cfg, seed=2)
     with pytest.raises(KeyboardInterrupt):
         if writer == "checkpoint":
-            write_checkpoint(path, other, {"m": np.ones(2, np.float32)}, {"epoch": 2})
+            write_checkpoint(path, other, adam_states(cfg, 1.0), checkpoint_meta(cfg, 2))
         else:
             save_model(path, cfg, other)
     monkeypatch.undo()
@@ -559,7 +566,7 @@ def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tin
     err = proc.stderr.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
     assert code == 143 and took < 5, (code, took, err[-3:])
     assert err[-1] == f"interrupted: resume with --model {out}"
-    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    assert not [f for f in os.listdir(out) if f.endswith(files.SUFFIX)]
     params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert 1 <= meta["epoch"] < 50 and params and solver
 
@@ -608,3 +615,42 @@ def test_an_interrupt_swallowed_by_a_finaliser_is_raised_again(capsys):
             interrupt.check()
     interrupt.check()                              # outside: forgotten
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_evaluation_exits_cleanly_leaving_only_whole_files(signum, tmp_path):
+    """Ctrl-C / SIGTERM while ``xumx.eval`` separates and scores: status 130/143 within
+    seconds, its one line, no temporary anywhere, and every file there is whole: each JSON
+    complete, each track's estimates all present at full length (rerunning goes on)."""
+    from test_eval import make_musdb
+    from xumx.evaluation import read_scores
+    from xumx.weights import random_arrays, save_model
+    names = [f"Track {i:02d}" for i in range(8)]
+    root = make_musdb(tmp_path / "musdb", names=names)
+    cfg = tiny_config()
+    model = str(tmp_path / "tiny.h5")
+    save_model(model, cfg, random_arrays(cfg, seed=3))
+    evaldir, outdir = tmp_path / "scores", tmp_path / "estimates"
+    proc = subprocess.Popen([sys.executable, "-m", "xumx.eval", "--model", model, "--root", root,
+                             "--is-wav", "--evaldir", str(evaldir), "--out-dir", str(outdir),
+                             "--targets", "vocals", "drums"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
+    code, took, text = _interrupt_when(   # once a track is scored: the run is in its loop
+        proc, lambda err: (evaldir / "test").is_dir() and os.listdir(evaldir / "test"), signum,
+        wait=30)
+    lines = [ln for ln in text.splitlines() if ln.startswith("xumx.eval") or "Traceback" in ln]
+    assert code == 128 + signum, (code, text[-800:])
+    assert took < 5, took
+    assert lines == ["xumx.eval: interrupted (scored tracks are kept; run again to go on)"], lines
+    written = [os.path.join(d, f) for top in (evaldir, outdir) if top.exists()
+               for d, _, fs in os.walk(top) for f in fs]
+    assert not [p for p in written if p.endswith(files.SUFFIX) or os.path.basename(p).startswith(".")]
+    scored = os.listdir(evaldir / "test")
+    assert 1 <= len(scored) < len(names), scored
+    for name in scored:
+        assert read_scores(str(evaldir / "test" / name), ["vocals", "drums"]) is not None, name
+    for track in os.listdir(outdir / "test"):
+        stems = sorted(os.listdir(outdir / "test" / track))
+        assert stems == ["drums.wav", "vocals.wav"], (track, stems)
+        for s in stems:
+            assert sf.info(str(outdir / "test" / track / s)).frames == 44100

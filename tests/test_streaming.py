@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import sine_mix
-from xumx import audio, inference
+from xumx import audio, files, inference
 from xumx.config import OutputConfig
 from xumx.test import main
 
@@ -144,7 +144,7 @@ def test_sigterm_while_writing_leaves_no_partial_stems(tiny_model, tmp_path):
     while time.time() < deadline and proc.poll() is None and len(parts) < 4:
         time.sleep(0.05)
         folder = out / "long"
-        parts = [f for f in os.listdir(folder) if f.endswith(".part")] if folder.is_dir() else []
+        parts = [f for f in os.listdir(folder) if f.endswith(files.SUFFIX)] if folder.is_dir() else []
     assert proc.poll() is None and len(parts) == 4, "the stems were not being written"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

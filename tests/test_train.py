@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from xumx import files
 from xumx.config import TrainConfig, build_parser, train_configs_from_args
 from xumx.training import BEST_NAME, CHECKPOINT_NAME, read_checkpoint, train
 
@@ -42,7 +43,7 @@ def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     result = tiny_run(tiny_musdb, out, epochs=1)
     for name in (BEST_NAME, "best_xumx.json", CHECKPOINT_NAME, "history.json", "history.csv", "training.png"):
         assert (out / name).stat().st_size > 0, name
-    assert not [p for p in os.listdir(out) if ".tmp" in p]
+    assert not [p for p in os.listdir(out) if p.endswith(files.SUFFIX)]
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"]) and history[0]["best"]
     assert result["history"][0]["valid_loss"] == history[0]["valid_loss"]

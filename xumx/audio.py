@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import warnings
@@ -25,6 +26,7 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 
+from . import files
 from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE
 
 #: Channels the separation keeps; more are dropped (with a warning).
@@ -349,37 +351,115 @@ def _clamped(audio: np.ndarray, name: str, integer: bool) -> np.ndarray:
     return audio
 
 
+class _ReasonFile:
+    """The unbuffered file that soundfile writes through (its virtual I/O), keeping the OS error
+    of a failed write: libsndfile reports every failed write as "System error." and drops
+    the errno (no space left, file too large, I/O error...)."""
+
+    def __init__(self, path: str):
+        self._f = open(path, "r+b", buffering=0)
+        self.error: Optional[OSError] = None
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except OSError as e:   # raised inside a C callback it would be printed and lost
+            self.error = self.error or e
+        except ValueError:     # closed after a failure: libsndfile gets a failed call
+            pass
+        return None
+
+    def write(self, data) -> int:
+        view, done = memoryview(data), 0
+        while done < len(view):
+            n = self._call(self._f.write, view[done:])
+            if not n:
+                break
+            done += n
+        return done
+
+    def readinto(self, buf) -> int:
+        return self._call(self._f.readinto, buf) or 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = self._call(self._f.seek, offset, whence)
+        return -1 if pos is None else pos
+
+    def tell(self) -> int:
+        pos = self._call(self._f.tell)
+        return -1 if pos is None else pos
+
+    def close(self):
+        self._call(self._f.close)
+
+
 class _Encoder:
     """Writes blocks (t, C) of one file in ``fmt`` to ``tmp``: soundfile for wav/flac, an
     ffmpeg (LAME) process fed raw float32 on a pipe for mp3. ``close()`` completes the file;
     ``abort()`` stops without completing it (the caller removes ``tmp``)."""
 
     def __init__(self, tmp: str, rate: int, channels: int, fmt: str, bits: str, bitrate: int):
-        self.tmp, self._file, self._proc, self._err = tmp, None, None, None
+        self.tmp, self._file, self._proc, self._err, self._raw = tmp, None, None, None, None
         if fmt in ("wav", "flac"):
             import soundfile as sf
             if (fmt, bits) not in _SUBTYPES:
                 raise AudioError(f"{fmt} cannot store {bits} samples")
-            self._file = sf.SoundFile(tmp, "w", samplerate=int(rate), channels=int(channels),
-                                      subtype=_SUBTYPES[fmt, bits], format=fmt.upper())
+            self._raw = _ReasonFile(tmp)
+            try:
+                with self._os_errors():
+                    self._file = sf.SoundFile(self._raw, "w", samplerate=int(rate),
+                                              channels=int(channels),
+                                              subtype=_SUBTYPES[fmt, bits], format=fmt.upper())
+            except BaseException:
+                self._raw.close()
+                raise
         elif fmt == "mp3":
             cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar",
                    str(rate), "-ac", str(channels), "-i", "pipe:0", "-c:a", "libmp3lame",
                    "-b:a", f"{int(bitrate)}k", "-f", "mp3", tmp]
             self._err = tempfile.TemporaryFile()
+            # restore_signals=False: ffmpeg ignores SIGXFSZ as Python does, so a file size
+            # limit is a write error it reports ("File too large"), not a kill
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          stderr=self._err)
+                                          stderr=self._err, restore_signals=False)
         else:
             raise AudioError(f"unknown output format {fmt!r}")
 
+    def _stop(self):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._proc.wait()
+
     def _failed(self) -> AudioError:
-        self.abort()
+        self._stop()
         self._err.seek(0)
-        return AudioError(f"ffmpeg could not encode mp3 ({_last_line(self._err.read())})")
+        line = _last_line(self._err.read())
+        self._err.close()
+        if self.tmp in line:   # "Error closing file <tmp>: No space left on device"
+            line = line.rsplit(": ", 1)[-1]
+        elif line == "unknown error" and self._proc.returncode < 0:
+            line = f"ffmpeg was stopped: {signal.strsignal(-self._proc.returncode)}"
+        return AudioError(f"cannot write mp3 ({line})")
+
+    @contextlib.contextmanager
+    def _os_errors(self):
+        """soundfile's errors as the OSError of the failed write, when there was one."""
+        try:
+            yield
+        except Exception:
+            if self._raw.error is None:
+                raise
+        if self._raw.error is not None:
+            raise self._raw.error from None
 
     def write(self, audio: np.ndarray):
         if self._file is not None:
-            self._file.write(audio)
+            with self._os_errors():
+                self._file.write(audio)
             return
         try:
             self._proc.stdin.write(np.ascontiguousarray(audio, dtype="<f4").tobytes())
@@ -388,27 +468,31 @@ class _Encoder:
 
     def close(self):
         if self._file is not None:
-            self._file.close()
+            with self._os_errors():
+                self._file.close()
+            self._raw.close()
             return
         try:
             self._proc.stdin.close()
         except BrokenPipeError:
             pass
-        if self._proc.wait() != 0:
+        # ffmpeg 5 exits with 0 after "Error writing trailer ...: No space left on device":
+        # with -v error anything it says is a failure
+        if self._proc.wait() != 0 or os.fstat(self._err.fileno()).st_size:
             raise self._failed()
         self._err.close()
 
     def abort(self):
-        if self._file is not None:
-            self._file.close()
-        elif self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
+        if self._raw is not None:
             try:
-                self._proc.stdin.close()
-            except OSError:
+                if self._file is not None:
+                    self._file.close()
+            except Exception:   # a failed write is what is being aborted
                 pass
-            self._proc.wait()
+            self._raw.close()
+        elif self._proc is not None:
+            self._stop()
+            self._err.close()
 
 
 def _encode(tmp: str, audio: np.ndarray, rate: int, fmt: str, bits: str, bitrate: int):
@@ -422,28 +506,15 @@ def _encode(tmp: str, audio: np.ndarray, rate: int, fmt: str, bits: str, bitrate
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def _temporary(path: str) -> Iterator[str]:
-    """A temporary file next to ``path``, removed unless the caller renamed it."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """A temporary file next to ``path``, removed unless the caller renamed it (see
+    :mod:`xumx.files`: stale temporaries of killed writers of ``path`` are removed first)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part",
-                                   dir=folder)
-    except OSError as e:
-        raise AudioError(f"{folder}: cannot write there ({e.strerror or e})") from None
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; stems get the usual mode
-        yield tmp
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with files.temporary(path) as tmp:
+            yield tmp
+    except files.WriteError as e:
+        raise AudioError(str(e)) from None
 
 
 def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = "wav", bits: str = "16",
@@ -472,9 +543,11 @@ def _write_errors(path: str):
     """OSError and soundfile's RuntimeError as a one-line :class:`AudioError` naming ``path``."""
     try:
         yield
+    except AudioError as e:   # the mp3 encoder's, which does not know the destination
+        raise AudioError(f"{path}: {e}") from None
     except OSError as e:
-        raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
-    except RuntimeError as e:   # soundfile's errors
+        raise AudioError(f"{path}: cannot write ({files.os_reason(e)})") from None
+    except RuntimeError as e:   # soundfile's errors other than failed writes
         raise AudioError(f"{path}: cannot write ({e})") from None
 
 

@@ -11,6 +11,7 @@ from .config import build_parser, eval_config_from_args, separation_config_from_
 def main(argv=None) -> int:
     args = build_parser("eval").parse_args(argv)
     from ._nnabla import NnablaMissing
+    from .audio import AudioError
     from .evaluation import EvalError, evaluate, format_table, sdr_comparison
     from .interrupt import exit_status, sigterm_as_interrupt
     try:
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
     except (EvalError, ValueError) as e:
         print(f"xumx.eval: error: {e}", file=sys.stderr)
         return 2
-    except NnablaMissing as e:
+    except (NnablaMissing, OSError, AudioError) as e:   # no nnabla; outputs that cannot be written
         print(f"xumx.eval: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

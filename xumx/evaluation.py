@@ -143,11 +143,12 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_estimates(estimates: Dict[str, np.ndarray], folder: str, rate: int) -> None:
-    """``<folder>/<target>.wav`` (32-bit float) for each estimate, each written atomically."""
-    import soundfile as sf
-    for name, audio in estimates.items():
-        _replace_atomically(os.path.join(folder, f"{name}.wav"),
-                            lambda tmp, a=audio: sf.write(tmp, a, rate, subtype="FLOAT", format="WAV"))
+    """``<folder>/<target>.wav`` (32-bit float) for each estimate, all appearing together
+    (:func:`xumx.audio.write_stems`, the writer of ``xumx.test``)."""
+    from .audio import write_stems
+    os.makedirs(folder, exist_ok=True)
+    write_stems({os.path.join(folder, f"{name}.wav"): audio for name, audio in estimates.items()},
+                rate, "wav", "float")
 
 
 def score_path(method: Method, subset: str, track_name: str) -> str:

@@ -6,11 +6,11 @@ SHA-1, and only then renamed to ``x-umx.h5``; a failed or wrong download leaves 
 """
 import hashlib
 import os
-import tempfile
 import urllib.request
 from typing import Callable, Optional
 
 from .config import PUBLISHED_SHA1, PUBLISHED_URL
+from .files import os_reason, temporary
 
 FILENAME = "x-umx.h5"
 
@@ -40,6 +40,12 @@ def manual_hint(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1) -> str:
             f"must print {sha1}) and pass --model {os.path.basename(url)}")
 
 
+def _failed_download(url: str, sha1: str, error: BaseException) -> DownloadError:
+    reason = getattr(error, "reason", None) or error
+    return DownloadError(f"cannot download the published X-UMX weights from {url} "
+                         f"({reason}); {manual_hint(url, sha1)}")
+
+
 def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
                     folder: Optional[str] = None, opener: Optional[Callable] = None,
                     timeout: float = 30.0, progress: Optional[Callable[[int, Optional[int]], None]] = None
@@ -56,30 +62,32 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
         return path
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + FILENAME + ".", suffix=".part", dir=folder)
-    except OSError as e:
-        raise DownloadError(f"cannot write the model cache {folder} ({e.strerror or e}); "
+        with temporary(path) as tmp:
+            h = hashlib.sha1()
+            with open(tmp, "wb") as out:
+                try:
+                    resp = opener(url, timeout=timeout)
+                except (OSError, ValueError) as e:   # URLError, timeouts, HTTP errors are OSErrors
+                    raise _failed_download(url, sha1, e) from None
+                with resp:
+                    total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+                    total = int(total) if total else None
+                    while True:
+                        try:
+                            block = resp.read(1 << 20)
+                        except (OSError, ValueError) as e:
+                            raise _failed_download(url, sha1, e) from None
+                        if not block:
+                            break
+                        out.write(block)
+                        h.update(block)
+                        if progress is not None:
+                            progress(len(block), total)
+            if h.hexdigest() != sha1:
+                raise DownloadError(f"the download from {url} has SHA-1 {h.hexdigest()}, not {sha1} "
+                                    f"(damaged or changed); {manual_hint(url, sha1)}")
+            os.replace(tmp, path)
+    except OSError as e:   # the cache cannot be written: a full disk, no permission
+        raise DownloadError(f"cannot write the model cache {folder} ({os_reason(e)}); "
                             f"set XUMX_CACHE to another folder or {manual_hint(url, sha1)}") from None
-    try:
-        h = hashlib.sha1()
-        try:
-            with os.fdopen(fd, "wb") as out, opener(url, timeout=timeout) as resp:
-                total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-                total = int(total) if total else None
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-                    h.update(block)
-                    if progress is not None:
-                        progress(len(block), total)
-        except (OSError, ValueError) as e:   # URLError, timeouts, HTTP errors are OSErrors
-            reason = getattr(e, "reason", None) or e
-            raise DownloadError(f"cannot download the published X-UMX weights from {url} "
-                                f"({reason}); {manual_hint(url, sha1)}") from None
-        if h.hexdigest() != sha1:
-            raise DownloadError(f"the download from {url} has SHA-1 {h.hexdigest()}, not {sha1} "
-                                f"(damaged or changed); {manual_hint(url, sha1)}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

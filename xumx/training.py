@@ -138,6 +138,9 @@ def solver_arrays(solver) -> Dict[str, np.ndarray]:
 def restore_solver(solver, arrays: Dict[str, np.ndarray]):
     states = solver.get_states()
     for name, state in states.items():
+        for key in list(state.pstate) + ["t"]:
+            if f"{name}/{key}" not in arrays:
+                raise ValueError(f"the checkpoint has no solver state '{name}/{key}'")
         for key, var in state.pstate.items():
             var.d = arrays[f"{name}/{key}"]
         state.t = int(arrays[f"{name}/t"])
@@ -146,8 +149,8 @@ def restore_solver(solver, arrays: Dict[str, np.ndarray]):
 
 def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray], meta: dict):
     """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
-    import h5py
-    with replacing(path) as tmp, h5py.File(tmp, "w") as f:   # interrupted: the old one stays
+    from .weights import writing_h5
+    with writing_h5(path) as f:   # interrupted: the old one stays
         f.attrs["format"] = CHECKPOINT_FORMAT
         f.attrs["meta"] = json.dumps(meta)
         for group, arrays in (("params", params), ("solver", solver)):
@@ -157,19 +160,10 @@ def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str,
 
 
 def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], dict]]:
-    """(params, solver, meta) of a checkpoint, or None when ``path`` is not one."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != CHECKPOINT_FORMAT:
-            return None
-        meta = json.loads(f.attrs["meta"])
-        out = []
-        for group in ("params", "solver"):
-            found = {}
-            f[group].visititems(lambda n, o: found.__setitem__(n, (o.attrs["index"], o[()]))
-                                if isinstance(o, h5py.Dataset) else None)
-            out.append({n: v for n, (_, v) in sorted(found.items(), key=lambda kv: kv[1][0])})
-    return out[0], out[1], meta
+    """(params, solver, meta) of a checkpoint, or None when ``path`` is not one; checked like
+    a weights file before anything is read (:func:`xumx.weights.load_checkpoint`)."""
+    from .weights import load_checkpoint
+    return load_checkpoint(path, CHECKPOINT_FORMAT)
 
 
 def write_history(output: str, history: List[dict]):

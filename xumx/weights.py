@@ -2,70 +2,122 @@
 
 nnabla's format: one dataset per parameter at the path of its name, with the attributes
 ``need_grad`` and ``index`` (creation order). Files are read with h5py only (nothing is ever
-unpickled). What shapes cannot tell (hop size, sample rate) is read from ``<file>.json``
-beside the weights, written by training; the published defaults apply when it is absent.
+unpickled), and they come from strangers: :class:`xumx.h5safe.H5File` walks the metadata first
+and refuses links, external storage, virtual datasets and non-numeric data; the configuration is
+inferred from a few shapes, every declared shape is compared with
+:func:`xumx.model.parameter_spec`, and a model beyond :func:`max_values` is refused, all before
+any value is read (docs/weights-files.md). What shapes cannot tell (hop size, sample rate) is
+read from ``<file>.json`` beside the weights, written by training; the published defaults apply
+when it is absent.
 """
+import contextlib
 import json
 import os
 import re
+import stat
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from .config import (DEFAULT_NHOP, DEFAULT_NFFT, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES,
                      ModelConfig)
-from .files import replacing  # noqa: F401  (also used by training)
+from .files import os_reason, replacing  # noqa: F401  (replacing: also used by training)
+from .h5safe import H5File, WeightsError, show
 from .model import parameter_spec
+
+__all__ = ["WeightsError", "load_xumx", "load_umx", "load_checkpoint", "save_model", "write_h5",
+           "infer_config", "check_arrays", "random_arrays", "max_values", "sidecar_path"]
 
 #: Parameters old nnabla versions saved for their Python STFT/ISTFT; ignored on load.
 _LEGACY_KEYS = {"conv_r", "conv_i", "conv_cos", "conv_sin"}
-
-
-class WeightsError(ValueError):
-    """A parameter file that cannot be used, with a message naming the file and the cause."""
+#: Largest model loaded, as a multiple of the published one (``$XUMX_MAX_VALUES`` overrides).
+MAX_MODEL_FACTOR = 4
+#: Largest sidecar read (bytes).
+MAX_SIDECAR = 1 << 20
+#: Sample rates a sidecar may state (Hz).
+SIDECAR_RATES = (1000, 768000)
 
 
 def sidecar_path(path: str) -> str:
     return os.path.splitext(path)[0] + ".json"
 
 
-def read_h5(path: str) -> Dict[str, Tuple[np.ndarray, bool, int]]:
-    """{name: (array, need_grad, index)} of every dataset in an nnabla parameter file."""
+def spec_values(cfg: ModelConfig) -> int:
+    """Number of values of the model ``cfg`` (Python integers: no overflow)."""
+    total = 0
+    for _, shape, _ in parameter_spec(cfg):
+        n = 1
+        for d in shape:
+            n *= int(d)
+        total += n
+    return total
+
+
+def max_values() -> int:
+    """The most values a loaded model may have: ``$XUMX_MAX_VALUES`` if set, else
+    :data:`MAX_MODEL_FACTOR` times the published model (35.6 M values, so 142 M: 570 MB of
+    float32)."""
+    env = os.environ.get("XUMX_MAX_VALUES", "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise WeightsError(f"XUMX_MAX_VALUES={env!r} is not a number") from None
+    return MAX_MODEL_FACTOR * spec_values(ModelConfig())
+
+
+def _check_total(cfg: ModelConfig, what: str):
+    total, limit = spec_values(cfg), max_values()
+    if total > limit:
+        raise WeightsError(f"{what} describe a model of {total:,} values, more than the "
+                           f"{limit:,} loaded (XUMX_MAX_VALUES; see docs/weights-files.md)")
+
+
+def _check_sizes(entries):
+    """Refuse any single declared dataset beyond the model limit (before inferring anything)."""
+    limit = max_values()
+    for name, entry in entries.items():
+        if entry.size > limit:
+            raise WeightsError(f"parameter '{show(name)}' declares shape {entry.shape} "
+                               f"({entry.size:,} values), more than the {limit:,} of the largest "
+                               f"model loaded (XUMX_MAX_VALUES; see docs/weights-files.md)")
+
+
+def _check_declared(cfg: ModelConfig, entries, prefix: str = ""):
+    """Every parameter of ``cfg`` declared in ``entries`` (``prefix`` + name) with its shape."""
+    for name, shape, _ in parameter_spec(cfg):
+        entry = entries.get(prefix + name)
+        if entry is None:
+            raise WeightsError(f"missing parameter '{name}' (expected shape {shape})")
+        if entry.shape != shape:
+            raise WeightsError(f"parameter '{show(name)}' has shape {entry.shape}, expected {shape}")
+
+
+def _check_finite(arrays: Dict[str, np.ndarray]):
+    for name, value in arrays.items():
+        if not np.all(np.isfinite(value)):
+            raise WeightsError(f"parameter '{name}' contains NaN or infinite values")
+
+
+@contextlib.contextmanager
+def writing_h5(path: str):
+    """``with writing_h5(path) as f:`` an h5py File to fill, built in memory and then written
+    to ``path`` atomically with Python's own I/O. HDF5 never sees a failed write: with HDF5
+    2.0, a write failing inside it (a full disk) leaves it in a state that crashes the process
+    when its objects are freed. A full disk is a :class:`xumx.files.WriteError` naming the
+    OS's reason; the cost is one file's size in memory while it is written."""
+    import io
     import h5py
-    if not os.path.exists(path):
-        raise WeightsError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise WeightsError(f"{path}: is a folder, not a parameter file (use --umx-infer for UMX folders)")
-    try:
-        is_h5 = h5py.is_hdf5(path)
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot be read ({e})") from None
-    if not is_h5:
-        raise WeightsError(f"{path}: not an HDF5 parameter file")
-    out = {}
-    try:
-        with h5py.File(path, "r") as f:
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    if obj.dtype.kind not in "fiub":   # strings, objects, compounds: refused unread
-                        raise WeightsError(f"{path}: dataset '{name}' holds {obj.dtype} data, "
-                                           f"not numbers: not a parameter file")
-                    out[name] = (np.asarray(obj[()]), bool(obj.attrs.get("need_grad", True)),
-                                 int(obj.attrs.get("index", len(out))))
-            f.visititems(visit)
-    except WeightsError:
-        raise
-    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: damaged or truncated HDF5 file ({e})") from None
-    if not out:
-        raise WeightsError(f"{path}: contains no parameters")
-    return out
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        yield f
+    with replacing(path) as tmp, open(tmp, "wb") as out:
+        out.write(image.getbuffer())
 
 
 def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
     """Write {name: array} in nnabla's layout (in the given order), atomically."""
-    import h5py
-    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
+    with writing_h5(path) as f:
         for index, (name, value) in enumerate(arrays.items()):
             ds = f.create_dataset(name, data=np.asarray(value, dtype=np.float32))
             ds.attrs["need_grad"] = bool(need_grad.get(name, True)) if need_grad else True
@@ -74,7 +126,11 @@ def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
 
 def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] = None,
                  source_order=None) -> ModelConfig:
-    """The ModelConfig that the parameter shapes imply; ``meta`` supplies nhop/sample_rate."""
+    """The ModelConfig that the parameter shapes imply; ``meta`` supplies nhop/sample_rate.
+
+    Only ``input_mean_<s>``, ``output_scale_<s>``, ``fc1_<s>/affine/W`` and the LSTM weights
+    of the first source are looked at; the caller compares every other shape with the spec.
+    """
     meta = dict(meta or {})
     found = [m.group(1) for n in names_shapes for m in [re.fullmatch(r"input_mean_(.+)", n)] if m]
     if not found:
@@ -89,29 +145,34 @@ def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] 
     sources = [s for s in order if s in found] + [s for s in found if s not in order]
     s0 = sources[0]
 
-    def shape(name):
+    def shape(name, ndim):
         if name not in names_shapes:
-            raise WeightsError(f"missing parameter '{name}'")
-        return names_shapes[name]
+            raise WeightsError(f"missing parameter '{show(name)}'")
+        got = tuple(names_shapes[name])
+        if len(got) != ndim or min(got) < 1:
+            raise WeightsError(f"parameter '{show(name)}' has shape {got}, expected {ndim} "
+                               f"non-empty dimension(s)")
+        return got
 
-    max_bin = shape(f"input_mean_{s0}")[0]
-    nb_bins = shape(f"output_scale_{s0}")[0]
-    n_in, hidden = shape(f"fc1_{s0}/affine/W")
+    max_bin = shape(f"input_mean_{s0}", 1)[0]
+    nb_bins = shape(f"output_scale_{s0}", 1)[0]
+    n_in, hidden = shape(f"fc1_{s0}/affine/W", 2)
     if n_in % max_bin:
-        raise WeightsError(f"fc1_{s0}/affine/W has {n_in} inputs, not a multiple of {max_bin} bins")
-    directions = shape(f"lstm_{s0}/lstm/weight_l0")[0]
-    deeper = names_shapes.get(f"lstm_{s0}/lstm/weight")
+        raise WeightsError(f"fc1_{show(s0)}/affine/W has {n_in} inputs, not a multiple of "
+                           f"{max_bin} bins")
+    directions = shape(f"lstm_{s0}/lstm/weight_l0", 4)[0]
+    deeper = f"lstm_{s0}/lstm/weight"
+    layers = 1 + (shape(deeper, 5)[0] if deeper in names_shapes else 0)
     nfft = 2 * (nb_bins - 1)
     try:
         return ModelConfig(sources=tuple(sources), nb_channels=n_in // max_bin, hidden_size=hidden,
-                           nb_layers=1 + (deeper[0] if deeper else 0),
-                           unidirectional=directions == 1, nfft=nfft,
+                           nb_layers=layers, unidirectional=directions == 1, nfft=nfft,
                            nhop=int(meta.get("nhop", nfft // 4 if nfft != DEFAULT_NFFT else DEFAULT_NHOP)),
                            max_bin=max_bin,
                            sample_rate=int(meta.get("sample_rate", DEFAULT_SAMPLE_RATE)),
                            crossing=bool(meta.get("crossing", True)))
-    except ValueError as e:
-        raise WeightsError(str(e)) from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise WeightsError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 def check_arrays(cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
@@ -127,30 +188,66 @@ def check_arrays(cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
 
 
 def _read_meta(path: str) -> dict:
+    """The sidecar of ``path`` ({} when there is none), checked: a JSON object of at most
+    :data:`MAX_SIDECAR` bytes whose hop and rate are sane numbers."""
     side = sidecar_path(path)
-    if not os.path.exists(side):
-        return {}
     try:
-        with open(side) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
+        if os.path.exists(side) and not stat.S_ISREG(os.stat(side).st_mode) \
+                and not os.path.isdir(side):
+            raise WeightsError(f"{side}: model sidecar is not a regular file")
+        with open(side, "rb") as f:
+            text = f.read(MAX_SIDECAR + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise WeightsError(f"{side}: unreadable model sidecar ({os_reason(e)})") from None
+    if len(text) > MAX_SIDECAR:
+        raise WeightsError(f"{side}: model sidecar larger than {MAX_SIDECAR} bytes")
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except ValueError as e:
         raise WeightsError(f"{side}: unreadable model sidecar ({e})") from None
     if not isinstance(meta, dict):
         raise WeightsError(f"{side}: model sidecar is not a JSON object")
+    for key, low, high in (("sample_rate",) + SIDECAR_RATES, ("nhop", 1, 1 << 20)):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and low <= value <= high):
+            raise WeightsError(f"{side}: '{key}' must be an integer in {low}..{high}, "
+                               f"not {repr(value)[:40]}")
+    names = meta.get("sources")
+    if names is not None and not (isinstance(names, list) and all(isinstance(x, str) for x in names)):
+        raise WeightsError(f"{side}: 'sources' is not a list of names")
     return meta
 
 
+def _source_order(entries) -> list:
+    """Sources in nnabla's creation order (the ``index`` attributes), else by name."""
+    ordered = sorted(entries.values(), key=lambda e: (e.index is None, e.index or 0, e.name))
+    return [e.name[len("input_mean_"):] for e in ordered if e.name.startswith("input_mean_")]
+
+
 def load_xumx(path: str, sources=None) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
-    """Read an X-UMX file: (config inferred from shapes + sidecar, {name: array})."""
-    raw = read_h5(path)
-    raw = {k: v for k, v in raw.items() if k.split("/")[0] not in _LEGACY_KEYS}
-    by_index = sorted(raw, key=lambda k: raw[k][2])
-    found = [n[len("input_mean_"):] for n in by_index if n.startswith("input_mean_")]
+    """Read an X-UMX file: (config inferred from shapes + sidecar, {name: float32 array}).
+
+    Every check runs on the file's metadata before any value is read; raises
+    :class:`WeightsError` with one line naming the file and the parameter.
+    """
+    with H5File(path) as h5:
+        entries = {k: e for k, e in h5.datasets.items() if k.split("/")[0] not in _LEGACY_KEYS}
+        meta = _read_meta(path)   # its errors name the sidecar
+        try:
+            _check_sizes(entries)
+            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta,
+                               source_order=_source_order(entries))
+            _check_total(cfg, "the shapes of the first source's input_mean, output_scale, fc1 "
+                              "and lstm parameters")
+            _check_declared(cfg, entries)
+        except WeightsError as e:
+            raise WeightsError(f"{path}: {e}") from None
+        arrays = {name: h5.read(name, shape) for name, shape, _ in parameter_spec(cfg)}
     try:
-        cfg = infer_config({k: v[0].shape for k, v in raw.items()}, _read_meta(path),
-                           source_order=found)
-        arrays = {k: v[0] for k, v in raw.items()}
-        check_arrays(cfg, arrays)
+        _check_finite(arrays)
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
     if sources is not None:
@@ -171,23 +268,94 @@ def _umx_name(target: str, name: str) -> str:
 
 
 def load_umx(folder: str, targets) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
-    """Read a folder of NNabla Open-Unmix files ``<target>.h5`` as one uncrossed model."""
+    """Read a folder of NNabla Open-Unmix files ``<target>.h5`` as one uncrossed model (each
+    file checked like :func:`load_xumx` before any value is read)."""
     if not os.path.isdir(folder):
         raise WeightsError(f"{folder}: UMX mode needs a folder of <target>.h5 files")
-    arrays, meta = {}, {}
-    for t in targets:
-        path = os.path.join(folder, f"{t}.h5")
-        for name, (value, _, _) in read_h5(path).items():
-            if name.split("/")[0] not in _LEGACY_KEYS:
-                arrays[_umx_name(t, name)] = value
-        meta = meta or _read_meta(path)
-    meta["crossing"] = False
+    meta = {}
+    with contextlib.ExitStack() as stack:
+        where = {}   # X-UMX name -> (file, name in it)
+        for t in targets:
+            path = os.path.join(folder, f"{t}.h5")
+            h5 = stack.enter_context(H5File(path))
+            for name, entry in h5.datasets.items():
+                if name.split("/")[0] in _LEGACY_KEYS:
+                    continue
+                xname = _umx_name(t, name)
+                if xname in where:
+                    raise WeightsError(f"{path}: '{show(name)}' and '{show(where[xname][1])}' "
+                                       f"are the same parameter")
+                where[xname] = (h5, name)
+            meta = meta or _read_meta(path)
+        meta["crossing"] = False
+        entries = {x: h5.datasets[name] for x, (h5, name) in where.items()}
+        try:
+            _check_sizes(entries)
+            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=targets)
+            _check_total(cfg, "the shapes of the first target's input_mean, output_scale, fc1 "
+                              "and lstm parameters")
+            _check_declared(cfg, entries)
+        except WeightsError as e:
+            raise WeightsError(f"{folder}: {e}") from None
+        arrays = {}
+        for name, shape, _ in parameter_spec(cfg):
+            h5, inner = where[name]
+            arrays[name] = h5.read(inner, shape)
     try:
-        cfg = infer_config({k: v.shape for k, v in arrays.items()}, meta, source_order=targets)
-        check_arrays(cfg, arrays)
+        _check_finite(arrays)
     except WeightsError as e:
         raise WeightsError(f"{folder}: {e}") from None
     return cfg, arrays
+
+
+def load_checkpoint(path: str, format_name: str):
+    """(params, solver states, meta) of a training checkpoint written with the format marker
+    ``format_name``, or None when ``path`` is not one. Like :func:`load_xumx`, every
+    dataset is checked before any value is read: ``params/<name>`` against the spec of the
+    model configuration in the metadata, ``solver/<name>/<state>`` against its parameter's
+    shape (``t``: a scalar), at most 3 states per trainable parameter."""
+    with H5File(path) as h5:
+        if h5.text("format") != format_name:
+            return None
+        try:
+            meta = json.loads(h5.text("meta") or "null")
+        except ValueError as e:
+            raise h5.error(f"the checkpoint's metadata is not JSON ({e})") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+            raise h5.error("the checkpoint's metadata has no model configuration")
+        try:
+            cfg = ModelConfig.from_dict(meta["model"])
+            _check_total(cfg, "the checkpoint's model configuration and its parameters")
+            _check_declared(cfg, h5.datasets, "params/")
+        except (TypeError, ValueError) as e:
+            raise h5.error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        spec = parameter_spec(cfg)
+        trainable = {name: shape for name, shape, grad in spec if grad}
+        states: Dict[str, int] = {}
+        for key, entry in h5.datasets.items():
+            if not key.startswith("solver/"):
+                continue
+            param, _, state = key[len("solver/"):].rpartition("/")
+            if param not in trainable:
+                raise h5.error(f"solver state '{show(key)}' belongs to no trainable parameter")
+            want = () if state == "t" else trainable[param]
+            if entry.shape != want:
+                raise h5.error(f"solver state '{show(key)}' has shape {entry.shape}, expected {want}")
+            states[param] = states.get(param, 0) + 1
+            if states[param] > 3:
+                raise h5.error(f"more than 3 solver states for parameter '{show(param)}'")
+        params = {name: h5.read("params/" + name, shape) for name, shape, _ in spec}
+        solver = {}
+        for key in sorted((k for k in h5.datasets if k.startswith("solver/")),
+                          key=lambda k: (h5.datasets[k].index is None, h5.datasets[k].index or 0, k)):
+            entry = h5.datasets[key]
+            solver[key[len("solver/"):]] = h5.read(key, entry.shape,
+                                                   np.int64 if entry.shape == () else np.float32)
+    try:
+        _check_finite(params)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    return params, solver, meta
 
 
 def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):

@@ -1,0 +1,192 @@
+"""Writing and reading files: the operating system's reason in the one line, and temporaries
+of killed writers removed by the next write to the same place (xumx.files, every writer)."""
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import soundfile as sf
+
+from conftest import sine_mix, tiny_config
+from xumx import files
+from xumx.weights import WeightsError, load_xumx, random_arrays, save_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_os_reason_in_words():
+    assert files.os_reason(OSError(errno.ENOSPC, "x")) == "No space left on device"
+    hdf5 = OSError("Unable to synchronously write data (file write failed: time = Mon, "
+                   "filename = 'a.h5', file descriptor = 5, errno = 30, error message = "
+                   "'Read-only file system', buf = 0x1, total write size = 8)")
+    assert files.error_number(hdf5) == errno.EROFS
+    assert files.os_reason(hdf5) == "Read-only file system"
+    assert files.os_reason(RuntimeError("first\nsecond")) == "first"
+    e = files.write_error("/x/y.h5", PermissionError(errno.EACCES, "denied"))
+    assert isinstance(e, OSError) and e.errno == errno.EACCES
+    assert str(e) == "/x/y.h5: cannot write (Permission denied)"
+
+
+#: Every writer of the package under a 4 kB file size limit (EFBIG, through the same write(2)
+#: failure as a full disk); one JSON line per writer: its exception and what is left.
+_WRITERS = r"""
+import json, os, resource, sys
+sys.path.insert(0, os.path.join(sys.argv[2], "tests"))
+import numpy as np
+from conftest import tiny_config, adam_states, checkpoint_meta
+from xumx import audio, evaluation, files, training, weights
+out = sys.argv[1]
+cfg = tiny_config()
+arrays = weights.random_arrays(cfg)
+long = np.random.RandomState(0).uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
+jobs = {
+    "weights": lambda p: weights.save_model(p, cfg, arrays),
+    "checkpoint": lambda p: training.write_checkpoint(p, arrays, adam_states(cfg), checkpoint_meta(cfg, 1)),
+    "history": lambda p: training.write_history(os.path.dirname(p), [{"epoch": i, "train_loss": 1.0}
+                                                                     for i in range(300)]),
+    "plot": lambda p: training.plot_history(p, [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.0, "lr": 1e-3}]),
+    "scores json": lambda p: evaluation.write_text(p, "x" * 10000),
+    "estimates": lambda p: evaluation.write_estimates({"vocals": long, "drums": long}, p, 44100),
+    "wav": lambda p: audio.write(p, long, 44100, "wav", "16"),
+    "flac": lambda p: audio.write(p, long, 44100, "flac", "24"),
+    "mp3": lambda p: audio.write(p, np.tile(long, (10, 1)), 44100, "mp3", "16"),
+}
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, resource.RLIM_INFINITY))
+for name, job in jobs.items():
+    folder = os.path.join(out, name.replace(" ", "_"))
+    os.makedirs(folder)
+    path = os.path.join(folder, {"history": "history.json", "plot": "training.png",
+                                 "estimates": "track"}.get(name, "file.out"))
+    try:
+        job(path)
+        result = "no error"
+    except Exception as e:
+        result = "%s: %s" % (type(e).__name__, e)
+    left = sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, fs in os.walk(folder) for f in fs)
+    print(json.dumps([name, path, result, left]), flush=True)
+"""
+
+
+def test_every_writer_names_the_os_reason_and_leaves_nothing(tmp_path):
+    """Weights, checkpoints, history, plots, eval scores and estimates, stems in wav/flac/mp3:
+    a write the OS refuses gives one line naming the file and the OS's reason (here EFBIG,
+    "File too large", from a file size limit: the same failed write(2) as a full disk), and
+    neither the file nor a temporary is left."""
+    proc = subprocess.run([sys.executable, "-c", _WRITERS, str(tmp_path), ROOT],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert len(rows) == 9, proc.stdout
+    reason = os.strerror(errno.EFBIG)
+    for name, path, result, left in rows:
+        assert "\n" not in result and f"({reason})" in result, (name, result)
+        assert path in result or os.path.dirname(path) in result, (name, result)
+        assert left == [], (name, left)
+
+
+def test_read_failures_name_the_os_reason(tmp_path):
+    loop = tmp_path / "loop.h5"
+    os.symlink(str(loop), str(loop))
+    with pytest.raises(WeightsError, match=re.escape(f"{loop}: cannot be read (Too many levels "
+                                                     "of symbolic links)")):
+        load_xumx(str(loop))
+    cfg = tiny_config()
+    path = str(tmp_path / "model.h5")
+    save_model(path, cfg, random_arrays(cfg))
+    os.remove(str(tmp_path / "model.json"))
+    os.mkdir(str(tmp_path / "model.json"))
+    with pytest.raises(WeightsError, match=r"model.json: unreadable model sidecar \(Is a directory\)"):
+        load_xumx(path)
+    os.rmdir(str(tmp_path / "model.json"))
+    os.mkfifo(str(tmp_path / "model.json"))      # would block a reader forever
+    with pytest.raises(WeightsError, match=r"model.json: model sidecar is not a regular file"):
+        load_xumx(path)
+    os.mkfifo(str(tmp_path / "fifo.h5"))
+    with pytest.raises(WeightsError, match=r"fifo.h5: not a regular file"):
+        load_xumx(str(tmp_path / "fifo.h5"))
+
+
+# --------------------------------------------------------------------------- temporaries
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_temporaries_of_dead_writers_on_this_host_are_removed(tmp_path):
+    path = str(tmp_path / "scores.json")
+    host = files._host()
+    dead, live = _dead_pid(), os.getppid()
+    made = {
+        "dead": f".scores.json.{dead}-{host}-0123abcd{files.SUFFIX}",
+        "live": f".scores.json.{live}-{host}-0123abcd{files.SUFFIX}",
+        "other host": f".scores.json.{dead}-{'0' * 8 if host != '0' * 8 else '1' * 8}-0123abcd{files.SUFFIX}",
+        "other file": f".other.json.{dead}-{host}-0123abcd{files.SUFFIX}",
+        "user's file": f".scores.json.{dead}-{host}-0123abcd.part",
+    }
+    for name in made.values():
+        (tmp_path / name).write_text("partial")
+    assert len(files.temporaries(path)) == 3
+    files.write_text(path, "{}")
+    left = set(os.listdir(tmp_path))
+    assert made["dead"] not in left
+    assert left == {"scores.json"} | {v for k, v in made.items() if k != "dead"}
+
+
+_KILLED_WRITER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from xumx import files
+with files.replacing(sys.argv[1]) as tmp:
+    with open(tmp, "w") as f:
+        f.write("half of it")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_write_after_sigkill_removes_the_killed_writers_temporary(tmp_path):
+    """The atomic writer (weights, checkpoints, history, eval outputs) killed half-way leaves
+    its temporary; the next write to the same file removes it."""
+    path = str(tmp_path / "checkpoint.h5")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, path, ROOT],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"writing\n"
+    proc.kill()
+    proc.wait()
+    left = files.temporaries(path)
+    assert len(left) == 1 and left[0][1] == proc.pid and not os.path.exists(path)
+    files.write_text(path, "whole")
+    assert os.listdir(tmp_path) == ["checkpoint.h5"]
+
+
+def test_separation_killed_with_sigkill_then_run_again_leaves_no_temporary(tmp_path, tiny_model):
+    """``xumx.test`` killed (SIGKILL) while its stems stream to their temporaries; the same
+    command again writes the stems and removes the killed run's temporaries."""
+    song = str(tmp_path / "long.wav")
+    sf.write(song, sine_mix(8000 * 120, 8000), 8000, subtype="PCM_16")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "xumx.test", "--inputs", song, "--outdir", str(out), "--model",
+           tiny_model, "--chunk-dur", "1", "--overlap", "0.1", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline, parts = time.time() + 60, []
+    while time.time() < deadline and proc.poll() is None and len(parts) < 4:
+        time.sleep(0.05)
+        folder = out / "long"
+        parts = [f for f in os.listdir(folder) if f.endswith(files.SUFFIX)] if folder.is_dir() else []
+    assert len(parts) == 4, proc.stderr.read().decode()[-500:] if proc.poll() is not None else parts
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sorted(os.listdir(out / "long")) == sorted(parts)   # what a killed run leaves
+    again = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()[-500:]
+    assert sorted(os.listdir(out / "long")) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    assert sf.info(str(out / "long" / "vocals.wav")).frames == 8000 * 120
