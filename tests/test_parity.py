@@ -21,7 +21,7 @@ from xumx import api
 from xumx.config import ModelConfig, SeparationConfig
 from xumx.model import parameter_spec
 from xumx.separator import Separator
-from xumx.weights import random_arrays, read_h5
+from xumx.weights import random_arrays
 
 CONFIGS = {
     "default": dict(softmask=False, alpha=1.0, niter=1, residual_model=False),
@@ -39,6 +39,20 @@ def ser_db(ref, est):
 #: SHA-256 of the parity parameters (see :func:`params_digest`), taken from the file that the
 #: published fixture's make_params.py writes for seed 0 (test_generator_matches_make_params).
 PARITY_PARAMS_SHA256 = "50ccc5bb7be792ac83e38a256019f37da6bed219f3d949a35922a105e034b714"
+
+
+def read_h5(path):
+    """{name: (array, need_grad, index)} of every dataset of a parameter file we wrote ourselves
+    (a trusted test file, read plainly with h5py)."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj[()], bool(obj.attrs.get("need_grad", True)),
+                             int(obj.attrs.get("index", len(out))))
+        f.visititems(visit)
+    return out
 
 
 def params_digest(params) -> str:

@@ -426,6 +426,7 @@ def _checkpoint(tmp_path, mutate=None, cfg=None):
     return path
 
 
+@pytest.mark.nnabla   # xumx.train --model (resume) runs training
 @pytest.mark.parametrize("mutate,words", [
     (lambda f: replace_in(f, "params/fc2_bass/affine/W", shape=(2974, 500_000), dtype="f4",
                           chunks=(1, 4096)),
@@ -788,6 +789,7 @@ def test_corrupted_bytes_load_or_fail_with_one_line(tmp_path):
     assert min(outcomes.values()) >= 50, outcomes
 
 
+@pytest.mark.nnabla
 def test_a_file_saved_by_nnabla_itself_loads(tmp_path):
     """The layout of the published x-umx.h5 (``nn.save_parameters``: need_grad and index
     attributes, plus the old STFT parameters some checkpoints carry) passes every check."""
