@@ -1,4 +1,4 @@
-"""Print the signal-to-error ratio (dB) of every array of ../shared/parity for both paths.
+"""Print the signal-to-error ratio (dB) of every array of ../shared/parity for both engines.
 
 Usage: python benchmarks/parity.py [PARITY_DIR]
 """
@@ -24,15 +24,15 @@ def main(folder):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "seed0.h5")
         subprocess.run([sys.executable, os.path.join(folder, "make_params.py"), path, "0"], check=True)
-        print(f"{'array':20s} {'numpy path':>12s} {'NNabla graph':>13s}")
-        seps = {b: Separator.from_file(path, backend=b) for b in ("numpy", "nnabla")}
+        print(f"{'array':20s} {'onnxruntime':>12s} {'NNabla graph':>13s}")
+        seps = {b: Separator.from_file(path, backend=b) for b in ("onnxruntime", "nnabla")}
         outs = {(b, c): s.with_separation(cfg).separate(audio)
                 for b, s in seps.items() for c, cfg in CONFIGS.items()}
     for key in ref.files:
         c, name = key.split("/")
         r = ref[key].astype(np.float64)
         dbs = [10 * np.log10(np.sum(r ** 2) / np.sum((outs[(b, c)][name][:len(r)] - r) ** 2))
-               for b in ("numpy", "nnabla")]
+               for b in ("onnxruntime", "nnabla")]
         print(f"{key:20s} {dbs[0]:12.1f} {dbs[1]:13.1f}")
 
 

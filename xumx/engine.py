@@ -1,0 +1,280 @@
+"""The separation engine: the network's ONNX graph (:mod:`xumx.onnxnet`) in ONNX Runtime.
+
+Runs on the CPU (``CPUExecutionProvider``) or an NVIDIA GPU (``CUDAExecutionProvider``). Where
+it runs follows the nnabla-style context names the command line and the API always took:
+
+* ``'cpu'`` -> the CPU; ``'cuda'`` or ``'cudnn'`` (with a device id) -> that CUDA device;
+* an nnabla ``Context`` object: a CUDA device when its backends name ``cuda`` or ``cudnn``
+  (its ``device_id``), else the CPU;
+* ``None`` -> the caller's nnabla default context *if the caller has imported nnabla*
+  (``nn.set_default_context(get_extension_context('cudnn', device_id='1'))`` runs on GPU 1),
+  else the CPU. nnabla itself is never imported here.
+
+A GPU that is asked for and cannot be used is an error (:class:`EngineError`, one line saying
+why and what to install), never a silent run on the CPU: onnxruntime falls back to the CPU
+when its CUDA provider fails to load, so the session's providers are checked.
+
+Models built from parameter files are cached, serialised, in ``<cache_dir>/onnx`` (see
+:func:`xumx.pretrained.cache_dir`), keyed by the SHA-256 of the parameter files and their
+sidecars: a later run loads the graph directly (about 0.1 s) instead of reading, folding and
+serialising the weights (about 2 s for the published model). Building needs the ``onnx``
+package; a cached model needs only onnxruntime.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .config import ModelConfig
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+#: Changes whenever :mod:`xumx.onnxnet` writes a different graph: cached models of other
+#: versions are not used.
+GRAPH_VERSION = 1
+#: Cached models kept (the least recently used beyond this are removed).
+CACHE_ENTRIES = 4
+GPU_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
+            "pip install onnxruntime-gpu), with the CUDA and cuDNN versions it names, "
+            "or use --context cpu")
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run where it was asked to (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where the network runs: ``kind`` 'cpu' or 'cuda', and the CUDA device index."""
+    kind: str = "cpu"
+    index: int = 0
+
+    def __str__(self):
+        return "CPU" if self.kind == "cpu" else f"CUDA device {self.index}"
+
+
+GPU_NAMES = ("cuda", "cudnn")
+
+
+def device_of(context=None, device_id=None) -> Device:
+    """The :class:`Device` of a context (see the module docstring for the rule).
+
+    ``device_id`` (int or str) overrides the context's own device id.
+    """
+    if context is None:
+        nn = sys.modules.get("nnabla")   # the caller's default context, if they use nnabla
+        if nn is None or not hasattr(nn, "get_current_context"):
+            return Device()
+        context = nn.get_current_context()
+    if isinstance(context, str):
+        names, own_id = [context], None
+    else:
+        names = list(getattr(context, "backend", None) or [])
+        own_id = getattr(context, "device_id", None)
+        if not names:
+            raise ValueError(f"not a context: {context!r} (use 'cpu', 'cuda' or 'cudnn')")
+    kinds = {n.split(":")[0] for n in names}
+    if kinds & set(GPU_NAMES):
+        index = device_id if device_id is not None else own_id
+        try:
+            return Device("cuda", int(index or 0))
+        except ValueError:
+            raise ValueError(f"device id must be a whole number, not {index!r}") from None
+    if kinds <= {"cpu"}:
+        return Device()
+    raise ValueError(f"unknown context {context!r}: use 'cpu', 'cuda' or 'cudnn'")
+
+
+def providers(device: Device) -> list:
+    """onnxruntime's provider list for ``device``."""
+    if device.kind == "cpu":
+        return [CPU_PROVIDER]
+    return [(CUDA_PROVIDER, {"device_id": str(device.index)}), CPU_PROVIDER]
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Collect what native code writes to file descriptor 2 (onnxruntime's log) in a list of
+    lines, given after the block."""
+    lines = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):   # no usable stderr: nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _gpu_failure(device: Device, log: Sequence[str]) -> str:
+    import onnxruntime as ort
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        why = (f"this onnxruntime {ort.__version__} has no CUDA provider (the CPU-only "
+               f"package, or the GPU package installed beside it)")
+    else:
+        cause = next((ln for ln in log if "rror" in ln or "ailed" in ln), "")
+        cause = cause.split("]")[-1].strip() if cause else "see onnxruntime's log"
+        why = f"onnxruntime's CUDA provider could not start ({cause[:300]})"
+    return f"cannot run on {device}: {why}; {GPU_HINT}"
+
+
+def create_session(model: Union[bytes, str], device: Device = Device(),
+                   threads: Optional[int] = None):
+    """An ``onnxruntime.InferenceSession`` of ``model`` (bytes or a path) on ``device``.
+
+    ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
+    Raises EngineError when ``device`` is a GPU that onnxruntime cannot use.
+    """
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    if device.kind == "cpu":
+        return ort.InferenceSession(model, opts, providers=providers(device))
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise EngineError(_gpu_failure(device, []))
+    with _captured_stderr() as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # onnxruntime's own fallback warning: ours replaces it
+        try:
+            session = ort.InferenceSession(model, opts, providers=providers(device))
+        except Exception as e:   # e.g. an invalid device id
+            session, log = None, [str(e)]
+    if session is None or session.get_providers()[:1] != [CUDA_PROVIDER]:
+        raise EngineError(_gpu_failure(device, log))
+    return session
+
+
+class OnnxNet:
+    """The network's masks in an onnxruntime session.
+
+    Args:
+        model: the serialised ONNX model of :mod:`xumx.onnxnet` (bytes) or its path.
+        device: where to run it.
+        threads: onnxruntime's intra-op threads (None: one per core).
+    """
+
+    def __init__(self, model: Union[bytes, str], device: Device = Device(),
+                 threads: Optional[int] = None):
+        self.device = device
+        self.session = create_session(model, device, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "xumx.config" not in meta:
+            raise ValueError("not an xumx ONNX model (no 'xumx.config' metadata)")
+        self.cfg = ModelConfig.from_dict(json.loads(meta["xumx.config"]))
+        self._input = self.session.get_inputs()[0].name
+
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                    device: Device = Device(), threads: Optional[int] = None) -> "OnnxNet":
+        from .onnxnet import model_bytes
+        return cls(model_bytes(cfg, arrays), device, threads)
+
+    def masks(self, mag: np.ndarray) -> np.ndarray:
+        """Shapes: mag (N, C, F) -> masks (S, N, C, F) float32, non-negative."""
+        cfg = self.cfg
+        if mag.ndim != 3 or mag.shape[1:] != (cfg.nb_channels, cfg.nb_bins):
+            raise ValueError(f"model expects (frames, {cfg.nb_channels}, {cfg.nb_bins}) "
+                             f"magnitudes, got {mag.shape}")
+        x = np.ascontiguousarray(mag, dtype=np.float32)[:, None]
+        return self.session.run(None, {self._input: x})[0][:, :, 0]
+
+
+# ------------------------------------------------------------------ cached models
+def model_key(paths: Sequence[str], extra: str = "") -> str:
+    """SHA-256 naming the graph built from the parameter files ``paths`` (in order, with
+    their ``.json`` sidecars) and ``extra`` (e.g. UMX targets)."""
+    from .pretrained import digest_of
+    from .weights import sidecar_path
+    h = hashlib.sha256(f"xumx-onnx/{GRAPH_VERSION}/{extra}".encode())
+    for path in paths:
+        h.update(digest_of(path, "sha256").encode())
+        side = sidecar_path(path)
+        h.update(digest_of(side, "sha256").encode() if os.path.isfile(side) else b"-")
+    return h.hexdigest()
+
+
+def cached_model(key: str, build: Callable[[], Tuple[ModelConfig, bytes]],
+                 folder: Optional[str] = None) -> Union[str, bytes]:
+    """The path of the cached model ``key``, or build it (``build()`` -> (cfg, bytes)), store
+    it (atomically, best effort: an unwritable cache only costs time) and return its bytes."""
+    from .files import replacing
+    from .pretrained import cache_dir
+    folder = folder or os.path.join(cache_dir(), "onnx")
+    path = os.path.join(folder, f"xumx-{key[:40]}.onnx")
+    if os.path.isfile(path):
+        with contextlib.suppress(OSError):
+            os.utime(path)   # most recently used
+        return path
+    _, data = build()
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with replacing(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+        _trim_cache(folder, CACHE_ENTRIES)
+    except OSError:
+        pass
+    return data
+
+
+def _trim_cache(folder: str, keep: int):
+    entries = [os.path.join(folder, n) for n in os.listdir(folder)
+               if n.startswith("xumx-") and n.endswith(".onnx")]
+    entries.sort(key=lambda p: os.stat(p).st_mtime, reverse=True)
+    for old in entries[keep:]:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
+
+
+def load_net(path: str, umx: bool = False, targets: Optional[Sequence[str]] = None,
+             device: Device = Device(), threads: Optional[int] = None) -> OnnxNet:
+    """The :class:`OnnxNet` of an X-UMX ``.h5`` (or, with ``umx``, a folder of
+    ``<target>.h5`` for ``targets``), from the model cache when it holds it."""
+    from .weights import WeightsError, load_umx, load_xumx
+    if umx:
+        from .config import DEFAULT_SOURCES
+        targets = tuple(targets or DEFAULT_SOURCES)
+        if not os.path.isdir(path):
+            raise WeightsError(f"{path}: UMX mode needs a folder of <target>.h5 files")
+        files = [os.path.join(path, f"{t}.h5") for t in targets]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise WeightsError(f"{missing[0]}: no such file")
+        extra = "umx/" + ",".join(targets)
+    else:
+        files, extra = [path], "xumx"
+    try:
+        key = model_key(files, extra)
+    except OSError:
+        key = None   # let the loader name the problem
+
+    def build():
+        from .onnxnet import model_bytes
+        cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
+        return cfg, model_bytes(cfg, arrays)
+
+    model = build()[1] if key is None else cached_model(key, build)
+    if isinstance(model, bytes):
+        return OnnxNet(model, device, threads)
+    try:
+        return OnnxNet(model, device, threads)
+    except EngineError:
+        raise
+    except Exception:   # a damaged or vanished cache entry: build the model again
+        with contextlib.suppress(OSError):
+            os.unlink(model)
+        return OnnxNet(cached_model(key, build), device, threads)
