@@ -142,6 +142,9 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
     """
     import onnxruntime as ort
     opts = ort.SessionOptions()
+    # one buffer planned for all of a run's intermediates (the memory pattern) costs a few
+    # hundred MB at 30 s chunks; the arena alone reuses freed blocks as well
+    opts.enable_mem_pattern = False
     if threads:
         opts.intra_op_num_threads = int(threads)
     if device.kind == "cpu":

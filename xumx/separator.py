@@ -241,13 +241,23 @@ class Separator:
         sep = self.separation
         names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
         wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        ola = {name: dsp.OverlapAdd(spec.shape[0], self.cfg.nfft, self.cfg.nhop, spec.shape[1],
-                                    audio.shape[0], np.float32) for name in wanted}
-        for start, _, y in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter, sep.softmask,
-                                         sep.alpha, sep.residual_model):
-            for name in wanted:  # y (S', n, C, F)
-                ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
-        del v, spec, y
-        return {name: ola[name].result()[:, :channels] for name in wanted}
+        picked = [names.index(name) for name in wanted]
+        c, n = spec.shape[:2]
+        # every wanted stem's channels in one overlap-add: (W C, samples)
+        ola = dsp.OverlapAdd(len(wanted) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
+                             np.float32)
+
+        def synthesis(y):   # on the Wiener filter's threads: y (S', n, C, F) -> (W C, n, n_fft)
+            y = y[picked].transpose(0, 2, 1, 3)
+            return ola.frames(y.reshape((-1,) + y.shape[2:]))
+
+        for start, _, frames in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
+                                              sep.softmask, sep.alpha, sep.residual_model,
+                                              post=synthesis, dtype=np.complex64):
+            ola.add_frames(start, frames)
+        del v, spec
+        out = ola.result()   # (T, W C)
+        return {name: np.ascontiguousarray(out[:, k * c:k * c + channels])
+                for k, name in enumerate(wanted)}
 
     __call__ = separate
