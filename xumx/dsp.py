@@ -49,7 +49,7 @@ def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) 
     out = np.empty((audio.shape[0], n, n_fft // 2 + 1), dtype)
     for start in range(0, n, STFT_BLOCK):  # windowed frames made a block at a time
         block = frames[:, start:start + STFT_BLOCK] * window
-        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1)
+        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1, workers=-1)
     return out
 
 

@@ -198,17 +198,58 @@ class OnnxNet:
 
 
 # ------------------------------------------------------------------ cached models
-def model_key(paths: Sequence[str], extra: str = "") -> str:
+def model_key(paths: Sequence[str], extra: str = "", folder: Optional[str] = None) -> str:
     """SHA-256 naming the graph built from the parameter files ``paths`` (in order, with
-    their ``.json`` sidecars) and ``extra`` (e.g. UMX targets)."""
+    their ``.json`` sidecars) and ``extra`` (e.g. UMX targets).
+
+    The files' SHA-256 are remembered in ``<folder>/digests.json`` with their size,
+    modification time and inode (as git's index does), so an unchanged file is not read again.
+    """
     from .pretrained import digest_of
     from .weights import sidecar_path
+    folder = folder or _cache_folder()
+    memo = _read_digests(folder)
+    changed = False
     h = hashlib.sha256(f"xumx-onnx/{GRAPH_VERSION}/{extra}".encode())
     for path in paths:
-        h.update(digest_of(path, "sha256").encode())
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = memo.get(real)
+        if not (isinstance(known, list) and known[:3] == stamp and len(known) == 4):
+            memo[real], changed = stamp + [digest_of(real, "sha256")], True
+        h.update(str(memo[real][3]).encode())
         side = sidecar_path(path)
         h.update(digest_of(side, "sha256").encode() if os.path.isfile(side) else b"-")
+    if changed:
+        _write_digests(folder, memo)
     return h.hexdigest()
+
+
+DIGESTS = "digests.json"
+
+
+def _cache_folder() -> str:
+    from .pretrained import cache_dir
+    return os.path.join(cache_dir(), "onnx")
+
+
+def _read_digests(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, DIGESTS)) as f:
+            memo = json.load(f)
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_digests(folder: str, memo: dict):
+    from .files import write_text
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, exist_ok=True)
+        for stale in [p for p in memo if not os.path.exists(p)]:
+            del memo[stale]
+        write_text(os.path.join(folder, DIGESTS), json.dumps(memo))
 
 
 def cached_model(key: str, build: Callable[[], Tuple[ModelConfig, bytes]],
@@ -216,8 +257,7 @@ def cached_model(key: str, build: Callable[[], Tuple[ModelConfig, bytes]],
     """The path of the cached model ``key``, or build it (``build()`` -> (cfg, bytes)), store
     it (atomically, best effort: an unwritable cache only costs time) and return its bytes."""
     from .files import replacing
-    from .pretrained import cache_dir
-    folder = folder or os.path.join(cache_dir(), "onnx")
+    folder = folder or _cache_folder()
     path = os.path.join(folder, f"xumx-{key[:40]}.onnx")
     if os.path.isfile(path):
         with contextlib.suppress(OSError):
