@@ -64,3 +64,28 @@ def test_export_errors_are_one_line(tmp_path):
         assert done.returncode == 1
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("xumx.export: cannot load")
     assert not os.path.exists(tmp_path / "x.onnx")
+
+
+def test_readme_onnxruntime_example(tmp_path):
+    """The README's example, run as written on a full-size file, gives the engine's masks."""
+    import soundfile as sf
+    from conftest import readme_section, sine_mix
+    from xumx.config import ModelConfig
+    from xumx.onnxnet import export
+    cfg = ModelConfig()
+    model = str(tmp_path / "x-umx.h5")
+    save_model(model, cfg, random_arrays(cfg, seed=3))
+    export(model, str(tmp_path / "x-umx.onnx"))
+    audio = sine_mix(30000, cfg.sample_rate)
+    sf.write(tmp_path / "song.wav", audio, cfg.sample_rate, subtype="FLOAT")
+    code = readme_section("ONNX export").split("```python\n")[1].split("```")[0]
+    code += "\nimport numpy\nnumpy.save('masks.npy', masks)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    sep = Separator.from_file(model)
+    ref = sep.masks(sep.model_input(sep.spectrogram(audio)))
+    masks = np.load(tmp_path / "masks.npy")
+    assert masks.shape == ref.shape
+    err = np.sum((masks - ref).astype(np.float64) ** 2)
+    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err) >= 100

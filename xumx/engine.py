@@ -28,7 +28,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -252,10 +252,11 @@ def _write_digests(folder: str, memo: dict):
         write_text(os.path.join(folder, DIGESTS), json.dumps(memo))
 
 
-def cached_model(key: str, build: Callable[[], Tuple[ModelConfig, bytes]],
+def cached_model(key: str, build: Callable[[], bytes],
                  folder: Optional[str] = None) -> Union[str, bytes]:
-    """The path of the cached model ``key``, or build it (``build()`` -> (cfg, bytes)), store
-    it (atomically, best effort: an unwritable cache only costs time) and return its bytes."""
+    """The path of the cached model ``key``, or build it (``build()`` -> serialised model) and
+    store it (atomically) and return its path; where the cache cannot be written (that only
+    costs time), the bytes."""
     from .files import replacing
     folder = folder or _cache_folder()
     path = os.path.join(folder, f"xumx-{key[:40]}.onnx")
@@ -263,15 +264,15 @@ def cached_model(key: str, build: Callable[[], Tuple[ModelConfig, bytes]],
         with contextlib.suppress(OSError):
             os.utime(path)   # most recently used
         return path
-    _, data = build()
+    data = build()
     try:
         os.makedirs(folder, exist_ok=True)
         with replacing(path) as tmp, open(tmp, "wb") as f:
             f.write(data)
         _trim_cache(folder, CACHE_ENTRIES)
     except OSError:
-        pass
-    return data
+        return data
+    return path   # onnxruntime reads the file faster than the bytes, and they can go
 
 
 def _trim_cache(folder: str, keep: int):
@@ -287,30 +288,23 @@ def load_net(path: str, umx: bool = False, targets: Optional[Sequence[str]] = No
              device: Device = Device(), threads: Optional[int] = None) -> OnnxNet:
     """The :class:`OnnxNet` of an X-UMX ``.h5`` (or, with ``umx``, a folder of
     ``<target>.h5`` for ``targets``), from the model cache when it holds it."""
-    from .weights import WeightsError, load_umx, load_xumx
     if umx:
         from .config import DEFAULT_SOURCES
         targets = tuple(targets or DEFAULT_SOURCES)
-        if not os.path.isdir(path):
-            raise WeightsError(f"{path}: UMX mode needs a folder of <target>.h5 files")
         files = [os.path.join(path, f"{t}.h5") for t in targets]
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise WeightsError(f"{missing[0]}: no such file")
         extra = "umx/" + ",".join(targets)
     else:
         files, extra = [path], "xumx"
     try:
         key = model_key(files, extra)
     except OSError:
-        key = None   # let the loader name the problem
+        key = None   # a missing file or folder: the loader names the problem
 
     def build():
-        from .onnxnet import model_bytes
-        cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
-        return cfg, model_bytes(cfg, arrays)
+        from .onnxnet import file_model
+        return file_model(path, umx, targets)[1]
 
-    model = build()[1] if key is None else cached_model(key, build)
+    model = build() if key is None else cached_model(key, build)
     if isinstance(model, bytes):
         return OnnxNet(model, device, threads)
     try:

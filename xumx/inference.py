@@ -150,6 +150,26 @@ def _expected_samples(info, options: OutputConfig) -> Optional[int]:
     return min(left, int(round(options.duration * info.rate))) if options.duration > 0 else left
 
 
+def limit_heap_arenas(count: int = 2):
+    """Let glibc's malloc use at most ``count`` heaps for the whole process (a process-wide
+    setting, for the command lines; no-op where the C library is not glibc).
+
+    By default every thread that allocates gets a heap of its own (up to 8 per core) which
+    keeps the memory freed in it; with the filter's worker threads, the writer thread and
+    onnxruntime's threads all making large temporary arrays, a 10-minute song peaked about
+    150 MB higher (0.82-0.89 GB instead of 0.70-0.72 GB, measured here).
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    m_arena_max = -8   # glibc's M_ARENA_MAX
+    mallopt(m_arena_max, int(count))
+
+
 class WriteBehind:
     """``writer.write(path, block)`` calls run in order on one background thread, so encoding
     and writing stems overlap the next chunk's separation. An error of a write is raised by a

@@ -131,8 +131,13 @@ def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
 
     See the module docstring for the inputs, outputs and what is folded.
     """
+    return graph_model(cfg, folded_layers(cfg, arrays))
+
+
+def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray]):
+    """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (each
+    array is released once the model holds its copy)."""
     from onnx import TensorProto, helper
-    layers = folded_layers(cfg, arrays)
     g = _Graph()
     ns, c, bins, hid = len(cfg.sources), cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     h, d = cfg.lstm_hidden, cfg.nb_directions
@@ -216,15 +221,24 @@ def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> bytes:
     return build_model(cfg, arrays).SerializeToString()
 
 
+def file_model(path: str, umx: bool = False, targets=None) -> Tuple[ModelConfig, bytes]:
+    """(config, serialised model) of the parameter file ``path`` (or, with ``umx``, of the
+    folder of ``<target>.h5`` for ``targets``). The parameter arrays are released once folded,
+    so memory holds at most the folded arrays, the model and its bytes."""
+    from .config import DEFAULT_SOURCES
+    from .weights import load_umx, load_xumx
+    cfg, arrays = load_umx(path, tuple(targets or DEFAULT_SOURCES)) if umx else load_xumx(path)
+    layers = folded_layers(cfg, arrays)
+    del arrays
+    model = graph_model(cfg, layers)
+    return cfg, model.SerializeToString()
+
+
 def export(model: str, out: str, umx: bool = False, targets=None) -> ModelConfig:
     """Write the network of the parameter file ``model`` (or, with ``umx``, of the folder of
     ``<target>.h5`` for ``targets``) to the ONNX file ``out``, atomically; its config."""
-    from .config import DEFAULT_SOURCES
     from .files import replacing
-    from .weights import load_umx, load_xumx
-    cfg, arrays = load_umx(model, tuple(targets or DEFAULT_SOURCES)) if umx else load_xumx(model)
-    data = model_bytes(cfg, arrays)
-    del arrays
+    cfg, data = file_model(model, umx, targets)
     with replacing(out) as tmp, open(tmp, "wb") as f:
         f.write(data)
     return cfg

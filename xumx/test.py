@@ -75,7 +75,9 @@ def _load_separator(args, separation):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated)."""
     from .config import build_parser, output_config_from_args, separation_config_from_args
+    from .inference import limit_heap_arenas
     from .interrupt import Terminated, exit_status, sigterm_as_interrupt
+    limit_heap_arenas()
     parser = build_parser("test")
     args = parser.parse_args(argv)
     try:
