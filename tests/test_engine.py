@@ -2,7 +2,6 @@
 the blockwise Wiener filter and the streaming inverse STFT against their references: the NNabla
 graph, norbert 0.2.1, dsp.istft, and the published code's outputs in ../shared/parity."""
 import os
-import subprocess
 import sys
 import types
 
@@ -15,7 +14,7 @@ from xumx.config import SeparationConfig
 from xumx.engine import Device, EngineError, OnnxNet, device_of
 from xumx.filtering import wiener_separate
 from xumx.separator import Separator, resolve_backend
-from xumx.weights import load_xumx, random_arrays, save_model
+from xumx.weights import load_xumx, random_arrays, save_model, write_h5
 
 
 def ser(ref, est):
@@ -226,9 +225,17 @@ PARITY_CONFIGS = {
 
 @pytest.fixture(scope="module")
 def parity_separator(tmp_path_factory):
+    """The fixture's seed-0 parameters, made by its make_params.py's own spec and values and
+    written with xumx.weights (make_params.py saves with nnabla; this needs no nnabla)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_params",
+                                                  os.path.join(PARITY, "make_params.py"))
+    make_params = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_params)
+    rng = np.random.RandomState(0)
     path = str(tmp_path_factory.mktemp("parity") / "params.h5")
-    subprocess.run([sys.executable, os.path.join(PARITY, "make_params.py"), path, "0"],
-                   check=True, capture_output=True)
+    write_h5(path, {name: make_params.values(shape, kind, rng)
+                    for name, shape, kind in make_params.spec()})
     cfg, arrays = load_xumx(path)
     return Separator(cfg, arrays)  # the default engine on the CPU
 
