@@ -253,3 +253,17 @@ def test_engine_parity(parity_separator, name):
     for key in keys:
         ref = official[key]
         assert ser(ref, out[key.split("/")[1]][:ref.shape[0]]) >= 100, key
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr(engine, "physical_cores", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for load, threads in ((0.0, 2), (0.4, 2), (0.6, 1), (1.4, 1), (3.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert engine.default_threads() == threads, load
+    monkeypatch.setattr(engine, "physical_cores", lambda: 4)   # 4 cores, 8 logical CPUs
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 0.0, 0.0))
+    assert engine.default_threads() == 4   # one per core, as onnxruntime's own default
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.6, 0.0, 0.0))
+    assert engine.default_threads() == 2

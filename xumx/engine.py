@@ -133,11 +133,45 @@ def _gpu_failure(device: Device, log: Sequence[str]) -> str:
     return f"cannot run on {device}: {why}; {GPU_HINT}"
 
 
+def physical_cores() -> int:
+    """Physical cores this process may use (Linux topology; elsewhere the logical count)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f, open(base + "core_id") as g:
+                cores.add((f.read().strip(), g.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """onnxruntime's intra-op threads for the CPU: one per physical core, less the cores that
+    other work keeps busy (the 1-minute load average, rounded), at least one.
+
+    The LSTM recurrence splits every time step between the threads, which spin while they
+    wait: a thread that shares its core with another busy process stalls every step. Measured
+    on a 2-core machine at load 3 (30 s of audio): 1 thread 0.64 s, 2 threads 1.02 s (0.82 s
+    without spinning); on a quiet one 2 threads take about 60 % of 1 thread's time.
+    """
+    cores = physical_cores()
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cores, (os.cpu_count() or cores) - busy))
+
+
 def create_session(model: Union[bytes, str], device: Device = Device(),
                    threads: Optional[int] = None):
     """An ``onnxruntime.InferenceSession`` of ``model`` (bytes or a path) on ``device``.
 
-    ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
+    ``threads``: onnxruntime's intra-op threads on the CPU (None: :func:`default_threads`).
     Raises EngineError when ``device`` is a GPU that onnxruntime cannot use.
     """
     import onnxruntime as ort
@@ -145,8 +179,7 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
     # one buffer planned for all of a run's intermediates (the memory pattern) costs a few
     # hundred MB at 30 s chunks; the arena alone reuses freed blocks as well
     opts.enable_mem_pattern = False
-    if threads:
-        opts.intra_op_num_threads = int(threads)
+    opts.intra_op_num_threads = int(threads or default_threads())
     if device.kind == "cpu":
         return ort.InferenceSession(model, opts, providers=providers(device))
     if CUDA_PROVIDER not in ort.get_available_providers():
