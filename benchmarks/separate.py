@@ -199,9 +199,11 @@ def compare(args):
         commands["open-unmix"] = umx
     for name, (cmd, env) in commands.items():
         print(f"  {name}: {' '.join(cmd)}")
+    cache = os.path.join(work, "cache", "onnx")
+    cold = not (os.path.isdir(cache) and any(f.endswith(".onnx") for f in os.listdir(cache)))
     for name, (cmd, env) in commands.items():
         wall, cpu, rss = timed(cmd, env, work)
-        note = " (builds the ONNX model cache)" if name == "xumx" else ""
+        note = " (builds the ONNX model cache)" if name == "xumx" and cold else ""
         print(f"warm-up {name:<11} {wall:7.2f} s wall, {cpu:6.2f} s CPU, {rss:6.0f} MB peak{note}",
               flush=True)
     runs = {name: [] for name in commands}
