@@ -89,3 +89,28 @@ def test_readme_onnxruntime_example(tmp_path):
     assert masks.shape == ref.shape
     err = np.sum((masks - ref).astype(np.float64) ** 2)
     assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err) >= 100
+
+
+def test_export_of_a_umx_folder(tmp_path, rng):
+    """--umx-infer: independent Open-Unmix networks (no crossing) from <target>.h5 files."""
+    from xumx.weights import write_h5
+    cfg = tiny_config(crossing=False, sources=("bass", "vocals"))
+    arrays = random_arrays(cfg, seed=6)
+    folder = tmp_path / "umx"
+    folder.mkdir()
+    for t in cfg.sources:   # Open-Unmix names: the target suffix dropped
+        write_h5(str(folder / f"{t}.h5"), {k.replace(f"_{t}", ""): v for k, v in arrays.items()
+                                          if k.split("/")[0].endswith(f"_{t}")})
+        (folder / f"{t}.json").write_text(cfg.to_json())
+    out = str(tmp_path / "umx.onnx")
+    done = subprocess.run([sys.executable, "-m", "xumx.export", "--model", str(folder),
+                           "--umx-infer", "--targets", *cfg.sources, "--out", out],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from xumx.engine import OnnxNet
+    net = OnnxNet(out)
+    assert net.cfg == cfg
+    mag = (3 * np.abs(rng.standard_normal((30, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
+    ref = Separator(cfg, arrays, backend="nnabla").masks(mag)
+    err = np.sum((net.masks(mag) - ref).astype(np.float64) ** 2)
+    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err) >= 100
