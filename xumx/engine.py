@@ -16,8 +16,8 @@ when its CUDA provider fails to load, so the session's providers are checked.
 
 Models built from parameter files are cached, serialised, in ``<cache_dir>/onnx`` (see
 :func:`xumx.pretrained.cache_dir`), keyed by the SHA-256 of the parameter files and their
-sidecars: a later run loads the graph directly (about 0.1 s) instead of reading, folding and
-serialising the weights (about 2 s for the published model). Building needs the ``onnx``
+sidecars: a later run loads the graph directly (0.2-0.3 s of CPU for the published model)
+instead of reading, folding and serialising the weights (about 0.6-0.9 s). Building needs the ``onnx``
 package; a cached model needs only onnxruntime.
 """
 import contextlib
@@ -43,7 +43,7 @@ GRAPH_VERSION = 1
 CACHE_ENTRIES = 4
 GPU_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
             "pip install onnxruntime-gpu), with the CUDA and cuDNN versions it names, "
-            "or use --context cpu")
+            "or use the CPU (--context cpu; API: context='cpu')")
 
 
 class EngineError(RuntimeError):
@@ -201,7 +201,7 @@ class OnnxNet:
     Args:
         model: the serialised ONNX model of :mod:`xumx.onnxnet` (bytes) or its path.
         device: where to run it.
-        threads: onnxruntime's intra-op threads (None: one per core).
+        threads: onnxruntime's intra-op threads (None: :func:`default_threads`).
     """
 
     def __init__(self, model: Union[bytes, str], device: Device = Device(),

@@ -134,7 +134,8 @@ class Separator:
             context's own, or 0.
         net: an :class:`xumx.engine.OnnxNet` of this model, instead of building one from
             ``arrays``.
-        threads: onnxruntime's threads (None: one per core).
+        threads: onnxruntime's CPU threads (None: one per core not busy with other work, see
+            :func:`xumx.engine.default_threads`).
     Raises :class:`xumx.engine.EngineError` when a GPU is asked for and cannot be used.
     """
 
