@@ -125,7 +125,7 @@ def _gpu_failure(device: Device, log: Sequence[str]) -> str:
     import onnxruntime as ort
     if CUDA_PROVIDER not in ort.get_available_providers():
         why = (f"this onnxruntime {ort.__version__} has no CUDA provider (the CPU-only "
-               f"package, or the GPU package installed beside it)")
+               f"package; installed beside onnxruntime-gpu it can shadow it)")
     else:
         cause = next((ln for ln in log if "rror" in ln or "ailed" in ln), "")
         cause = cause.split("]")[-1].strip() if cause else "see onnxruntime's log"
