@@ -258,12 +258,23 @@ def test_engine_parity(parity_separator, name):
 def test_default_threads_leave_busy_cores_alone(monkeypatch):
     monkeypatch.setattr(engine, "physical_cores", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    for load, threads in ((0.0, 2), (0.4, 2), (0.6, 1), (1.4, 1), (3.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert engine.default_threads() == threads, load
+    for busy, threads in ((None, 2), (0.0, 2), (0.4, 2), (0.6, 1), (1.4, 1), (3.0, 1)):
+        monkeypatch.setattr(engine, "busy_elsewhere", lambda busy=busy: busy)
+        assert engine.default_threads() == threads, busy
     monkeypatch.setattr(engine, "physical_cores", lambda: 4)   # 4 cores, 8 logical CPUs
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 0.0, 0.0))
+    monkeypatch.setattr(engine, "busy_elsewhere", lambda: 2.2)
     assert engine.default_threads() == 4   # one per core, as onnxruntime's own default
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.6, 0.0, 0.0))
+    monkeypatch.setattr(engine, "busy_elsewhere", lambda: 5.6)
     assert engine.default_threads() == 2
+
+
+def test_busy_elsewhere_counts_others_not_this_process(monkeypatch):
+    """2 CPUs over 1 s: 0.5 s idle in all and 0.9 s of this process's CPU leave 0.6 CPU busy
+    with other work."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(engine, "_cpu_clock", lambda: (100.5, 11.0, 3.9))
+    assert abs(engine.busy_elsewhere((100.0, 10.0, 3.0)) - 0.6) < 1e-9
+    assert engine.busy_elsewhere((100.5, 10.99, 3.9)) is None   # too short a window to tell
+    monkeypatch.setattr(engine, "_cpu_clock", lambda: None)
+    assert engine.busy_elsewhere((100.0, 10.0, 3.0)) is None

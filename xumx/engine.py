@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Union
@@ -150,9 +151,38 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def _cpu_clock():
+    """(seconds all CPUs were idle since boot, monotonic time, this process's CPU seconds), or
+    None where /proc/stat is not readable (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()   # cpu user nice system idle iowait ...
+        idle = (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return idle, time.monotonic(), time.process_time()
+
+
+#: the clock when this module was imported: the window over which other work is measured
+_SINCE = _cpu_clock()
+
+
+def busy_elsewhere(since=None) -> Optional[float]:
+    """CPUs that other processes kept busy, on average, since ``since`` (a :func:`_cpu_clock`
+    reading; default: when this module was imported); None when unknown. This process's own
+    CPU time is not counted, nor is what ran before (a load average would count the previous
+    command of a benchmark or a batch)."""
+    since, now = since or _SINCE, _cpu_clock()
+    if since is None or now is None or now[1] - since[1] < 0.05:
+        return None
+    span = now[1] - since[1]
+    busy = (os.cpu_count() or 1) - (now[0] - since[0]) / span - (now[2] - since[2]) / span
+    return max(0.0, busy)
+
+
 def default_threads() -> int:
     """onnxruntime's intra-op threads for the CPU: one per physical core, less the cores that
-    other work keeps busy (the 1-minute load average, rounded), at least one.
+    other processes keep busy (:func:`busy_elsewhere`, rounded), at least one.
 
     The LSTM recurrence splits every time step between the threads, which spin while they
     wait: a thread that shares its core with another busy process stalls every step. Measured
@@ -160,11 +190,10 @@ def default_threads() -> int:
     without spinning); on a quiet one 2 threads take about 60 % of 1 thread's time.
     """
     cores = physical_cores()
-    try:
-        busy = int(os.getloadavg()[0] + 0.5)
-    except (AttributeError, OSError):
-        busy = 0
-    return max(1, min(cores, (os.cpu_count() or cores) - busy))
+    busy = busy_elsewhere()
+    if busy is None:
+        return cores
+    return max(1, min(cores, (os.cpu_count() or cores) - int(busy + 0.5)))
 
 
 def create_session(model: Union[bytes, str], device: Device = Device(),
