@@ -17,7 +17,6 @@ INSTALL_REQUIRES = [
     'nnabla>=1.24,<2; python_version < "3.11"',
     "numpy>=1.21",
     "scipy>=1.7",
-    "threadpoolctl>=3",
     "h5py>=3",
     "onnx>=1.17",
     "onnxruntime>=1.19",

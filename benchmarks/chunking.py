@@ -121,8 +121,9 @@ def peak_rss_mib() -> float:
 def cmd_one(a):
     import soundfile as sf
     from xumx.config import OutputConfig
-    from xumx.inference import separate_file
+    from xumx.inference import limit_heap_arenas, separate_file
     from xumx.separator import Separator
+    limit_heap_arenas()   # as python -m xumx.test does
     path = a.song
     sep = Separator.from_file(a.model)
     loaded = peak_rss_mib()

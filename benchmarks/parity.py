@@ -1,9 +1,9 @@
-"""Print the signal-to-error ratio (dB) of every array of the parity fixture for both paths.
+"""Print the signal-to-error ratio (dB) of every array of the parity fixture for both engines (onnxruntime and the NNabla graph).
 
 Usage: python benchmarks/parity.py [PARITY_DIR]   (default: tests/data/parity)
 
 The parameters are the fixture's (xumx.weights.random_arrays, seed 0). The NNabla graph column
-needs nnabla (Python 3.8-3.10); without it only the numpy path is measured.
+needs nnabla (Python 3.8-3.10); without it only onnxruntime is measured.
 """
 import os
 import sys
@@ -26,7 +26,7 @@ CONFIGS = {"default": SeparationConfig(),
 def main(folder):
     audio, _ = sf.read(os.path.join(folder, "input.wav"), dtype="float32")
     ref = np.load(os.path.join(folder, "official_seed0.npz"))
-    backends = ["numpy"]
+    backends = ["onnxruntime"]
     try:
         require_nnabla("the NNabla graph column")
         backends.append("nnabla")
@@ -38,7 +38,7 @@ def main(folder):
         seps = {b: Separator.from_file(path, backend=b) for b in backends}
         outs = {(b, c): s.with_separation(cfg).separate(audio)
                 for b, s in seps.items() for c, cfg in CONFIGS.items()}
-    print(f"{'array':20s} {'numpy path':>12s} {'NNabla graph':>13s}")
+    print(f"{'array':20s} {'onnxruntime':>12s} {'NNabla graph':>13s}")
     for key in ref.files:
         c, name = key.split("/")
         r = ref[key].astype(np.float64)

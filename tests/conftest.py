@@ -52,6 +52,18 @@ def checkpoint_meta(cfg: ModelConfig, epoch: int) -> dict:
     return {"epoch": epoch, "model": json.loads(cfg.to_json())}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory):
+    """ONNX models built by the tests are cached in a temporary folder, not the user's."""
+    old = os.environ.get("XUMX_CACHE")
+    os.environ["XUMX_CACHE"] = str(tmp_path_factory.mktemp("xumx-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XUMX_CACHE", None)
+    else:
+        os.environ["XUMX_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _nnabla_clean():
     """Each test starts with nnabla's global parameters empty and auto-forward off (where a test

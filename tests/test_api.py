@@ -63,10 +63,10 @@ def test_targets_by_name_and_residual(tiny_model):
 
 
 def test_parameters_are_loaded_once(tiny_model, monkeypatch):
-    import xumx.weights
+    import xumx.separator
     calls = []
-    real = xumx.weights.load_xumx
-    monkeypatch.setattr(xumx.weights, "load_xumx", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = xumx.separator.load_net
+    monkeypatch.setattr(xumx.separator, "load_net", lambda *a, **k: calls.append(a) or real(*a, **k))
     api._CACHE.clear()
     audio = sine_mix(4000, 8000)
     for niter in (0, 1, 2):
@@ -89,13 +89,13 @@ def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
     assert not nn.get_parameters()
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("nnabla", marks=pytest.mark.nnabla)])
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("nnabla", marks=pytest.mark.nnabla)])
 def test_separator_reuses_its_network(tiny_cfg, backend):
     from xumx.weights import random_arrays
     sep = Separator(tiny_cfg, random_arrays(tiny_cfg), backend=backend)
     other = sep.with_separation(SeparationConfig(targets=("drums",), niter=0))
     assert other.net is sep.net and other._model is sep._model
-    assert (other.net if backend == "numpy" else other._model) is not None
+    assert (other.net if backend == "onnxruntime" else other._model) is not None
     assert other.targets == ("drums",) and sep.targets == tiny_cfg.sources
 
 

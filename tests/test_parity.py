@@ -1,7 +1,7 @@
 """Parity with the published X-UMX code on the fixture in tests/data/parity (see its README).
 
 The NNabla graph (the reference path, also used on GPUs) is checked here for every
-configuration; the numpy CPU path has the same check in test_fastpath.py. The three
+configuration; the onnxruntime engine has the same check in test_engine.py. The three
 function-style API forms are checked on the same fixture. The parameters come from
 xumx's own generator (:func:`xumx.weights.random_arrays`, seed 0), checked here to be bit for
 bit those of the published fixture's ``make_params.py``.

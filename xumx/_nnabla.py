@@ -2,7 +2,7 @@
 
 nnabla's last release (1.39) has wheels for CPython 3.8-3.10 only, so xumx installs it only
 there (setup.py's environment marker). Separation never needs it; training, the NNabla graph
-(``backend="nnabla"``) and nnabla's GPU contexts do. Each of those calls :func:`require_nnabla`
+(``backend="nnabla"``) and training on nnabla's GPU contexts do. Each of those calls :func:`require_nnabla`
 first: it returns the nnabla module, or raises :class:`NnablaMissing`, whose message is one line
 saying what is needed and how to get it. Entry modules print that line and exit with status 1.
 """
@@ -46,23 +46,3 @@ def require_nnabla(feature: str):
         raise NnablaMissing(missing_message(feature, e)) from None
     return nnabla
 
-
-def device_context(name: str, device_id="0"):
-    """The context for ``--context``/``--device-id``: 'cpu' as is (no nnabla needed), or nnabla's
-    extension context for a GPU name such as 'cudnn'.
-
-    Raises :class:`NnablaMissing` without nnabla, ValueError (one line) when the extension or
-    its runtime cannot start.
-    """
-    if name == "cpu":
-        return "cpu"
-    require_nnabla(f"--context {name}")
-    import importlib
-    try:
-        importlib.import_module(f"nnabla_ext.{name}")   # before nnabla logs its own error
-        from nnabla.ext_utils import get_extension_context
-        return get_extension_context(name, device_id=str(device_id))
-    except Exception as e:   # ImportError, or the CUDA runtime failing to start
-        detail = " ".join(str(e).split())
-        raise ValueError(f"--context {name} is not available ({type(e).__name__}: {detail}); "
-                         f"install nnabla-ext-cuda120 (environment-gpu.yml) or use --context cpu") from None

@@ -10,7 +10,8 @@ from typing import Dict
 import numpy as np
 
 from .config import SeparationConfig
-from .separator import Separator, resolve_backend
+from .engine import device_of
+from .separator import Separator
 
 _CACHE: Dict[tuple, Separator] = {}
 _LOCK = threading.Lock()
@@ -27,13 +28,14 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
         stamp = (st.st_size, st.st_mtime_ns)
     except OSError:
         stamp = None  # let the loader report the missing file
-    # the backend follows the caller's current default context (numpy on CPU, graph on GPU)
-    key = (path, stamp, bool(umx), separation.targets if umx else None, context,
-           resolve_backend("auto", context))
+    # the device follows the caller's nnabla default context when there is one (xumx.engine)
+    device = device_of(context)
+    key = (path, stamp, bool(umx), separation.targets if umx else None, device)
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:
-            sep = Separator.from_file(path, SeparationConfig(targets=separation.targets), umx, context)
+            sep = Separator.from_file(path, SeparationConfig(targets=separation.targets), umx,
+                                      device.kind, device_id=device.index)
             for k in [k for k in _CACHE if k[0] == path]:
                 del _CACHE[k]   # the file changed: drop what was loaded from it before
             _CACHE[key] = sep

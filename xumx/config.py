@@ -210,7 +210,7 @@ class EvalConfig:
 def _add_runtime_args(parser):
     g = parser.add_argument_group("runtime")
     g.add_argument("--context", "-c", default="cpu", choices=["cpu", "cudnn"],
-                   help="nnabla extension context (default: cpu)")
+                   help="cpu, or cudnn for an NVIDIA GPU (default: cpu)")
     g.add_argument("--device-id", "-d", default="0", help="GPU index for --context cudnn (default: 0)")
 
 
@@ -236,14 +236,18 @@ def _add_separation_args(parser):
 
 
 def build_parser(mode: str) -> argparse.ArgumentParser:
-    """The parser of one entry module: ``mode`` is 'test', 'train' or 'eval'."""
+    """The parser of one entry module: ``mode`` is 'test', 'train', 'eval', 'synth' or 'export'."""
     progs = {"test": "python -m xumx.test", "train": "python -m xumx.train",
-             "eval": "python -m xumx.eval", "synth": "python -m xumx.synth"}
+             "eval": "python -m xumx.eval", "synth": "python -m xumx.synth",
+             "export": "python -m xumx.export"}
     if mode not in progs:
         raise ValueError(f"unknown mode {mode!r}")
     parser = argparse.ArgumentParser(prog=progs[mode])
     if mode == "synth":
         _add_synth_args(parser)
+        return parser
+    if mode == "export":
+        _add_export_args(parser)
         return parser
     if mode in ("test", "eval"):
         _add_separation_args(parser)
@@ -255,6 +259,20 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
         _add_eval_args(parser)
     _add_runtime_args(parser)
     return parser
+
+
+def _add_export_args(parser):
+    g = parser.add_argument_group("export")
+    g.add_argument("--model", default=None,
+                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5 "
+                        "(default: the published x-umx.h5, as xumx.test)")
+    g.add_argument("--umx-infer", action="store_true",
+                   help="export independent UMX networks (a folder of <target>.h5)")
+    g.add_argument("--targets", nargs="+", default=None,
+                   help="with --umx-infer: the <target>.h5 files to read (default: bass drums "
+                        "vocals other)")
+    g.add_argument("--out", required=True, help="ONNX file to write (e.g. x-umx.onnx)")
+    g.add_argument("--quiet", action="store_true", help="no download bar and no summary line")
 
 
 def _add_test_args(parser):

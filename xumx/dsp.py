@@ -49,7 +49,7 @@ def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) 
     out = np.empty((audio.shape[0], n, n_fft // 2 + 1), dtype)
     for start in range(0, n, STFT_BLOCK):  # windowed frames made a block at a time
         block = frames[:, start:start + STFT_BLOCK] * window
-        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1)
+        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1, workers=-1)
     return out
 
 
@@ -72,7 +72,12 @@ class OverlapAdd:
 
     Args: nb_channels (C), n_fft, n_hop, nb_frames (N) of the whole spectrogram, length of
     the signal to restore, dtype of the accumulated signal. The signal is accumulated
-    sample-major, so :meth:`result` is a (length, C) view, not a copy.
+    channel-major; :meth:`result` is a (length, C) view of it, not a copy.
+
+    :meth:`frames` (the windowed inverse FFTs, pure, so it may run on worker threads) and
+    :meth:`add_frames` (the overlap-add) together are :meth:`add`. When ``n_hop`` divides
+    ``n_fft`` (R = n_fft / n_hop), frames k, k + R, k + 2R, ... tile the signal without
+    overlapping, so each of the R residues is one contiguous add per channel.
     """
 
     def __init__(self, nb_channels: int, n_fft: int, n_hop: int, nb_frames: int, length: int,
@@ -81,36 +86,55 @@ class OverlapAdd:
             raise ValueError(f"istft: {nb_frames} frames cannot give {length} samples")
         self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
         self.window = hann(n_fft)
-        self.out = np.zeros((n_fft + n_hop * (nb_frames - 1), nb_channels), dtype)
+        self.out = np.zeros((nb_channels, n_fft + n_hop * (nb_frames - 1)), dtype)
+
+    def frames(self, spec: np.ndarray) -> np.ndarray:
+        """Windowed inverse FFTs. Shapes: spec (..., n, F) complex -> (..., n, n_fft) real
+        (float32 for complex64 input or a float32 signal, else float64)."""
+        if spec.shape[-1] != self.n_fft // 2 + 1:
+            raise ValueError(f"istft: {spec.shape[-1]} bins do not match n_fft={self.n_fft}")
+        if self.out.dtype == np.float32:
+            spec = spec.astype(np.complex64, copy=False)
+        wav = scipy.fft.irfft(spec, n=self.n_fft, axis=-1)
+        wav *= self.window.astype(wav.dtype)
+        return wav
+
+    def add_frames(self, start: int, wav: np.ndarray):
+        """Overlap-add windowed frames start, start + 1, ... Shapes: wav (C, n, n_fft) real."""
+        add_frames(self.out, start, self.n_hop, wav)
 
     def add(self, start: int, frames: np.ndarray):
         """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
-        if frames.shape[-1] != self.n_fft // 2 + 1:
-            raise ValueError(f"istft: {frames.shape[-1]} bins do not match n_fft={self.n_fft}")
-        if self.out.dtype == np.float32:
-            frames = frames.astype(np.complex64, copy=False)
-        wav = scipy.fft.irfft(frames, n=self.n_fft, axis=-1)  # (C, n, n_fft)
-        wav *= self.window.astype(wav.dtype)
-        n, hop = wav.shape[1], self.n_hop
-        if self.n_fft % hop:
-            for k in range(n):
-                pos = (start + k) * hop
-                self.out[pos:pos + self.n_fft] += wav[:, k].T
-            return
-        hops = self.out.reshape(-1, hop, self.out.shape[1])[start:]  # (frames + R - 1, hop, C)
-        for r in range(self.n_fft // hop):  # the r-th hop of every frame, all frames at once
-            hops[r:r + n] += wav[:, :, r * hop:(r + 1) * hop].transpose(1, 2, 0)
+        self.add_frames(start, self.frames(frames))
 
     def result(self) -> np.ndarray:
         """The restored signal, (length, C), normalised by the summed squared window."""
-        norm = np.zeros(self.out.shape[0])
+        norm = np.zeros((1, self.out.shape[1]))
         sq = self.window ** 2
-        for k in range(self.nb_frames):
-            norm[k * self.n_hop:k * self.n_hop + self.n_fft] += sq
+        add_frames(norm, 0, self.n_hop, np.broadcast_to(sq, (1, self.nb_frames, self.n_fft)))
         pad = self.n_fft // 2
-        out, norm = self.out[pad:pad + self.length], norm[pad:pad + self.length]
-        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)[:, None]
-        return out
+        out, norm = self.out[:, pad:pad + self.length], norm[0, pad:pad + self.length]
+        out /= np.where(norm > 1e-10, norm, 1.0).astype(out.dtype)
+        return out.T
+
+
+def add_frames(out: np.ndarray, start: int, hop: int, wav: np.ndarray):
+    """Overlap-add: ``out[c, (start + k) hop : (start + k) hop + n_fft] += wav[c, k]``.
+
+    Shapes: out (C, L), wav (C, n, n_fft). With R = n_fft / hop whole, frames k = r (mod R)
+    do not overlap: one add per residue r and channel, of a contiguous run of ``out``.
+    """
+    channels, n, n_fft = wav.shape
+    if n_fft % hop:
+        for k in range(n):
+            pos = (start + k) * hop
+            out[:, pos:pos + n_fft] += wav[:, k]
+        return
+    for r in range(min(n_fft // hop, n)):
+        rows = wav[:, r::n_fft // hop]            # frames r, r + R, ...: (C, m, n_fft)
+        pos = (start + r) * hop
+        run = out[:, pos:pos + rows.shape[1] * n_fft].reshape(channels, rows.shape[1], n_fft)
+        run += rows
 
 
 def graph_stft(x, n_fft: int, n_hop: int):

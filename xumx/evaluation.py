@@ -80,22 +80,21 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
 # --------------------------------------------------------------------------- separation
 def load_separator(cfg: EvalConfig, separation: SeparationConfig):
     """The Separator of ``cfg.model`` on ``cfg.context`` (EvalError when it cannot be used)."""
-    from .weights import WeightsError, load_umx, load_xumx
-    try:  # read the weights before nnabla is imported, so a bad file is one line
-        if cfg.umx:
-            model_cfg, arrays = load_umx(cfg.model, separation.targets or DEFAULT_SOURCES)
-        else:
-            model_cfg, arrays = load_xumx(cfg.model)
+    from .engine import EngineError
+    from .separator import Separator
+    from .weights import WeightsError
+    loading = SeparationConfig(targets=separation.targets if cfg.umx else None)
+    try:
+        sep = Separator.from_file(cfg.model, loading, cfg.umx, cfg.context, device_id=cfg.device_id)
+    except EngineError as e:   # a GPU that cannot be used
+        raise EvalError(f"--context {cfg.context}: {e}") from None
     except (WeightsError, ValueError, OSError) as e:
         raise EvalError(f"--model {cfg.model}: {e}") from None
-    unknown = [t for t in separation.targets or () if t not in model_cfg.sources]
+    unknown = [t for t in separation.targets or () if t not in sep.cfg.sources]
     if unknown:
         raise EvalError(f"--targets: unknown target(s) {unknown}: the model separates "
-                        f"{list(model_cfg.sources)}")
-    from ._nnabla import device_context
-    from .separator import Separator
-    context = device_context(cfg.context, cfg.device_id)  # ValueError / NnablaMissing: one line
-    sep = Separator(model_cfg, arrays, separation, context)
+                        f"{list(sep.cfg.sources)}")
+    sep = sep.with_separation(separation)
     if cfg.sample_rate and cfg.sample_rate != sep.cfg.sample_rate:
         raise EvalError(f"--sample-rate {cfg.sample_rate}: the model runs at "
                         f"{sep.cfg.sample_rate} Hz")

@@ -19,7 +19,7 @@ covariance is singular up to norbert's regularisation, and float32 cannot resolv
 Shapes: ``nb_frames`` (N), ``nb_bins`` (F), ``nb_channels`` (C), ``nb_sources`` (S).
 """
 import os
-from typing import Iterator, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -55,12 +55,19 @@ def wiener_separate(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool
 
 
 def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
-                  alpha: float = 1.0, residual: bool = False, block: int = BLOCK_FRAMES
-                  ) -> Iterator[Tuple[int, int, np.ndarray]]:
+                  alpha: float = 1.0, residual: bool = False, block: int = BLOCK_FRAMES,
+                  post: Optional[Callable[[np.ndarray], object]] = None,
+                  dtype=np.complex128) -> Iterator[Tuple[int, int, object]]:
     """:func:`wiener_separate` on source-major arrays, block by block, in frame order.
 
     Shapes: v (S, N, {1, C}, F), x (N, C, F) complex -> yields (start, stop, y) with
-    y (S [+ 1], stop - start, C, F) complex128, the estimates of frames start:stop.
+    y (S [+ 1], stop - start, C, F) of ``dtype`` (complex), the estimates of frames
+    start:stop, or ``post(y)`` (computed on the worker threads with the estimates).
+
+    norbert's initial estimates are y_j = a_j u with real a_j and a complex u shared by the
+    sources (a_j = v_j, u = the mixture's phase; with softmask a_j = v_j / sum v, u = x), so
+    the first iteration's statistics (sum_n y y^H, |y|^2) are formed from a_j a_j' and u u^H
+    without making the complex y_j.
     """
     if v.ndim != 4 or x.ndim != 3 or v.shape[1] != x.shape[0] or v.shape[3] != x.shape[2] \
             or v.shape[2] not in (1, x.shape[1]):
@@ -71,6 +78,7 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
     blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
     power = alpha if softmask else 1.0
     eps = np.finfo(np.float64).eps  # norbert's, from the complex128 mixture
+    post = post or (lambda y: y)
 
     def source_model(a, b):
         vb = np.ascontiguousarray(v[:, a:b])
@@ -92,24 +100,27 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
             den = den + np.sum(total.astype(np.float64) ** 2, axis=0)
         gain = num / (r_eps + den)  # (C, F)
 
-    def initial(a, b, scale):
-        """norbert's initial estimates of frames a:b, divided by ``scale``, and the mixture."""
-        vb = model(a, b)
+    def factors(a, b, scale, phase=True):
+        """norbert's initial estimates of frames a:b divided by ``scale`` as y = f u:
+        (f (S', n, {1, C}, F) float64, u (n, C, F) complex128, or with a mixture phase and
+        not ``phase`` the number |u|, which is all the E-step needs), and the mixture / scale."""
+        vb = model(a, b).astype(np.float64)
         xb = x[a:b].astype(np.complex128)
         if scale != 1:
             xb /= scale
         if softmask:
-            y = (vb / (eps + vb.sum(axis=0))) * xb
-        else:  # mixture phase: exp(1j * angle(x)), 1 where x = 0
-            mag = np.abs(xb)
-            nz = mag > 0
-            phase = np.where(nz, xb / np.where(nz, mag, 1.0), 1.0)
-            y = vb * (phase / scale if scale != 1 else phase)
-        return y, xb
+            return vb / (eps + vb.sum(axis=0)), xb, xb
+        if not phase:
+            return vb, 1.0 / scale, xb
+        mag = np.abs(xb)   # mixture phase: exp(1j * angle(x)), 1 where x = 0
+        nz = mag > 0
+        u = np.where(nz, xb / np.where(nz, mag, 1.0), 1.0)
+        return vb, (u / scale if scale != 1 else u), xb
 
     if not niter:
         for a, b in blocks:
-            yield a, b, initial(a, b, 1.0)[0]
+            f, u, _ = factors(a, b, 1.0)
+            yield a, b, post((f * u[None]).astype(dtype, copy=False))
         return
 
     scale = 1.0
@@ -118,21 +129,33 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
 
     covs = []  # R^(k), each (S, C, C, F)
 
-    def estimate(ab):
-        y, xb = initial(ab[0], ab[1], scale)
-        for cov in covs:
-            y = _em_step(y, xb, cov, eps)
+    def statistics(ab):
+        f, u, xb = factors(ab[0], ab[1], scale, phase=not covs)
+        if not covs:
+            return _factor_sums(f, u)
+        return _covariance_sums(estimate(f, u, xb))
+
+    def estimate(f, u, xb, dtype=np.complex128):
+        y = None
+        for k, cov in enumerate(covs):
+            vj = _factor_power(f, u) if k == 0 else _power(y).mean(axis=2)
+            y = _em_step(vj, xb, cov, eps, dtype if k == len(covs) - 1 else np.complex128)
         return y
 
     for _ in range(int(niter)):
         num = den = 0.0
-        for stats in _ordered_map(lambda ab: _covariance_sums(estimate(ab)), blocks):
+        for stats in _ordered_map(statistics, blocks):
             num = num + stats[0]
             den = den + stats[1]
         covs.append(num / (eps + den)[:, None, None, :])
-    for (a, b), y in zip(blocks, _ordered_map(estimate, blocks)):
+
+    def final(ab):
+        y = estimate(*factors(ab[0], ab[1], scale, phase=False), dtype=dtype)
         if scale != 1:
             y *= scale
+        return post(y)
+
+    for (a, b), y in zip(blocks, _ordered_map(final, blocks)):
         yield a, b, y
 
 
@@ -172,6 +195,39 @@ def _power(y):
     return y.real ** 2 + y.imag ** 2
 
 
+def _factor_sums(f, u):
+    """:func:`_covariance_sums` of y = f u. Shapes: f (S, n, {1, C}, F) real, u (n, C, F)."""
+    ns, _, cm, bins = f.shape
+    c = u.shape[1]
+    out = np.empty((ns, c, c, bins), np.complex128)
+    for i in range(c):
+        fi = f[:, :, min(i, cm - 1)]
+        out[:, i, i] = _weighted_frame_sum(fi * fi, _power(u[:, i]))
+        for j in range(i + 1, c):
+            uu = u[:, i] * u[:, j].conj()
+            ff = fi * f[:, :, min(j, cm - 1)]
+            out[:, i, j].real = _weighted_frame_sum(ff, uu.real)
+            out[:, i, j].imag = _weighted_frame_sum(ff, uu.imag)
+            out[:, j, i] = out[:, i, j].conj()
+    return out, sum(out[:, i, i].real for i in range(c)) / c
+
+
+def _weighted_frame_sum(w, p):
+    """Shapes: w (S, n, F), p (n, F) real -> sum_n w p (S, F)."""
+    return np.einsum("snf,nf->sf", w, p)
+
+
+def _factor_power(f, u):
+    """mean_c |y_c|^2 of y = f u. Shapes: f (S, n, {1, C}, F), u (n, C, F) complex or a
+    number (|u|, the same everywhere) -> (S, n, F)."""
+    if np.isscalar(u):
+        return (f ** 2).mean(axis=2) * u ** 2
+    pu = _power(u)
+    if f.shape[2] == 1:
+        return f[:, :, 0] ** 2 * pu.mean(axis=1)
+    return (f ** 2 * pu).mean(axis=2)
+
+
 def _covariance_sums(y):
     """Frame sums of each source's empirical covariance and power.
 
@@ -187,34 +243,45 @@ def _covariance_sums(y):
     return out, sum(out[:, i, i].real for i in range(c)) / c
 
 
-def _em_step(y, x, cov, eps):
+def _em_step(vj, x, cov, eps, dtype=np.complex128):
     """One E-step of norbert's EM with fixed spatial covariances: y_j = v_j R_j Cxx^-1 x.
 
-    Shapes: y (S, n, C, F) current estimates, x (n, C, F), cov (S, C, C, F)
-    -> new estimates (S, n, C, F) complex128.
+    Shapes: vj (S, n, F) power of the current estimates (mean over channels of |y|^2),
+    x (n, C, F), cov (S, C, C, F) -> new estimates (S, n, C, F) of ``dtype``. The mixture
+    covariance and its inverse are float64 (see the module docstring).
     """
-    ns, _, c, _ = y.shape
-    vj = _power(y).mean(axis=2)  # (S, n, F)
+    ns, n, bins = vj.shape
+    c = x.shape[1]
     reg = np.float32(np.sqrt(eps))  # norbert adds sqrt(eps) as complex64
-    out = np.empty(y.shape, np.complex128)
+    out = np.empty((ns, n, c, bins), dtype)
     if c == 1:
-        cxx = sum(vj[s] * cov[s, 0, 0].real for s in range(ns)) + reg
-        z = x[:, 0] / (cxx + eps)
+        r = cov[:, 0, 0].real
+        z = x[:, 0] / (_weighted_source_sum(vj, r) + reg + eps)
         for s in range(ns):
-            np.multiply(vj[s] * cov[s, 0, 0], z, out=out[s, :, 0])
+            np.multiply(vj[s] * r[s], z, out=out[s, :, 0])
         return out
     if c == STEREO:
         r00, r01, r11 = cov[:, 0, 0].real, cov[:, 0, 1], cov[:, 1, 1].real
-        c00 = sum(vj[s] * r00[s] for s in range(ns)) + reg
-        c11 = sum(vj[s] * r11[s] for s in range(ns)) + reg
-        c01 = sum(vj[s] * r01[s] for s in range(ns))
+        c00 = _weighted_source_sum(vj, r00) + reg
+        c11 = _weighted_source_sum(vj, r11) + reg
+        c01 = np.empty((n, bins), np.complex128)
+        c01.real = _weighted_source_sum(vj, r01.real)
+        c01.imag = _weighted_source_sum(vj, r01.imag)
         det = c00 * c11 - _power(c01)
         z0 = (c11 * x[:, 0] - c01 * x[:, 1]) / det  # Cxx^-1 x, closed form
         z1 = (c00 * x[:, 1] - c01.conj() * x[:, 0]) / det
         for s in range(ns):
-            np.multiply(vj[s], r00[s] * z0 + r01[s] * z1, out=out[s, :, 0])
-            np.multiply(vj[s], r01[s].conj() * z0 + r11[s] * z1, out=out[s, :, 1])
+            for k, (a, b) in enumerate(((r00[s], r01[s]), (r01[s].conj(), r11[s]))):
+                t = a * z0
+                t += b * z1
+                np.multiply(vj[s], t, out=out[s, :, k])
         return out
     cxx = np.einsum("snf,sijf->nfij", vj, cov) + reg * np.eye(c)
     z = np.einsum("nfij,njf->nif", np.linalg.pinv(cxx, eps), x)
-    return vj[:, :, None] * np.einsum("sijf,njf->snif", cov, z)
+    out[...] = vj[:, :, None] * np.einsum("sijf,njf->snif", cov, z)
+    return out
+
+
+def _weighted_source_sum(vj, r):
+    """Shapes: vj (S, n, F), r (S, F) real -> sum_s vj r (n, F)."""
+    return np.einsum("snf,sf->nf", vj, r)

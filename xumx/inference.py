@@ -150,6 +150,59 @@ def _expected_samples(info, options: OutputConfig) -> Optional[int]:
     return min(left, int(round(options.duration * info.rate))) if options.duration > 0 else left
 
 
+def limit_heap_arenas(count: int = 2):
+    """Let glibc's malloc use at most ``count`` heaps for the whole process (a process-wide
+    setting, for the command lines; no-op where the C library is not glibc).
+
+    By default every thread that allocates gets a heap of its own (up to 8 per core) which
+    keeps the memory freed in it; with the filter's worker threads, the writer thread and
+    onnxruntime's threads all making large temporary arrays, a 10-minute song peaked about
+    150 MB higher (0.82-0.89 GB instead of 0.70-0.72 GB, measured here).
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    m_arena_max = -8   # glibc's M_ARENA_MAX
+    mallopt(m_arena_max, int(count))
+
+
+class WriteBehind:
+    """``writer.write(path, block)`` calls run in order on one background thread, so encoding
+    and writing stems overlap the next chunk's separation. An error of a write is raised by a
+    later :meth:`write` or on leaving the block; on leaving (normally or not) no write runs
+    any more, so the writer's own exit (commit, or removal of its temporaries) comes after
+    the last write. At most ``pending`` writes wait (bounded memory)."""
+
+    def __init__(self, writer, pending: int = 8):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        self.writer, self.limit = writer, pending
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xumx-write")
+        self._pending = deque()
+
+    def write(self, path: str, block: np.ndarray):
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.limit):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self.writer.write, path, block))
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, kind, value, tb):
+        try:
+            while kind is None and self._pending:
+                self._pending.popleft().result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pool.shutdown(wait=True)
+        return False
+
+
 def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig,
                   model_rate: Optional[int] = None) -> FileResult:
     """Separate one file and write its stems to ``out_folder/<stem>.<ext>``, in bounded memory.
@@ -195,7 +248,8 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
             with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk",
                       file=sys.stderr, disable=options.quiet, leave=False) as bar, \
                     audio_io.StemWriter(out_rate, options.out_format, options.bits,
-                                        options.bitrate) as writer:
+                                        options.bitrate) as stems, \
+                    WriteBehind(stems) as writer:
                 def progress(n):   # per chunk: also re-raise an interrupt a finaliser swallowed
                     interrupt.check()
                     bar.update(n)

@@ -27,12 +27,17 @@ def cache_dir() -> str:
     return os.path.join(base, "xumx")
 
 
-def sha1_of(path: str) -> str:
-    h = hashlib.sha1()
+def digest_of(path: str, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes with a ``hashlib`` algorithm."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha1_of(path: str) -> str:
+    return digest_of(path, "sha1")
 
 
 def manual_hint(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1) -> str:

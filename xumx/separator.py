@@ -1,6 +1,5 @@
 """The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
 import contextlib
-import sys
 import threading
 from typing import Dict, Optional
 
@@ -8,29 +7,21 @@ import numpy as np
 
 from . import dsp
 from .config import MAX_AMPLITUDE, ModelConfig, SeparationConfig
+from .engine import OnnxNet, device_of, load_net
 from .filtering import wiener_blocks
-from .fastpath import NumpyNet
 from .model import OpenUnmixCrossNet
 
-BACKENDS = ("auto", "numpy", "nnabla")
+#: 'auto' is 'onnxruntime', the separation engine; 'nnabla' runs the NNabla graph (the
+#: reference and training's engine; it needs nnabla).
+BACKENDS = ("auto", "onnxruntime", "nnabla")
 
 
-def resolve_backend(backend: str, context=None) -> str:
-    """'numpy' or 'nnabla' for ``backend`` in :data:`BACKENDS`: 'auto' picks the numpy path
-    when ``context`` (a name, an nnabla Context, or None for nnabla's current default) runs
-    on the CPU, and the NNabla graph for GPU contexts such as 'cudnn'."""
+def resolve_backend(backend: str) -> str:
+    """'onnxruntime' or 'nnabla' for ``backend`` in :data:`BACKENDS`."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if backend != "auto":
-        return backend
-    if context is None:
-        if "nnabla" not in sys.modules:  # nnabla's default context is the CPU
-            return "numpy"
-        import nnabla as nn
-        context = nn.get_current_context()
-    names = [context] if isinstance(context, str) else list(getattr(context, "backend", []))
-    on_gpu = any(n.split(":")[0] in ("cuda", "cudnn") for n in names)
-    return "nnabla" if on_gpu else "numpy"
+        hint = " (the numpy path was replaced by onnxruntime)" if backend == "numpy" else ""
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}{hint}")
+    return "nnabla" if backend == "nnabla" else "onnxruntime"
 
 
 def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
@@ -73,15 +64,16 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def nnabla_scope(context=None):
-    """Auto-forward on, no gradient graph, and ``context`` (a name such as 'cpu'/'cudnn', an
-    nnabla Context, or None for the caller's default); the caller's settings come back after."""
+def nnabla_scope(context=None, device_id=None):
+    """Auto-forward on, no gradient graph, and ``context`` (a name such as 'cpu'/'cudnn' with
+    ``device_id``, an nnabla Context, or None for the caller's default); the caller's settings
+    come back after."""
     import nnabla as nn
     with contextlib.ExitStack() as stack:
         if context is not None:
             if isinstance(context, str):
                 from nnabla.ext_utils import get_extension_context
-                context = get_extension_context(context)
+                context = get_extension_context(context, device_id=str(device_id or 0))
             stack.enter_context(nn.context_scope(context))
         stack.enter_context(nn.auto_forward(True))
         stack.enter_context(nn.no_grad())
@@ -130,50 +122,77 @@ class Separator:
 
     Args:
         cfg: the model's configuration.
-        arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`).
+        arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`); may be None
+            when ``net`` is given.
         separation: targets and Wiener settings.
-        context: nnabla context for the network (None: the caller's default context).
-        backend: 'auto' (the numpy path of :mod:`xumx.fastpath` when the context is a CPU
-            one, the NNabla graph otherwise, e.g. 'cudnn'), 'numpy' or 'nnabla' (the
-            reference graph, whatever the context).
+        context: where the network runs: 'cpu', 'cuda'/'cudnn', an nnabla Context, or None
+            (the caller's nnabla default context if nnabla is imported, else the CPU); see
+            :mod:`xumx.engine` for the rule.
+        backend: 'auto' or 'onnxruntime' (the engine: the network's ONNX graph in onnxruntime),
+            or 'nnabla' (the reference NNabla graph, which needs nnabla).
+        device_id: the GPU index with a context name ('cuda'/'cudnn'); default: the
+            context's own, or 0.
+        net: an :class:`xumx.engine.OnnxNet` of this model, instead of building one from
+            ``arrays``.
+        threads: onnxruntime's CPU threads (None: one per core not busy with other work, see
+            :func:`xumx.engine.default_threads`).
+    Raises :class:`xumx.engine.EngineError` when a GPU is asked for and cannot be used.
     """
 
-    def __init__(self, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+    def __init__(self, cfg: ModelConfig, arrays: Optional[Dict[str, np.ndarray]],
                  separation: SeparationConfig = SeparationConfig(), context=None,
-                 backend: str = "auto"):
+                 backend: str = "auto", device_id=None, net: Optional[OnnxNet] = None,
+                 threads: Optional[int] = None):
         self.cfg = cfg
         self.separation = separation
         self.context = context
-        self.backend = resolve_backend(backend, context)
+        self.device_id = device_id
+        self.backend = resolve_backend(backend)
         if self.backend == "nnabla":
             from ._nnabla import require_nnabla
-            require_nnabla("the NNabla graph (backend='nnabla', or a GPU context)")
+            require_nnabla("the NNabla graph (backend='nnabla')")
         self.targets = _targets(cfg, separation)
         self._arrays = arrays
         self._model = None
-        self.net = NumpyNet(cfg, arrays) if self.backend == "numpy" else None
-        if self.net is None:
+        self.net = None
+        if self.backend == "onnxruntime":
+            self.device = device_of(context, device_id)
+            if net is None:
+                if arrays is None:
+                    raise ValueError("Separator needs parameter arrays or an OnnxNet")
+                net = OnnxNet.from_arrays(cfg, arrays, self.device, threads)
+            self.net = net
+        else:
             self.model  # build the graph's parameters now, so copies share them
 
     @property
     def model(self) -> OpenUnmixCrossNet:
-        """The NNabla network (built on first use when the numpy backend runs)."""
+        """The NNabla network (the reference; built on first use with the onnxruntime engine)."""
         if self._model is None:
+            if self._arrays is None:
+                raise ValueError("this Separator was loaded from the ONNX model cache and holds no "
+                                 "parameter arrays: use backend='nnabla' for the NNabla graph")
             self._model = OpenUnmixCrossNet(self.cfg)
             self._model.set_parameters(self._arrays)
         return self._model
 
     @classmethod
     def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
-                  umx: bool = False, context=None, backend: str = "auto") -> "Separator":
-        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``)."""
+                  umx: bool = False, context=None, backend: str = "auto", device_id=None,
+                  threads: Optional[int] = None) -> "Separator":
+        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``).
+
+        With the onnxruntime engine the network's ONNX graph comes from the model cache
+        (:func:`xumx.engine.load_net`) when it was built before from the same files.
+        """
+        from .config import DEFAULT_SOURCES
         from .weights import load_umx, load_xumx
-        if umx:
-            from .config import DEFAULT_SOURCES
-            cfg, arrays = load_umx(path, separation.targets or DEFAULT_SOURCES)
-        else:
-            cfg, arrays = load_xumx(path)
-        return cls(cfg, arrays, separation, context, backend)
+        targets = separation.targets or DEFAULT_SOURCES
+        if resolve_backend(backend) == "onnxruntime":
+            net = load_net(path, umx, targets, device_of(context, device_id), threads)
+            return cls(net.cfg, None, separation, context, backend, device_id, net=net)
+        cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
+        return cls(cfg, arrays, separation, context, backend, device_id)
 
     def with_separation(self, separation: SeparationConfig) -> "Separator":
         """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
@@ -202,7 +221,7 @@ class Separator:
         import nnabla as nn
 
         def forward():
-            with nnabla_scope(self.context):
+            with nnabla_scope(self.context, self.device_id):
                 x = nn.Variable.from_numpy_array(mag[:, None])
                 out = self.model.masks(x, test=True)
                 return np.stack([m.d[:, 0] for m in out])
@@ -226,13 +245,23 @@ class Separator:
         sep = self.separation
         names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
         wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        ola = {name: dsp.OverlapAdd(spec.shape[0], self.cfg.nfft, self.cfg.nhop, spec.shape[1],
-                                    audio.shape[0], np.float32) for name in wanted}
-        for start, _, y in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter, sep.softmask,
-                                         sep.alpha, sep.residual_model):
-            for name in wanted:  # y (S', n, C, F)
-                ola[name].add(start, y[names.index(name)].transpose(1, 0, 2))
-        del v, spec, y
-        return {name: ola[name].result()[:, :channels] for name in wanted}
+        picked = [names.index(name) for name in wanted]
+        c, n = spec.shape[:2]
+        # every wanted stem's channels in one overlap-add: (W C, samples)
+        ola = dsp.OverlapAdd(len(wanted) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
+                             np.float32)
+
+        def synthesis(y):   # on the Wiener filter's threads: y (S', n, C, F) -> (W C, n, n_fft)
+            y = y[picked].transpose(0, 2, 1, 3)
+            return ola.frames(y.reshape((-1,) + y.shape[2:]))
+
+        for start, _, frames in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
+                                              sep.softmask, sep.alpha, sep.residual_model,
+                                              post=synthesis, dtype=np.complex64):
+            ola.add_frames(start, frames)
+        del v, spec
+        out = ola.result()   # (T, W C)
+        return {name: np.ascontiguousarray(out[:, k * c:k * c + channels])
+                for k, name in enumerate(wanted)}
 
     __call__ = separate

@@ -8,7 +8,6 @@ the published weights are downloaded to the user cache (see :mod:`xumx.pretraine
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
 """
-import logging
 import sys
 import warnings
 
@@ -34,31 +33,41 @@ def _show_audio_warnings(default):
     return show
 
 
-def _load_separator(args, separation, context):
+def model_path(model, umx: bool = False, quiet: bool = False) -> str:
+    """``model``, or without one the published weights (downloaded once into the user cache,
+    with a byte bar on stderr unless ``quiet``). Raises ValueError with a one-line reason."""
+    if model:
+        return model
+    if umx:
+        raise ValueError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
+    from tqdm import tqdm
     from .pretrained import DownloadError, published_model
+    bars = []
+
+    def progress(nb, total):   # a bar once bytes arrive (none when offline)
+        if not bars:
+            bars.append(tqdm(desc="x-umx.h5", total=total, unit="B", unit_scale=True,
+                             file=sys.stderr, disable=quiet, leave=False))
+        bars[0].update(nb)
+    try:
+        return published_model(progress=progress)
+    except DownloadError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _load_separator(args, separation):
+    from .engine import EngineError
     from .separator import Separator
     from .weights import WeightsError
-    model = args.model
-    if not model:
-        if args.umx_infer:
-            raise ValueError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
-        from tqdm import tqdm
-        bars = []
-
-        def progress(nb, total):   # a bar once bytes arrive (none when offline)
-            if not bars:
-                bars.append(tqdm(desc="x-umx.h5", total=total, unit="B", unit_scale=True,
-                                 file=sys.stderr, disable=args.quiet, leave=False))
-            bars[0].update(nb)
-        try:
-            model = published_model(progress=progress)
-        except DownloadError as e:
-            raise ValueError(str(e)) from None
-        finally:
-            for bar in bars:
-                bar.close()
+    model = model_path(args.model, args.umx_infer, args.quiet)
     try:
-        return Separator.from_file(model, separation, umx=args.umx_infer, context=context)
+        return Separator.from_file(model, separation, umx=args.umx_infer, context=args.context,
+                                   device_id=args.device_id)
+    except EngineError as e:
+        raise ValueError(f"--context {args.context}: {e}") from None
     except (WeightsError, OSError) as e:
         raise ValueError(f"cannot load the model: {e}") from None
 
@@ -66,9 +75,9 @@ def _load_separator(args, separation, context):
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated)."""
     from .config import build_parser, output_config_from_args, separation_config_from_args
+    from .inference import limit_heap_arenas
     from .interrupt import Terminated, exit_status, sigterm_as_interrupt
-    # nnabla logs "Initializing CPU extension..." at INFO on import: keep stderr for our lines
-    logging.getLogger("nnabla").setLevel(logging.WARNING)
+    limit_heap_arenas()
     parser = build_parser("test")
     args = parser.parse_args(argv)
     try:
@@ -94,11 +103,10 @@ def main(argv=None) -> int:
 def _run(args, options, separation) -> int:
     from .audio import AudioError
     from .inference import output_folders, separate_file
-    from ._nnabla import NnablaMissing, device_context
+    from .interrupt import check as check_interrupt
     try:
-        context = device_context(args.context, args.device_id)
-        separator = _load_separator(args, separation, context)
-    except (ValueError, NnablaMissing) as e:
+        separator = _load_separator(args, separation)
+    except ValueError as e:
         _say(str(e))
         return 1
     model_rate = args.sample_rate or separator.cfg.sample_rate
@@ -111,6 +119,7 @@ def _run(args, options, separation) -> int:
             failed += 1
             continue
         except (ValueError, RuntimeError, MemoryError) as e:
+            check_interrupt()   # an error a signal caused (e.g. a lock it broke) is the signal's
             _say(f"{path}: separation failed ({type(e).__name__}: {e})")
             failed += 1
             continue

@@ -1,0 +1,272 @@
+"""The separation engine (the network's ONNX graph in onnxruntime, xumx.engine / xumx.onnxnet),
+the blockwise Wiener filter and the streaming inverse STFT against their references: the NNabla
+graph, norbert 0.2.1, dsp.istft, and the published code's outputs in tests/data/parity."""
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from conftest import PARITY, sine_mix, tiny_config
+from xumx import dsp, engine
+from xumx.config import SeparationConfig
+from xumx.engine import Device, EngineError, OnnxNet, device_of
+from xumx.filtering import wiener_separate
+from xumx.separator import Separator, resolve_backend
+from xumx.weights import random_arrays, save_model
+
+
+def ser(ref, est):
+    """Signal-to-error ratio in dB."""
+    ref, est = np.asarray(ref), np.asarray(est)
+    return 10 * np.log10(np.sum(np.abs(ref) ** 2) / max(np.sum(np.abs(ref - est) ** 2), 1e-300))
+
+
+#: every kind of configuration the NNabla model supports, tiny
+CONFIGS = [
+    dict(),                                                   # 4 sources, stereo, bi, 2 layers
+    dict(sources=("a",), nb_layers=1),
+    dict(hidden_size=24, sources=("a", "b")),
+    dict(sources=("a", "b", "c"), nb_layers=3),
+    dict(nb_channels=1),
+    dict(unidirectional=True, sources=("a", "b"), hidden_size=12),
+    dict(unidirectional=True, nb_layers=3, nb_channels=1, sources=("a", "b")),
+    dict(crossing=False, sources=("a", "b")),
+    dict(crossing=False, sources=("a",), nb_layers=3, unidirectional=True),
+    dict(max_bin=129, sources=("a", "b")),                    # every bin: no crop
+]
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items())
+                         or "default")
+def test_onnx_masks_match_nnabla(kw, rng):
+    cfg = tiny_config(**kw)
+    arrays = random_arrays(cfg, seed=5)
+    mag = (3 * np.abs(rng.standard_normal((40, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
+    ref = Separator(cfg, arrays, backend="nnabla").masks(mag)
+    net = OnnxNet.from_arrays(cfg, arrays)
+    assert net.cfg == cfg   # the configuration travels in the model's metadata
+    out = net.masks(mag)
+    assert out.shape == ref.shape == (len(cfg.sources), 40, cfg.nb_channels, cfg.nb_bins)
+    assert out.dtype == np.float32 and out.min() >= 0
+    assert ser(ref, out) >= 100
+    # the frame axis is dynamic: one frame, and a prefix (the LSTMs run forward and backward,
+    # so only the whole-prefix masks compare)
+    for n in (1, 7):
+        assert ser(Separator(cfg, arrays, backend="nnabla").masks(mag[:n]), net.masks(mag[:n])) >= 100
+
+
+def test_batch_axis_runs_independent_sequences(rng):
+    cfg = tiny_config(sources=("a", "b"))
+    net = OnnxNet.from_arrays(cfg, random_arrays(cfg, seed=3))
+    mag = np.abs(rng.standard_normal((20, 3, cfg.nb_channels, cfg.nb_bins))).astype(np.float32)
+    batched = net.session.run(None, {"magnitude": mag})[0]
+    assert batched.shape == (2, 20, 3, cfg.nb_channels, cfg.nb_bins)
+    for b in range(3):
+        assert ser(net.masks(mag[:, b]), batched[:, :, b]) >= 120
+
+
+def test_backend_and_device_rules(monkeypatch):
+    assert resolve_backend("auto") == resolve_backend("onnxruntime") == "onnxruntime"
+    assert resolve_backend("nnabla") == "nnabla"
+    with pytest.raises(ValueError, match="replaced by onnxruntime"):
+        resolve_backend("numpy")
+    with pytest.raises(ValueError, match="backend"):
+        resolve_backend("torch")
+    assert device_of("cpu") == Device("cpu")
+    assert device_of("cudnn") == Device("cuda", 0)
+    assert device_of("cuda", "2") == Device("cuda", 2)
+    ctx = types.SimpleNamespace(backend=["cudnn:float", "cuda:float", "cpu:float"], device_id="1")
+    assert device_of(ctx) == Device("cuda", 1)
+    assert device_of(types.SimpleNamespace(backend=["cpu:float"], device_id="0")) == Device("cpu")
+    with pytest.raises(ValueError, match="unknown context"):
+        device_of("tpu")
+    # None: the caller's nnabla default context, read only if the caller imported nnabla
+    monkeypatch.delitem(sys.modules, "nnabla", raising=False)
+    assert device_of(None) == Device("cpu")
+    fake = types.ModuleType("nnabla")
+    fake.get_current_context = lambda: ctx
+    monkeypatch.setitem(sys.modules, "nnabla", fake)
+    assert device_of(None) == Device("cuda", 1)
+
+
+def test_unusable_gpu_is_an_error_not_a_cpu_run(tiny_cfg, monkeypatch):
+    import onnxruntime as ort
+    arrays = random_arrays(tiny_cfg, seed=1)
+    if engine.CUDA_PROVIDER in ort.get_available_providers():   # a GPU build: it must be used
+        sep = Separator(tiny_cfg, arrays, context="cudnn")
+        assert sep.net.session.get_providers()[0] == engine.CUDA_PROVIDER
+        return
+    with pytest.raises(EngineError, match="cannot run on CUDA device 0: .*pip install onnxruntime-gpu"):
+        Separator(tiny_cfg, arrays, context="cudnn")
+    # a CUDA provider that is listed but does not start: onnxruntime falls back to the CPU,
+    # which the session's providers show
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: [engine.CUDA_PROVIDER, engine.CPU_PROVIDER])
+    with pytest.raises(EngineError, match="CUDA provider could not start"):
+        Separator(tiny_cfg, arrays, context="cuda", device_id=1)
+
+
+@pytest.mark.nnabla
+@pytest.mark.nnabla
+@pytest.mark.parametrize("sep", [SeparationConfig(niter=1),
+                                 SeparationConfig(softmask=True, alpha=2.0, niter=0,
+                                                  residual_model=True)])
+@pytest.mark.parametrize("model_channels,audio_channels", [(2, 2), (2, 1), (1, 2)])
+def test_separator_engines_agree(sep, model_channels, audio_channels):
+    cfg = tiny_config(nb_channels=model_channels)
+    arrays = random_arrays(cfg, seed=2)
+    audio = sine_mix(3000, cfg.sample_rate, audio_channels)
+    fast = Separator(cfg, arrays, sep).separate(audio)
+    ref = Separator(cfg, arrays, sep, backend="nnabla").separate(audio)
+    assert set(fast) == set(ref)
+    for name in ref:
+        assert fast[name].shape == audio.shape
+        assert ser(ref[name], fast[name]) >= 90, name
+
+
+def test_model_cache(tmp_path, monkeypatch, rng):
+    """from_file builds the graph once per parameter file and loads it from the cache after."""
+    monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(sources=("a", "b"))
+    path = str(tmp_path / "m.h5")
+    save_model(path, cfg, random_arrays(cfg, seed=4))
+    mag = np.abs(rng.standard_normal((30, cfg.nb_channels, cfg.nb_bins))).astype(np.float32)
+    first = Separator.from_file(path)
+
+    def cached():
+        return [n for n in os.listdir(tmp_path / "cache" / "onnx") if n.endswith(".onnx")]
+    assert len(cached()) == 1 and first.cfg == cfg
+    import xumx.pretrained
+    import xumx.weights
+    monkeypatch.setattr(xumx.weights, "load_xumx", lambda *a: pytest.fail("weights read again"))
+    hashed = []
+    real_digest = xumx.pretrained.digest_of
+    monkeypatch.setattr(xumx.pretrained, "digest_of", lambda p, a="sha1": hashed.append(p)
+                        or real_digest(p, a))
+    again = Separator.from_file(path)
+    assert path not in hashed   # its digest is remembered while size, mtime and inode stay
+    assert again.cfg == cfg
+    np.testing.assert_array_equal(again.masks(mag), first.masks(mag))
+    with pytest.raises(ValueError, match="no parameter arrays"):
+        again.model
+    monkeypatch.undo()
+    monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
+    # other weights, another entry; a damaged entry is rebuilt
+    save_model(path, cfg, random_arrays(cfg, seed=5))
+    other = Separator.from_file(path)
+    assert len(cached()) == 2
+    assert ser(other.masks(mag), first.masks(mag)) < 40
+    for name in os.listdir(tmp_path / "cache" / "onnx"):
+        with open(tmp_path / "cache" / "onnx" / name, "wb") as f:
+            f.write(b"garbage")
+    np.testing.assert_array_equal(Separator.from_file(path).masks(mag), other.masks(mag))
+
+
+def test_unwritable_cache_still_separates(tmp_path, monkeypatch, tiny_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XUMX_CACHE", str(blocker))
+    sep = Separator.from_file(tiny_model)
+    assert set(sep.separate(sine_mix(2000, 8000))) == set(sep.cfg.sources)
+
+
+def _norbert(v, x, niter, softmask, alpha, residual):
+    import norbert
+    if softmask:
+        v = v ** alpha
+    x = x.astype(np.complex128)
+    if residual:
+        v = norbert.residual_model(v, x, alpha if softmask else 1)
+    return norbert.wiener(v, x, niter, use_softmask=softmask)
+
+
+@pytest.mark.parametrize("niter", [0, 1, 3])
+@pytest.mark.parametrize("softmask,residual", [(False, False), (True, False), (False, True),
+                                               (True, True)])
+@pytest.mark.parametrize("channels,model_channels,level", [(2, 2, 30.0), (1, 1, 30.0),
+                                                           (2, 1, 30.0), (2, 2, 0.1)])
+def test_wiener_equals_norbert(niter, softmask, residual, channels, model_channels, level, rng):
+    """Blocks of 7 frames (not dividing 30) give norbert's whole-input result."""
+    x = level * (rng.standard_normal((30, 12, channels)) + 1j * rng.standard_normal((30, 12, channels)))
+    v = (level * np.abs(rng.standard_normal((30, 12, model_channels, 3)))).astype(np.float32)
+    alpha = 2.0 if softmask else 1.0
+    ref = _norbert(v, x, niter, softmask, alpha, residual)
+    out = wiener_separate(v, x, niter, softmask, alpha, residual, block=7)
+    assert out.shape == ref.shape == (30, 12, channels, 3 + residual)
+    assert ser(ref, out) >= 60
+
+
+def test_wiener_dual_mono_is_stable(rng):
+    """Identical channels make the mixture covariance singular up to norbert's tiny
+    regularisation: the float64 closed form still gives norbert's result."""
+    x = np.repeat(rng.standard_normal((20, 9, 1)) + 1j * rng.standard_normal((20, 9, 1)), 2, axis=2)
+    v = np.repeat(np.abs(rng.standard_normal((20, 9, 1, 4))), 2, axis=2).astype(np.float32)
+    out = wiener_separate(v, x, 2, block=6)
+    assert np.all(np.isfinite(out))
+    assert ser(_norbert(v, x, 2, False, 1.0, False), out) >= 60
+
+
+def test_overlap_add_blocks_equal_istft(rng):
+    spec = dsp.stft(rng.standard_normal((2, 1000)), 128, 32)
+    ola = dsp.OverlapAdd(2, 128, 32, spec.shape[-1], 1000, np.float32)
+    for start in range(0, spec.shape[-1], 5):
+        ola.add(start, spec[:, :, start:start + 5].transpose(0, 2, 1))
+    ref = dsp.istft(spec, 128, 32, 1000)
+    assert ser(ref, ola.result().T) >= 100
+
+
+# ------------------------------------------------------------------ parity, full size
+PARITY_CONFIGS = {
+    "default": SeparationConfig(),
+    "softmask": SeparationConfig(softmask=True, alpha=2.0, niter=0, residual_model=True),
+    "em3": SeparationConfig(niter=3),
+}
+
+
+@pytest.fixture(scope="module")
+def parity_separator(parity_model):
+    """The parity fixture's parameters (conftest's ``parity_model``) on the default engine, CPU."""
+    return Separator.from_file(parity_model)
+
+
+@pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
+def test_engine_parity(parity_separator, name):
+    import soundfile as sf
+    audio, rate = sf.read(os.path.join(PARITY, "input.wav"), dtype="float32")
+    official = np.load(os.path.join(PARITY, "official_seed0.npz"))
+    sep = parity_separator.with_separation(PARITY_CONFIGS[name])
+    assert sep.backend == "onnxruntime"
+    out = sep.separate(audio)
+    keys = [k for k in official.files if k.startswith(name + "/")]
+    assert sorted(k.split("/")[1] for k in keys) == sorted(out)
+    for key in keys:
+        ref = official[key]
+        assert ser(ref, out[key.split("/")[1]][:ref.shape[0]]) >= 100, key
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    monkeypatch.setattr(engine, "physical_cores", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for busy, threads in ((None, 2), (0.0, 2), (0.4, 2), (0.6, 1), (1.4, 1), (3.0, 1)):
+        monkeypatch.setattr(engine, "busy_elsewhere", lambda busy=busy: busy)
+        assert engine.default_threads() == threads, busy
+    monkeypatch.setattr(engine, "physical_cores", lambda: 4)   # 4 cores, 8 logical CPUs
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(engine, "busy_elsewhere", lambda: 2.2)
+    assert engine.default_threads() == 4   # one per core, as onnxruntime's own default
+    monkeypatch.setattr(engine, "busy_elsewhere", lambda: 5.6)
+    assert engine.default_threads() == 2
+
+
+def test_busy_elsewhere_counts_others_not_this_process(monkeypatch):
+    """2 CPUs over 1 s: 0.5 s idle in all and 0.9 s of this process's CPU leave 0.6 CPU busy
+    with other work."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(engine, "_cpu_clock", lambda: (100.5, 11.0, 3.9))
+    assert abs(engine.busy_elsewhere((100.0, 10.0, 3.0)) - 0.6) < 1e-9
+    assert engine.busy_elsewhere((100.5, 10.99, 3.9)) is None   # too short a window to tell
+    monkeypatch.setattr(engine, "_cpu_clock", lambda: None)
+    assert engine.busy_elsewhere((100.0, 10.0, 3.0)) is None

@@ -1,0 +1,244 @@
+"""The X-UMX network (magnitude to masks, test mode) as an ONNX graph, written with ``onnx``.
+
+:func:`build_model` turns a configuration and its parameter arrays (the names of
+:func:`xumx.model.parameter_spec`) into an ONNX ``ModelProto`` that computes
+:meth:`xumx.model.OpenUnmixCrossNet.masks` in test mode. nnabla's own converter cannot: it has
+no mapping for LSTM and fixes the frame count. The constant parts are folded when the graph is
+written (in float64, then stored as float32):
+
+* input mean and scale, and fc1's batch normalisation (running statistics), into fc1;
+* fc2's batch normalisation into fc2; fc3's, and the output scale and mean, into fc3;
+* the fc1 layers of all sources into one matrix product, and with crossing the fc2 layers too
+  (their input, the second crossing average, is shared);
+* each source's multi-layer (bi)LSTM as one ONNX ``LSTM`` node per layer: nnabla's gate order
+  i, f, g, o becomes ONNX's i, o, f, c; the weights of ``[x, h]`` are split into W (inputs)
+  and R (recurrence); the one nnabla bias goes into Wb with zeros in Rb.
+
+Graph input ``magnitude``: float32 (frames, batch, channels, bins), frames and batch dynamic;
+output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative. The model's
+configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
+``xumx.sources``.
+
+Only building needs the ``onnx`` package; running the model needs only onnxruntime.
+"""
+import json
+from typing import Dict, Tuple
+
+import numpy as np
+
+from .config import ModelConfig
+
+#: ONNX operator set of the graph: every operator used (MatMul, Gemm, Add, Tanh, Relu, LSTM,
+#: Mean, ReduceMean, Gather, Concat, Slice, Reshape, Transpose, Shape, Unsqueeze) is in opset 13,
+#: which every onnxruntime from 1.6 on runs (the oldest that installs beside nnabla on Python
+#: 3.10 is 1.12; the newest on 3.13 still runs it).
+OPSET = 13
+#: ONNX IR version of opset 13 (onnx 1.8): newer onnx packages write newer IR versions by
+#: default, which older onnxruntimes refuse.
+IR_VERSION = 7
+INPUT = "magnitude"
+OUTPUT = "masks"
+BN_EPS = 1e-5  # nnabla's batch_normalization default
+#: nnabla's gate order i, f, g, o -> ONNX's i, o, f, c (indices into nnabla's gates)
+ONNX_GATE_ORDER = (0, 3, 1, 2)
+
+
+def _affine_bn(arrays, name: str, scale_in=None, shift_in=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Fold ``BN(((x + shift_in) * scale_in) @ W)`` into ``x @ W' + b'`` (float64).
+
+    Shapes: W (in, out); scale_in, shift_in (in,) or None -> (W' (in, out), b' (out,)).
+    """
+    w = np.asarray(arrays[f"{name}/affine/W"], np.float64)
+    gamma, beta, mean, var = (np.asarray(arrays[f"{name}/bn/{p}"], np.float64).ravel()
+                              for p in ("gamma", "beta", "mean", "var"))
+    g = gamma / np.sqrt(var + BN_EPS)
+    b = beta - mean * g
+    if scale_in is not None:
+        b = b + (shift_in * scale_in) @ w * g
+        w = w * scale_in[:, None]
+    return w * g, b
+
+
+def folded_layers(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The folded float32 constants of the network, by name.
+
+    Shapes (S sources, C channels, H hidden, h LSTM hidden, D directions, K = H + D h):
+    fc1_W (C max_bin, S H), fc1_b (S H); per source s: fc2_W_s (K, H), fc2_b_s (H,),
+    fc3_W_s (H, C F), fc3_b_s (C F,); per source and layer l: lstm_W_s_l (D, 4h, in),
+    lstm_R_s_l (D, 4h, h), lstm_B_s_l (D, 8h), gates in ONNX order.
+    """
+    c, h, d = cfg.nb_channels, cfg.lstm_hidden, cfg.nb_directions
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+
+    def vec(kind, s):
+        return np.tile(np.asarray(arrays[f"{kind}_{s}"], np.float64).ravel(), c)
+
+    out = {}
+    fc1 = [_affine_bn(arrays, f"fc1_{s}", vec("input_scale", s), vec("input_mean", s))
+           for s in cfg.sources]
+    out["fc1_W"] = f32(np.concatenate([w for w, _ in fc1], axis=1))
+    out["fc1_b"] = f32(np.concatenate([b for _, b in fc1]))
+    del fc1
+    order = list(ONNX_GATE_ORDER)
+    for s in cfg.sources:
+        for layer in range(cfg.nb_layers):
+            if layer == 0:
+                w = np.asarray(arrays[f"lstm_{s}/lstm/weight_l0"], np.float32)
+            else:
+                w = np.asarray(arrays[f"lstm_{s}/lstm/weight"], np.float32)[layer - 1]
+            w = w[:, order]  # (D, 4, h, in + h) in ONNX gate order
+            n_in = w.shape[-1] - h
+            out[f"lstm_W_{s}_{layer}"] = f32(w[..., :n_in].reshape(d, 4 * h, n_in))
+            out[f"lstm_R_{s}_{layer}"] = f32(w[..., n_in:].reshape(d, 4 * h, h))
+            b = np.asarray(arrays[f"lstm_{s}/lstm/bias"], np.float32)[layer][:, order]
+            out[f"lstm_B_{s}_{layer}"] = f32(np.concatenate(
+                [b.reshape(d, 4 * h), np.zeros((d, 4 * h), np.float32)], axis=1))
+        w, b = _affine_bn(arrays, f"fc2_{s}")
+        out[f"fc2_W_{s}"], out[f"fc2_b_{s}"] = f32(w), f32(b)
+        w, b = _affine_bn(arrays, f"fc3_{s}")
+        scale, mean = vec("output_scale", s), vec("output_mean", s)
+        out[f"fc3_W_{s}"], out[f"fc3_b_{s}"] = f32(w * scale), f32(b * scale + mean)
+    return out
+
+
+class _Graph:
+    """A small helper around onnx.helper: nodes with generated output names, initializers."""
+
+    def __init__(self):
+        from onnx import helper, numpy_helper
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.inits, self._n = [], {}, 0
+
+    def const(self, name: str, value) -> str:
+        """An initializer (made once per name: later calls reuse it)."""
+        if name not in self.inits:
+            self.inits[name] = self.numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def ints(self, name: str, values) -> str:
+        return self.const(name, np.asarray(values, np.int64))
+
+    def op(self, op_type: str, *inputs, outputs: int = 1, name: str = None, **attrs):
+        self._n += 1
+        base = name or f"{op_type.lower()}_{self._n}"
+        outs = [base] if outputs == 1 else [f"{base}:{k}" for k in range(outputs)]
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), outs, name=base, **attrs))
+        return outs[0] if outputs == 1 else outs
+
+
+def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
+    """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``.
+
+    See the module docstring for the inputs, outputs and what is folded.
+    """
+    return graph_model(cfg, folded_layers(cfg, arrays))
+
+
+def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray]):
+    """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (each
+    array is released once the model holds its copy)."""
+    from onnx import TensorProto, helper
+    g = _Graph()
+    ns, c, bins, hid = len(cfg.sources), cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
+    h, d = cfg.lstm_hidden, cfg.nb_directions
+    x = INPUT
+    lead = g.op("Slice", g.op("Shape", x), g.ints("zero", [0]), g.ints("two", [2]),
+                name="frames_batch")  # [N, B]
+    if cfg.max_bin < bins:
+        x = g.op("Slice", x, g.ints("zero_bin", [0]), g.ints("max_bin", [cfg.max_bin]),
+                 g.ints("bin_axis", [3]), name="crop")
+    x = g.op("Reshape", x, g.ints("rows_in", [-1, c * cfg.max_bin]))           # (N B, C max_bin)
+    enc = g.op("Gemm", x, g.const("fc1_W", layers.pop("fc1_W")), g.const("fc1_b", layers.pop("fc1_b")),
+               name="fc1")
+    enc = g.op("Tanh", enc, name="fc1_tanh")                                  # (N B, S H)
+    enc = g.op("Reshape", enc, g.op("Concat", lead, g.ints("sources_hidden", [ns, hid]), axis=0),
+               name="enc")                                                    # (N, B, S, H)
+    enc_s = [g.op("Gather", enc, g.ints(f"index_{s}", j), axis=2, name=f"enc_{s}")
+             for j, s in enumerate(cfg.sources)]                              # (N, B, H) each
+    shared = g.op("ReduceMean", enc, axes=[2], keepdims=0, name="cross1") if cfg.crossing else None
+
+    direction = "forward" if d == 1 else "bidirectional"
+    lstm_out = []
+    for j, s in enumerate(cfg.sources):
+        y = shared if cfg.crossing else enc_s[j]
+        for layer in range(cfg.nb_layers):
+            y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
+                     g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
+                     g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
+                     hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")  # (N, D, B, h)
+            y = g.op("Transpose", y, perm=[0, 2, 1, 3])                       # (N, B, D, h)
+            y = g.op("Reshape", y, g.ints("merge_directions", [0, 0, d * h]))  # (N, B, D h)
+        lstm_out.append(y)
+
+    rows_k = g.ints("rows_skip", [-1, hid + d * h])
+    if cfg.crossing:  # mean of the concatenations = concatenation of the means
+        skip = g.op("Concat", shared, g.op("Mean", *lstm_out, name="cross2_lstm"), axis=2)
+        w2 = np.concatenate([layers.pop(f"fc2_W_{s}") for s in cfg.sources], axis=1)
+        b2 = np.concatenate([layers.pop(f"fc2_b_{s}") for s in cfg.sources])
+        z = g.op("Gemm", g.op("Reshape", skip, rows_k), g.const("fc2_W", w2), g.const("fc2_b", b2),
+                 name="fc2")                                                  # (N B, S H)
+        z = g.op("Transpose", g.op("Reshape", z, g.ints("rows_sources", [-1, ns, hid])),
+                 perm=[1, 0, 2])                                              # (S, N B, H)
+    else:
+        zs = []
+        for j, s in enumerate(cfg.sources):
+            skip = g.op("Reshape", g.op("Concat", enc_s[j], lstm_out[j], axis=2), rows_k)
+            zs.append(g.op("Unsqueeze", g.op("Gemm", skip, g.const(f"fc2_W_{s}", layers.pop(f"fc2_W_{s}")),
+                                             g.const(f"fc2_b_{s}", layers.pop(f"fc2_b_{s}")),
+                                             name=f"fc2_{s}"),
+                           g.ints(f"axis0_{s}", [0])))
+        z = zs[0] if ns == 1 else g.op("Concat", *zs, axis=0)                # (S, N B, H)
+    z = g.op("Relu", z, name="fc2_relu")
+    w3 = np.stack([layers.pop(f"fc3_W_{s}") for s in cfg.sources])            # (S, H, C F)
+    b3 = np.stack([layers.pop(f"fc3_b_{s}") for s in cfg.sources])[:, None]   # (S, 1, C F)
+    y = g.op("Add", g.op("MatMul", z, g.const("fc3_W", w3), name="fc3"), g.const("fc3_b", b3))
+    y = g.op("Relu", y, name="mask_relu")                                     # (S, N B, C F)
+    shape = g.op("Concat", g.ints("nb_sources", [ns]), lead, g.ints("channels_bins", [c, bins]),
+                 axis=0)
+    g.op("Reshape", y, shape, name=OUTPUT)                                    # (S, N, B, C, F)
+    assert not layers, sorted(layers)
+
+    dims = lambda *names: names  # noqa: E731
+    graph = helper.make_graph(
+        g.nodes, "xumx",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, dims("frames", "batch", c, bins))],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT,
+                                       dims(ns, "frames", "batch", c, bins))],
+        initializer=list(g.inits.values()))
+    model = helper.make_model(graph, producer_name="xumx",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    model.doc_string = ("X-UMX (CrossNet-Open-Unmix) masks from a mixture magnitude spectrogram: "
+                        f"input {INPUT} (frames, batch, channels, bins), output {OUTPUT} "
+                        "(sources, frames, batch, channels, bins)")
+    helper.set_model_props(model, {"xumx.config": cfg.to_json(),
+                                   "xumx.sources": json.dumps(list(cfg.sources))})
+    return model
+
+
+def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> bytes:
+    """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
+    return build_model(cfg, arrays).SerializeToString()
+
+
+def file_model(path: str, umx: bool = False, targets=None) -> Tuple[ModelConfig, bytes]:
+    """(config, serialised model) of the parameter file ``path`` (or, with ``umx``, of the
+    folder of ``<target>.h5`` for ``targets``). The parameter arrays are released once folded,
+    so memory holds at most the folded arrays, the model and its bytes."""
+    from .config import DEFAULT_SOURCES
+    from .weights import load_umx, load_xumx
+    cfg, arrays = load_umx(path, tuple(targets or DEFAULT_SOURCES)) if umx else load_xumx(path)
+    layers = folded_layers(cfg, arrays)
+    del arrays
+    model = graph_model(cfg, layers)
+    return cfg, model.SerializeToString()
+
+
+def export(model: str, out: str, umx: bool = False, targets=None) -> ModelConfig:
+    """Write the network of the parameter file ``model`` (or, with ``umx``, of the folder of
+    ``<target>.h5`` for ``targets``) to the ONNX file ``out``, atomically; its config."""
+    from .files import replacing
+    cfg, data = file_model(model, umx, targets)
+    with replacing(out) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return cfg
