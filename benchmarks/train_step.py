@@ -98,13 +98,13 @@ def child_xumx(args):
         solver.zero_grad()
         graph.loss.forward(clear_no_need_grad=True, **hooks.get("forward", {}))
         graph.loss.backward(clear_buffer=True, **hooks.get("backward", {}))
-        t1 = time.perf_counter()
+        t1, p1 = time.perf_counter(), time.process_time()
         comm.all_reduce_grads(list(params.values()))
         solver.weight_decay(1e-5)
         solver.update()
         c1 = os.times()
         if hooks:
-            profile["solver", "Adam + weight decay"] = time.perf_counter() - t1
+            profile["solver", "Adam + weight decay"] = (time.perf_counter() - t1, time.process_time() - p1)
         comm.barrier()
         if step >= args.warmup:
             walls.append(time.perf_counter() - t0)
@@ -112,23 +112,26 @@ def child_xumx(args):
     out = {"s_per_step": walls, "cpu_per_step": cpus, "vmhwm_mb": status_mb("VmHWM"),
            "loss": float(graph.loss.d), "processes": comm.n_procs}
     if profile:
-        out["profile"] = [[phase, name, t] for (phase, name), t in profile.items()]
+        out["profile"] = [[phase, name, wall, cpu] for (phase, name), (wall, cpu) in profile.items()]
     if comm.rank == 0:
         print(json.dumps(out))
 
 
 def profile_hooks(profile):
-    """nnabla function hooks that add each function's time to ``profile[(phase, type)]``."""
+    """nnabla function hooks that add each function's wall and CPU time (all threads) to
+    ``profile[(phase, type)]``."""
     hooks = {}
     for phase in ("forward", "backward"):
         starts = []
 
         def pre(f, starts=starts):
-            starts.append(time.perf_counter())
+            starts.append((time.perf_counter(), time.process_time()))
 
         def post(f, starts=starts, phase=phase):
-            key = (phase, f.info.type_name)
-            profile[key] = profile.get(key, 0.0) + time.perf_counter() - starts.pop()
+            wall, cpu = starts.pop()
+            old = profile.get((phase, f.info.type_name), (0.0, 0.0))
+            profile[phase, f.info.type_name] = (old[0] + time.perf_counter() - wall,
+                                                old[1] + time.process_time() - cpu)
         hooks[phase] = {"function_pre_hook": pre, "function_post_hook": post}
     return hooks
 
@@ -198,20 +201,24 @@ def describe(res):
 
 
 def print_profile(res):
+    """Per nnabla function type: forward and backward wall time, and the share of the step's
+    CPU time (user + sys, all threads: meaningful on a loaded machine too)."""
     rows = res.get("profile")
     if not rows:
         return
-    total = sum(t for _, _, t in rows)
+    total_wall, total_cpu = sum(r[2] for r in rows), sum(r[3] for r in rows)
     by_name = {}
-    for phase, name, t in rows:
-        by_name.setdefault(name, {"forward": 0.0, "backward": 0.0, "solver": 0.0})[phase] += t
-    print(f"    profile of one step ({total:.2f} s in functions and the solver):")
-    print(f"    {'function':32s} {'forward':>9s} {'backward':>9s} {'share':>6s}")
-    for name, t in sorted(by_name.items(), key=lambda kv: -sum(kv[1].values())):
-        s = sum(t.values())
-        if s / total < 0.002:
+    for phase, name, wall, cpu in rows:
+        entry = by_name.setdefault(name, {"forward": 0.0, "backward": 0.0, "solver": 0.0, "cpu": 0.0})
+        entry[phase] += wall
+        entry["cpu"] += cpu
+    print(f"    profile of one step: {total_wall:.2f} s wall, {total_cpu:.2f} s CPU in functions and the solver")
+    print(f"    {'function':24s} {'forward s':>9s} {'backward s':>10s} {'CPU s':>7s} {'CPU share':>9s}")
+    for name, t in sorted(by_name.items(), key=lambda kv: -kv[1]["cpu"]):
+        if t["cpu"] < 0.002 * total_cpu and t["forward"] + t["backward"] < 0.002 * total_wall:
             continue
-        print(f"    {name:32s} {t['forward'] + t['solver']:9.3f} {t['backward']:9.3f} {100 * s / total:5.1f}%")
+        print(f"    {name:24s} {t['forward'] + t['solver']:9.3f} {t['backward']:10.3f} {t['cpu']:7.2f} "
+              f"{100 * t['cpu'] / max(total_cpu, 1e-9):8.1f}%")
 
 
 def main(argv=None):

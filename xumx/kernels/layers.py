@@ -72,38 +72,52 @@ class AffineBatchNorm(NumpyFunction):
         shifted = x[..., :shift.shape[0]] + shift
         return (shifted * scale).reshape(m, -1), shifted
 
-    def _post_vectors(self, inputs):
+    def _columns(self, inputs, n_out):
+        """(g, k): the batch-norm scale and shift with the head folded in, per output column
+        (columns are the output's trailing axes flattened; the head's vectors are along the
+        last of them), and the head's scale per column (None without a head)."""
+        beta, gamma = (data(v).reshape(-1) for v in inputs[2:4])
+        if not self.post:
+            return gamma, beta, None
         j = 6 + 2 * self.pre
-        return data(inputs[j]), data(inputs[j + 1])
+        scale, shift = data(inputs[j]), data(inputs[j + 1])
+        reps = n_out // scale.shape[0]
+        s_col = np.tile(scale, reps)
+        return gamma * s_col, beta * s_col + np.tile(shift, reps), s_col
+
+    def _normalise(self, a, inputs, update: bool):
+        """a (M, n_out) -> (a - mean) / std in place; returns 1 / std. Batch statistics (the
+        running ones updated with ``update``) or, in test mode, the running statistics."""
+        r_mean, r_var = (data(v).reshape(-1) for v in inputs[4:6])
+        if self.batch_stat:
+            mean = a.mean(axis=0, dtype=np.float64)
+            a -= mean.astype(np.float32)
+            var = np.einsum("ij,ij->j", a, a, dtype=np.float64) / a.shape[0]
+            if update:
+                m = a.shape[0]
+                r_mean *= BN_DECAY
+                r_mean += (1 - BN_DECAY) * mean
+                r_var *= BN_DECAY
+                r_var += (1 - BN_DECAY) * var * m / max(m - 1, 1)
+        else:
+            a -= r_mean
+            var = r_var.astype(np.float64)
+        inv_std = (1.0 / np.sqrt(var + BN_EPS)).astype(np.float32)
+        a *= inv_std
+        return inv_std
 
     # ------------------------------------------------------------------ forward
     def forward_impl(self, inputs, outputs):
         z, _ = self._pre(inputs)
         a = z @ data(inputs[1])
         del z
-        beta, gamma, r_mean, r_var = (data(v).reshape(-1) for v in inputs[2:6])
-        if self.batch_stat:
-            mean = a.mean(axis=0, dtype=np.float64)
-            a -= mean.astype(np.float32)
-            var = np.einsum("ij,ij->j", a, a, dtype=np.float64) / a.shape[0]
-            r_mean *= BN_DECAY
-            r_mean += (1 - BN_DECAY) * mean
-            r_var *= BN_DECAY
-            r_var += (1 - BN_DECAY) * var * a.shape[0] / max(a.shape[0] - 1, 1)
-        else:
-            a -= r_mean
-            var = r_var.astype(np.float64)
-        inv_std = (1.0 / np.sqrt(var + BN_EPS)).astype(np.float32)
-        a *= inv_std  # the normalised activations
+        inv_std = self._normalise(a, inputs, update=True)  # a: the normalised activations
         self._cache = (a, inv_std) if self.batch_stat else None
+        g, k, _ = self._columns(inputs, a.shape[1])
         out = data(outputs[0])
         y = out.reshape(a.shape)
-        np.multiply(a, gamma, out=y)
-        y += beta
-        if self.post:
-            scale, shift = self._post_vectors(inputs)
-            out *= scale
-            out += shift
+        np.multiply(a, g, out=y)
+        y += k
         if self.activation == "tanh":
             np.tanh(out, out=out)
         elif self.activation == "relu":
@@ -113,41 +127,47 @@ class AffineBatchNorm(NumpyFunction):
     def backward_impl(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
-        if self._cache is None:
-            self._recompute(inputs)
+        if self._cache is None:  # no training forward before: recompute
+            z, _ = self._pre(inputs)
+            a = z @ data(inputs[1])
+            self._cache = (a, self._normalise(a, inputs, update=False))
         norm, inv_std = self._cache
         self._cache = None
-        dy = outputs[0].grad.data
+        m = norm.shape[0]
+        dy = outputs[0].grad.data.reshape(norm.shape)
         if self.activation == "tanh":
-            y = data(outputs[0])
-            dy = dy * (1.0 - y * y)
+            y = data(outputs[0]).reshape(norm.shape)
+            dp = y * y
+            np.subtract(1.0, dp, out=dp)
+            dp *= dy
         elif self.activation == "relu":
-            dy = dy * (data(outputs[0]) > 0)
+            dp = np.multiply(dy, data(outputs[0]).reshape(norm.shape) > 0)
         else:
-            dy = dy.copy()
+            dp = dy.copy()
+        s0 = dp.sum(axis=0, dtype=np.float64)          # column sums of d output
+        s1 = np.einsum("ij,ij->j", dp, norm, dtype=np.float64)  # ... weighted by norm
+        g, _, s_col = self._columns(inputs, norm.shape[1])
         beta, gamma = (data(v).reshape(-1) for v in inputs[2:4])
-        if self.post:  # dy is the gradient of scale * o + shift; o = gamma * norm + beta
-            scale, shift = self._post_vectors(inputs)
-            j = 6 + 2 * self.pre
-            o = (norm * gamma + beta).reshape(-1, scale.shape[0])
-            if propagate_down[j]:
-                put_grad(inputs[j], np.einsum("ij,ij->j", dy.reshape(o.shape), o), accum[j])
-            if propagate_down[j + 1]:
-                put_grad(inputs[j + 1], dy.reshape(o.shape).sum(axis=0), accum[j + 1])
-            dy *= scale
-        do = dy.reshape(norm.shape)
+        col = 1.0 if s_col is None else s_col  # d output / d (gamma norm + beta)
         if propagate_down[2]:
-            put_grad(inputs[2], do.sum(axis=0), accum[2])
+            put_grad(inputs[2], (s0 * col).astype(np.float32), accum[2])
         if propagate_down[3]:
-            put_grad(inputs[3], np.einsum("ij,ij->j", do, norm), accum[3])
-        da = do * gamma  # d / d norm
+            put_grad(inputs[3], (s1 * col).astype(np.float32), accum[3])
+        if self.post:
+            j = 6 + 2 * self.pre
+            width = data(inputs[j]).shape[0]
+            if propagate_down[j]:
+                put_grad(inputs[j], (gamma * s1 + beta * s0).reshape(-1, width).sum(axis=0)
+                         .astype(np.float32), accum[j])
+            if propagate_down[j + 1]:
+                put_grad(inputs[j + 1], s0.reshape(-1, width).sum(axis=0).astype(np.float32), accum[j + 1])
         if self.batch_stat:  # through the batch mean and variance
-            m = da.shape[0]
-            mean_d = da.mean(axis=0, dtype=np.float64).astype(np.float32)
-            mean_dn = (np.einsum("ij,ij->j", da, norm, dtype=np.float64) / m).astype(np.float32)
-            da -= mean_d
-            da -= norm * mean_dn
-        da *= inv_std
+            tmp = norm * (s1 / m).astype(np.float32)
+            dp -= tmp
+            del tmp
+            dp -= (s0 / m).astype(np.float32)
+        dp *= inv_std * g
+        da = dp  # d loss / d (pre(x) @ W)
         z, shifted = self._pre(inputs)
         w = data(inputs[1])
         if propagate_down[1]:
@@ -176,21 +196,6 @@ class AffineBatchNorm(NumpyFunction):
                 dx = np.zeros(x.shape, np.float32)
                 dx[..., :dz.shape[-1]] = dz
                 put_grad(inputs[0], dx, accum[0])
-
-    def _recompute(self, inputs):
-        """The normalised activations and 1/std (a backward without a training forward)."""
-        z, _ = self._pre(inputs)
-        a = z @ data(inputs[1])
-        if self.batch_stat:
-            mean = a.mean(axis=0, dtype=np.float64)
-            a -= mean.astype(np.float32)
-            var = np.einsum("ij,ij->j", a, a, dtype=np.float64) / a.shape[0]
-        else:
-            a -= data(inputs[4]).reshape(-1)
-            var = data(inputs[5]).reshape(-1).astype(np.float64)
-        inv_std = (1.0 / np.sqrt(var + BN_EPS)).astype(np.float32)
-        a *= inv_std
-        self._cache = (a, inv_std)
 
 
 def affine_batch_norm(x, params, batch_stat: bool, activation=None, pre=None, post=None,
