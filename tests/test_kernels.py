@@ -367,3 +367,14 @@ def test_training_graph_uses_the_kernels_on_cpu():
         ref = function_names(build_loss_graph(model, 1, 800, 10.0, test=False).loss)
     assert {"LSTM", "STFT", "ISTFT", "Affine", "BatchNormalization"} <= ref
     assert not ref & {"SourcesLSTM", "Spectrogram", "MaskedIstft"}
+
+
+def test_too_short_inputs_are_one_clear_error():
+    with kernels.forced(True):
+        with pytest.raises(ValueError, match="too few"):
+            time_combination_loss(var(np.zeros((1, 1, 300))), [var(np.zeros((1, 1, 300)))],
+                                  [var(np.zeros((1, 1, 300)))], trim=150)
+        with pytest.raises(ValueError, match="more than n_fft"):
+            graph_spectrogram(var(np.zeros((1, 1, 100))), 256, 64)
+        with pytest.raises(ValueError, match="multiple of n_hop"):
+            graph_spectrogram(var(np.zeros((1, 1, 1000))), 256, 96)

@@ -290,6 +290,9 @@ def freq_combination_loss(combos, mix_spec, masks, target_mags):
 def time_combination_loss(combos, mixture, estimates, targets, trim: int, eps: float):
     """Time-domain combination loss (see :class:`TimeCombinationLoss`)."""
     import nnabla as nn
+    length = estimates[0].shape[-1]
+    if length <= 2 * trim:  # (also checked in setup, where nnabla would wrap the error)
+        raise ValueError(f"{length} samples are too few for an edge trim of {trim}")
     targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     return TimeCombinationLoss(nn.get_current_context(), combos, len(estimates), trim, eps)(
         mixture, *estimates, *targets)

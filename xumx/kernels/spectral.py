@@ -229,6 +229,8 @@ class MaskedIstft(NumpyFunction):
 def spectrogram(x, n_fft: int, n_hop: int, with_complex: bool = True):
     """(mag, real, imag) (N, B, C, F) of audio (B, C, T); only mag without ``with_complex``."""
     import nnabla as nn
+    if x.shape[-1] <= n_fft // 2:  # (also checked in setup, where nnabla would wrap the error)
+        raise ValueError(f"STFT input {x.shape}: need more than n_fft // 2 = {n_fft // 2} samples")
     return Spectrogram(nn.get_current_context(), n_fft, n_hop, with_complex)(x)
 
 
