@@ -175,7 +175,7 @@ def command(impl, cfg, args):
         argv = [args.torch_python, os.path.join(HERE, "torch_xumx_step.py")]
     else:
         argv = [sys.executable, os.path.abspath(__file__), "--child", "--kernels",
-                "nnabla" if impl == "xumx-nnabla" else "fast"]
+                "nnabla" if impl == "xumx-nnabla" else "fast"]  # (another checkout: ignored)
         env["PYTHONPATH"] = os.pathsep.join([args.xumx_root, env.get("PYTHONPATH", "")])
         env.pop("XUMX_KERNELS", None)
         if args.profile:
@@ -252,7 +252,10 @@ def main(argv=None):
                 setattr(args, name, value)
         return child_xumx(args)
 
-    impls = ([] if args.no_fast else ["xumx-fast"]) + (["xumx-nnabla"] if args.nnabla else [])
+    if os.path.realpath(args.xumx_root) != os.path.realpath(ROOT) and not args.nnabla:
+        impls = ["xumx@" + os.path.basename(os.path.normpath(args.xumx_root))]  # that checkout as it is
+    else:
+        impls = ([] if args.no_fast else ["xumx-fast"]) + (["xumx-nnabla"] if args.nnabla else [])
     args.torch_python = torch_python(args)
     if args.torch_python:
         impls.append("torch")
