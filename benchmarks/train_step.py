@@ -137,10 +137,13 @@ def profile_hooks(profile):
 
 
 # ---------------------------------------------------------------------- the parent
-def spawn(cmd, env, timeout, mem_limit_mb):
-    """Run a child; returns its JSON result, or {'error': ...}. A child above ``mem_limit_mb``
-    resident is killed (the 24 GB machine would otherwise swap or kill something else)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+def spawn(cmd, env, timeout, mem_limit_mb, cpus=None):
+    """Run a child (on the CPUs ``cpus`` when given); returns its JSON result, or {'error': ...}.
+    A child above ``mem_limit_mb`` resident is killed (the 24 GB machine would otherwise swap or
+    kill something else)."""
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=pin)
     start, peak = time.time(), 0.0
     while proc.poll() is None:
         rss = status_mb("VmRSS", proc.pid)
@@ -172,7 +175,8 @@ def command(impl, cfg, args):
     """(argv, env) of one child."""
     env = dict(os.environ)
     if impl == "torch":
-        argv = [args.torch_python, os.path.join(HERE, "torch_xumx_step.py")]
+        argv = [args.torch_python, os.path.join(HERE, "torch_xumx_step.py"),
+                "--threads", str(args.torch_threads)]
     else:
         argv = [sys.executable, os.path.abspath(__file__), "--child", "--kernels",
                 "nnabla" if impl == "xumx-nnabla" else "fast"]  # (another checkout: ignored)
@@ -228,6 +232,11 @@ def main(argv=None):
     p.add_argument("--no-fast", action="store_true", help="skip xumx with the fast kernels")
     p.add_argument("--torch-python", default=os.environ.get("XUMX_TORCH_PYTHON"),
                    help="a Python with torch for the PyTorch reference (default: this one if it has torch)")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch's intra-op threads (default: 0, torch's own choice)")
+    p.add_argument("--cpus", type=int, nargs="+", default=None,
+                   help="pin every run to these CPUs (e.g. --cpus 0: one core each, which also sizes "
+                        "torch's, OpenBLAS's and pocketfft's threads; steadier on a shared machine)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per run (default: 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default: 2)")
     p.add_argument("--repeats", type=int, default=1, help="alternating runs per implementation (default: 1)")
@@ -261,8 +270,9 @@ def main(argv=None):
         impls.append("torch")
     else:
         print("PyTorch: not importable here and no --torch-python given: its column is skipped")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load()}, "
-          f"xumx from {args.xumx_root}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+          + (f" (runs pinned to {args.cpus})" if args.cpus else "")
+          + f", load average {load()}, xumx from {args.xumx_root}")
     summary = {}
     for row in args.rows:
         cfg = dict(ROWS[row], nb_layers=args.nb_layers)
@@ -276,7 +286,7 @@ def main(argv=None):
             for impl in impls:
                 argv, env = command(impl, cfg, args)
                 before = load()
-                res = spawn(argv, env, args.timeout, args.mem_limit_gb * 1024)
+                res = spawn(argv, env, args.timeout, args.mem_limit_gb * 1024, args.cpus)
                 results[impl].append(res)
                 print(f"  {impl:12s} run {rep + 1}: {describe(res)}   [load {before} -> {load()}]", flush=True)
                 if args.profile and impl != "torch":
