@@ -2,8 +2,9 @@
 Combination Loss (CL) of every proper, non-empty subset of sources.
 
 Shapes use: N frames, B batch, C channels, F bins, L samples, R rows (flattened B * C).
-Sources are lists (one entry per source, in the model's order); nothing assumes a number of
-sources or channels.
+Sources are lists (one entry per source, in the model's order), or for targets one array with
+the sources stacked on the channel axis; nothing assumes a number of sources or channels.
+On CPU contexts each combination loss is one fused function (:mod:`xumx.kernels.losses`).
 """
 import itertools
 from typing import List, Sequence, Tuple
@@ -33,17 +34,42 @@ def _sum(vs):
     return vs[0] if len(vs) == 1 else F.add_n(*vs)
 
 
-def freq_combination_loss(mix_spec, masks: Sequence, target_mags: Sequence):
+def _per_source(targets, nb_sources: int, axis: int, length=None) -> list:
+    """A list of per-source target Variables, from a list or one stacked Variable, each cut to
+    ``length`` on the last axis when it is longer."""
+    index = [slice(None)] * len(targets[0].shape if isinstance(targets, (list, tuple)) else targets.shape)
+    if length is not None:
+        index[-1] = slice(0, length)
+    if isinstance(targets, (list, tuple)):
+        if len(targets) != nb_sources:
+            raise ValueError(f"{nb_sources} sources but {len(targets)} targets")
+        return [t[tuple(index)] if length is not None and t.shape[-1] != length else t for t in targets]
+    size, rem = divmod(targets.shape[axis], nb_sources)
+    if rem:
+        raise ValueError(f"targets {targets.shape} do not stack {nb_sources} sources on axis {axis}")
+    out = []
+    for k in range(nb_sources):
+        index[axis] = slice(k * size, (k + 1) * size)
+        out.append(targets[tuple(index)])
+    return out
+
+
+def freq_combination_loss(mix_spec, masks: Sequence, target_mags):
     """Frequency-domain Combination Loss (published ``mse_loss``).
 
-    Shapes: mix_spec (N, B, C, F); masks and target_mags: lists over S sources of (N, B, C, F)
-    -> scalar. For each subset K of :func:`source_combinations`, the mean squared error between
+    Shapes: mix_spec (N, B, C, F); masks: list over S sources of (N, B, C, F); target_mags:
+    the same, or one (N, B, S * C, F) with the sources stacked in order -> scalar. For each subset K of :func:`source_combinations`, the mean squared error between
     (sum_{k in K} mask_k) * mix_spec and sum_{k in K} target_mag_k; the result is the unweighted
     mean over subsets. Targets of a subset are the sum of magnitudes, not the magnitude of the sum.
     """
     import nnabla.functions as F
-    if len(masks) != len(target_mags):
+    from . import kernels
+    if isinstance(target_mags, (list, tuple)) and len(masks) != len(target_mags):
         raise ValueError(f"{len(masks)} masks but {len(target_mags)} targets")
+    if kernels.enabled():
+        from .kernels.losses import freq_combination_loss as fused
+        return fused(source_combinations(len(masks)), mix_spec, masks, target_mags)
+    target_mags = _per_source(target_mags, len(masks), 2)
     terms = []
     for combo in source_combinations(len(masks)):
         est = _sum([masks[k] for k in combo]) * mix_spec
@@ -86,14 +112,23 @@ def time_combination_loss(mixture, estimates: Sequence, targets: Sequence,
                           trim: int = SDR_EDGE_TRIM, eps: float = SDR_EPS):
     """Time-domain Combination Loss (published ``sdr_loss``).
 
-    Shapes: mixture (B, C, L); estimates and targets: lists over S sources of (B, C, L) -> scalar.
-    For each subset of :func:`source_combinations`, the waveform sums of the estimates and of the
-    targets enter :func:`weighted_sdr_loss` against the mixture; all subsets weigh the same.
+    Shapes: estimates: list over S sources of (B, C, L); mixture (B, C, T) and targets, a list
+    over S sources of (B, C, T) or one (B, S * C, T), with T >= L -> scalar. Mixture and targets
+    are cut to the first L samples. For each subset of :func:`source_combinations`, the
+    waveform sums of the estimates and of the targets enter :func:`weighted_sdr_loss` against
+    the mixture; all subsets weigh the same.
     """
     import nnabla.functions as F
-    if len(estimates) != len(targets):
+    from . import kernels
+    if isinstance(targets, (list, tuple)) and len(estimates) != len(targets):
         raise ValueError(f"{len(estimates)} estimates but {len(targets)} targets")
-    batch, channels, length = mixture.shape
+    if kernels.enabled():
+        from .kernels.losses import time_combination_loss as fused
+        return fused(source_combinations(len(estimates)), mixture, estimates, targets, trim, eps)
+    batch, channels, length = estimates[0].shape
+    targets = _per_source(targets, len(estimates), 1, length)
+    if mixture.shape[-1] != length:
+        mixture = mixture[:, :, :length]
 
     def rows(v):
         return F.reshape(v, (batch * channels, length))

@@ -104,35 +104,107 @@ class OpenUnmixCrossNet:
 
     def _vector(self, kind, source, width):
         from nnabla.parameter import get_parameter_or_create
-        import nnabla.functions as F
-        return F.reshape(get_parameter_or_create(f"{kind}_{source}", (width,)),
-                         (1, 1, 1, width), inplace=False)
+        return get_parameter_or_create(f"{kind}_{source}", (width,))
 
-    def _fc_bn(self, x, n_out, name, test, activation=None):
+    def _fc_bn_parameters(self, name, n_in, n_out):
+        """[W, beta, gamma, mean, var] of one fc + batch-norm layer, created as ``PF.affine`` and
+        ``PF.batch_normalization`` create them (same names, initialisers and random draws)."""
+        import nnabla as nn
+        from nnabla.initializer import ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot
+        from nnabla.parameter import get_parameter_or_create
+        with nn.parameter_scope(name):
+            with nn.parameter_scope("affine"):
+                w_init = UniformInitializer(calc_uniform_lim_glorot(n_in, n_out), rng=self.rng)
+                params = [get_parameter_or_create("W", (n_in, n_out), w_init, True)]
+            with nn.parameter_scope("bn"):
+                for p, value, need_grad in (("beta", 0, True), ("gamma", 1, True),
+                                            ("mean", 0, False), ("var", 1, False)):
+                    params.append(get_parameter_or_create(p, (1, 1, n_out), ConstantInitializer(value),
+                                                          need_grad))
+        return params
+
+    def _fc_bn(self, x, n_out, name, test, activation=None, pre=None, post=None, out_shape=None):
+        """``activation(post(BN(pre(x) @ W)))``, x (N, B, ...) -> (N, B, n_out) or ``out_shape``.
+
+        ``pre``: (shift, scale) vectors: the affine sees (x[..., :w] + shift) * scale;
+        ``post``: (scale, shift) vectors: the output reshaped to ``out_shape`` times scale plus
+        shift. On CPU contexts the whole chain is one function (:mod:`xumx.kernels.layers`).
+        """
         import nnabla.functions as F
-        import nnabla.parametric_functions as PF
-        from nnabla.initializer import UniformInitializer, calc_uniform_lim_glorot
-        n_in = int(np.prod(x.shape[2:]))
-        w_init = UniformInitializer(calc_uniform_lim_glorot(n_in, n_out), rng=self.rng)
-        y = PF.affine(x, n_out, base_axis=2, with_bias=False, w_init=w_init, name=name)
-        y = PF.batch_normalization(y, axes=[2], batch_stat=not test, name=name)
+        from . import kernels
+        width = pre[0].shape[0] if pre else x.shape[-1]
+        n_in = int(np.prod(x.shape[2:-1])) * width
+        params = self._fc_bn_parameters(name, n_in, n_out)
+        if kernels.enabled():
+            from .kernels.layers import affine_batch_norm
+            return affine_batch_norm(x, params, not test, activation, pre, post, out_shape)
+
+        def along_last(v, ndim):
+            return F.reshape(v, (1,) * (ndim - 1) + v.shape, inplace=False)
+        if pre:
+            if x.shape[-1] != width:
+                x = x[..., :width]
+            x = (x + along_last(pre[0], x.ndim)) * along_last(pre[1], x.ndim)
+        y = F.affine(x, params[0], base_axis=2)
+        y = F.batch_normalization(y, *params[1:], axes=[2], batch_stat=not test)
+        if post:
+            y = F.reshape(y, out_shape)
+            y = y * along_last(post[0], y.ndim) + along_last(post[1], y.ndim)
         if activation == "tanh":
             return F.tanh(y)
         if activation == "relu":
             return F.relu(y)
         return y
 
-    def _lstm(self, x, name, test):
+    def _lstm_parameters(self, source, input_size):
+        """[weight_l0, (weight,) bias] of one source's LSTM, created as ``PF.lstm`` creates them
+        (same names, initialisers and random draws)."""
         import nnabla as nn
-        import nnabla.parametric_functions as PF
+        from nnabla.initializer import UniformInitializer, calc_uniform_lim_glorot
+        from nnabla.parameter import get_parameter, get_parameter_or_create
         cfg = self.cfg
-        state = (cfg.nb_layers, cfg.nb_directions, x.shape[1], cfg.lstm_hidden)
-        h = nn.Variable.from_numpy_array(np.zeros(state, np.float32), need_grad=False)
-        c = nn.Variable.from_numpy_array(np.zeros(state, np.float32), need_grad=False)
-        y, _, _ = PF.lstm(x, h, c, num_layers=cfg.nb_layers, bidirectional=not cfg.unidirectional,
-                          training=not test, dropout=0.4 if cfg.nb_layers > 1 else 0.0,
-                          rng=self.rng, name=name)
-        return y
+        h, d, layers = cfg.lstm_hidden, cfg.nb_directions, cfg.nb_layers
+
+        def glorot(n_in, shape):
+            return UniformInitializer(calc_uniform_lim_glorot(n_in, h), rng=self.rng)(shape)
+
+        def create(name, shape, n_in):  # input weights, then recurrent ones
+            if get_parameter(name) is None:
+                init = np.concatenate([glorot(n_in, shape[:-1] + (shape[-1] - h,)),
+                                       glorot(h, shape[:-1] + (h,))], axis=-1)
+                return get_parameter_or_create(name, shape, init, True)
+            return get_parameter_or_create(name, shape)
+
+        with nn.parameter_scope(f"lstm_{source}"), nn.parameter_scope("lstm"):
+            params = [create("weight_l0", (d, LSTM_GATES, h, input_size + h), input_size)]
+            if layers > 1:
+                params.append(create("weight", (layers - 1, d, LSTM_GATES, h, d * h + h), d * h))
+            params.append(get_parameter_or_create("bias", (layers, d, LSTM_GATES, h),
+                                                  np.zeros((layers, d, LSTM_GATES, h), np.float32), True))
+        return params
+
+    def _lstms(self, inputs, test):
+        """The LSTM outputs (N, B, D h) of every source; ``inputs``: one (N, B, hidden) Variable
+        shared by all sources (crossing) or one per source. On CPU contexts all sources run in
+        one fused function (:mod:`xumx.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
+        import nnabla as nn
+        import nnabla.functions as F
+        from . import kernels
+        cfg = self.cfg
+        params = [self._lstm_parameters(s, inputs[0].shape[2]) for s in cfg.sources]
+        if kernels.enabled():
+            from .kernels.lstm import sources_lstm
+            return sources_lstm(inputs, params, cfg.nb_layers, not cfg.unidirectional, training=not test)
+        state = (cfg.nb_layers, cfg.nb_directions, inputs[0].shape[1], cfg.lstm_hidden)
+        zero = nn.Variable.from_numpy_array(np.zeros(state, np.float32), need_grad=False)
+        out = []
+        for k, p in enumerate(params):
+            x = inputs[0] if len(inputs) == 1 else inputs[k]
+            w = dict(zip(("weight_l0", "weight", "bias") if len(p) == 3 else ("weight_l0", "bias"), p))
+            y, _, _ = F.lstm(x, zero, zero, num_layers=cfg.nb_layers, bidirectional=not cfg.unidirectional,
+                             training=not test, dropout=0.4 if cfg.nb_layers > 1 else 0.0, **w)
+            out.append(y)
+        return out
 
     # ----------------------------------------------------------------- forward
     def masks(self, mix_spec, test: bool = True):
@@ -152,33 +224,30 @@ class OpenUnmixCrossNet:
             return xs[0] if len(xs) == 1 else F.add_n(*xs) / float(len(xs))
 
         with self.scope():
-            x = mix_spec[..., :cfg.max_bin]
-            enc = [self._fc_bn((x + self._vector("input_mean", s, cfg.max_bin))
-                               * self._vector("input_scale", s, cfg.max_bin),
-                               cfg.hidden_size, f"fc1_{s}", test, "tanh") for s in cfg.sources]
-            lstm_in = [mean(enc)] * len(enc) if cfg.crossing else enc
-            skip = [F.concatenate(e, self._lstm(i, f"lstm_{s}", test), axis=2)
-                    for s, e, i in zip(cfg.sources, enc, lstm_in)]
+            vec = self._vector
+            enc = [self._fc_bn(mix_spec, cfg.hidden_size, f"fc1_{s}", test, "tanh",
+                               pre=(vec("input_mean", s, cfg.max_bin), vec("input_scale", s, cfg.max_bin)))
+                   for s in cfg.sources]
+            lstm_out = self._lstms([mean(enc)] if cfg.crossing else enc, test)
+            skip = [F.concatenate(e, y, axis=2) for e, y in zip(enc, lstm_out)]
             dec_in = [mean(skip)] * len(skip) if cfg.crossing else skip
             hid = [self._fc_bn(d, cfg.hidden_size, f"fc2_{s}", test, "relu")
                    for s, d in zip(cfg.sources, dec_in)]
-            dec = [self._fc_bn(h, channels * bins, f"fc3_{s}", test) for s, h in zip(cfg.sources, hid)]
-            return [F.relu(F.reshape(y, (frames, batch, channels, bins))
-                           * self._vector("output_scale", s, bins) + self._vector("output_mean", s, bins))
-                    for s, y in zip(cfg.sources, dec)]
+            return [self._fc_bn(h, channels * bins, f"fc3_{s}", test, "relu",
+                                post=(vec("output_scale", s, bins), vec("output_mean", s, bins)),
+                                out_shape=(frames, batch, channels, bins))
+                    for s, h in zip(cfg.sources, hid)]
 
     def __call__(self, audio, test: bool = True):
         """The published forward pass from audio: STFT front end, then :meth:`masks`.
 
         Shapes: audio Variable (B, C_in, T) -> (mix_spec (N, B, C, F), masks list of
-        (N, B, C, F), (real, imag) of the mixture STFT, each (B, C_in, F, N)). With a mono
+        (N, B, C, F), (real, imag) of the mixture STFT, each (N, B, C_in, F)). With a mono
         model (C = 1) the magnitude is averaged over the input channels.
         """
         import nnabla.functions as F
-        from .dsp import graph_stft
-        real, imag = graph_stft(audio, self.cfg.nfft, self.cfg.nhop)
-        mag = F.pow_scalar(real ** 2 + imag ** 2, 0.5)
+        from .dsp import graph_spectrogram
+        mix_spec, real, imag = graph_spectrogram(audio, self.cfg.nfft, self.cfg.nhop)
         if self.cfg.nb_channels == 1:
-            mag = F.mean(mag, axis=1, keepdims=True)
-        mix_spec = F.transpose(mag, (3, 0, 1, 2))
+            mix_spec = F.mean(mix_spec, axis=2, keepdims=True)
         return mix_spec, self.masks(mix_spec, test), (real, imag)

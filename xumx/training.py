@@ -39,80 +39,42 @@ CHECKPOINT_FORMAT = "xumx-checkpoint/1"
 
 @dataclass
 class LossGraph:
-    """A static loss graph; :meth:`feed` sets its inputs from a batch, then ``loss.forward()``.
-
-    The STFTs of the mixture and of the targets need no gradient. With ``numpy_stft`` (the
-    default on the CPU) they are computed in numpy (:func:`xumx.dsp.stft`, the same transform as
-    nnabla's ``F.stft`` of the model) when a batch is fed: nnabla's CPU STFT is a dense DFT per
-    frame and took most of the step time. Otherwise (GPU) they are part of the graph and
-    ``mix_real``/``mix_imag``/``target_mag`` are None.
-    """
+    """A static loss graph; :meth:`feed` sets its inputs from a batch, then ``loss.forward()``."""
     cfg: ModelConfig
     mixture: object      # (B, C, T) audio
     target: object       # (B, S*C, T) audio
-    mix_real: object     # (B, C, F, N)
-    mix_imag: object     # (B, C, F, N)
-    target_mag: object   # (N, B, S*C, F)
     loss: object
 
     def feed(self, mixture: np.ndarray, target: np.ndarray):
-        from .dsp import stft
-        cfg = self.cfg
-        if self.mix_real is None:
-            self.mixture.d, self.target.d = mixture, target
-            return
-        batch, channels, length = mixture.shape
-        spec = stft(mixture.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64)
-        spec = spec.reshape(batch, channels, *spec.shape[1:])
-        tmag = np.abs(stft(target.reshape(-1, length), cfg.nfft, cfg.nhop, dtype=np.complex64))
-        tmag = tmag.reshape(batch, target.shape[1], *tmag.shape[1:])
         self.mixture.d, self.target.d = mixture, target
-        self.mix_real.d, self.mix_imag.d = spec.real, spec.imag
-        self.target_mag.d = tmag.transpose(3, 0, 1, 2)
 
 
 def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
-                     trim: int = SDR_EDGE_TRIM, numpy_stft: bool = True) -> LossGraph:
+                     trim: int = SDR_EDGE_TRIM) -> LossGraph:
     """The Multi-Domain Loss graph of ``model`` for (batch, length) inputs.
 
     Shapes: mixture (B, C, T), target (B, S*C, T) with sources in ``model.cfg.sources`` order.
     The masks come from the mixture magnitude (:meth:`OpenUnmixCrossNet.masks`); the estimates
-    are ISTFT(mask * mixture STFT) in the graph, (B, C, L) with L = (N - 1) * nhop <= T; the
-    mixture and targets are cut to L for the time-domain loss. The frequency-domain loss compares
-    masked mixture magnitudes with the target magnitudes.
+    are ISTFT(mask * mixture STFT), (B, C, L) with L = (N - 1) * nhop <= T; the mixture and
+    targets are cut to L for the time-domain loss. The frequency-domain loss compares masked
+    mixture magnitudes with the target magnitudes. On CPU contexts the STFTs, the LSTMs and
+    both losses are the fused functions of :mod:`xumx.kernels`.
     """
     import nnabla as nn
-    import nnabla.functions as F
-    from .dsp import graph_istft, graph_stft, nb_frames
+    from .dsp import graph_masked_istft, graph_spectrogram
     cfg = model.cfg
     channels, nb_sources = cfg.nb_channels, len(cfg.sources)
-    frames = nb_frames(length, cfg.nhop)
     mixture = nn.Variable((batch, channels, length))
     target = nn.Variable((batch, nb_sources * channels, length))
-    if numpy_stft:
-        real = nn.Variable((batch, channels, cfg.nb_bins, frames))
-        imag = nn.Variable((batch, channels, cfg.nb_bins, frames))
-        t_mag = nn.Variable((frames, batch, nb_sources * channels, cfg.nb_bins))
-    else:
-        real, imag = graph_stft(mixture, cfg.nfft, cfg.nhop)
-        t_real, t_imag = graph_stft(target, cfg.nfft, cfg.nhop)
-        t_mag = F.transpose(F.pow_scalar(t_real ** 2 + t_imag ** 2, 0.5), (3, 0, 1, 2))
-    mix_spec = F.transpose(F.pow_scalar(real ** 2 + imag ** 2, 0.5), (3, 0, 1, 2))
+    mix_spec, real, imag = graph_spectrogram(mixture, cfg.nfft, cfg.nhop)
+    target_mag = graph_spectrogram(target, cfg.nfft, cfg.nhop, with_complex=False)
     masks = model.masks(mix_spec, test=test)
-    estimates = []
-    for mask in masks:
-        m = F.transpose(mask, (1, 2, 3, 0))  # (B, C, F, N)
-        estimates.append(graph_istft(real * m, imag * m, cfg.nfft, cfg.nhop))
-    out_len = estimates[0].shape[-1]
-    sl = [slice(k * channels, (k + 1) * channels) for k in range(nb_sources)]
-    freq = freq_combination_loss(mix_spec, masks, [t_mag[:, :, s, :] for s in sl])
-    timed = time_combination_loss(mixture[:, :, :out_len], estimates,
-                                  [target[:, s, :out_len] for s in sl], trim=trim)
+    estimates = [graph_masked_istft(mask, real, imag, cfg.nfft, cfg.nhop) for mask in masks]
+    freq = freq_combination_loss(mix_spec, masks, target_mag)
+    timed = time_combination_loss(mixture, estimates, target, trim=trim)
     loss = multi_domain_loss(timed, freq, mcoef)
     loss.persistent = True
-    if not numpy_stft:
-        real = imag = t_mag = None
-    return LossGraph(cfg, mixture, target, real, imag, t_mag, loss)
+    return LossGraph(cfg, mixture, target, loss)
 
 
 def min_window(cfg: ModelConfig, trim: int = SDR_EDGE_TRIM) -> int:
@@ -280,9 +242,7 @@ class Trainer:
             _, params, solver_state, meta = self._resume
             model = OpenUnmixCrossNet(mcfg, rng=np.random.RandomState(cfg.seed))
             model.set_parameters(params)
-        self.numpy_stft = cfg.context == "cpu"
-        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False,
-                                 numpy_stft=self.numpy_stft)
+        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False)
         self.model = model
         solver = S.Adam(self.lr)
         trainable = model.get_parameters(grad_only=True)
@@ -362,8 +322,7 @@ class Trainer:
                 if b - a not in graphs:
                     if len(graphs) > 1:  # keep the full-window graph, rebuild the odd ones
                         graphs = {window: graphs[window]} if window in graphs else {}
-                    graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True,
-                                                     numpy_stft=self.numpy_stft)
+                    graphs[b - a] = build_loss_graph(model, 1, b - a, cfg.mcoef, test=True)
                 g = graphs[b - a]
                 g.feed(mix[None, :, a:b], targets[None, :, a:b])
                 g.loss.forward(clear_buffer=True)

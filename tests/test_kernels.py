@@ -1,0 +1,408 @@
+"""The fast CPU kernels (xumx.kernels) against nnabla's own functions.
+
+Each kernel's forward and gradients on small random inputs (every input's gradient, through a
+random linear read-out of every output), then the whole training graph of a tiny model (the
+same loss and parameter gradients, the same parameters after three SGD steps), and the switch
+that selects them.
+"""
+import numpy as np
+import pytest
+
+import nnabla as nn
+import nnabla.functions as F
+
+from conftest import tiny_config
+from xumx import kernels
+from xumx.dsp import graph_masked_istft, graph_spectrogram
+from xumx.losses import freq_combination_loss, time_combination_loss
+from xumx.model import OpenUnmixCrossNet
+
+pytestmark = pytest.mark.nnabla   # every test compares with nnabla's own functions
+
+RTOL = 2e-5  # float32 rounding of sums over a few hundred terms
+
+
+def var(a, need_grad=True):
+    return nn.Variable.from_numpy_array(np.asarray(a, np.float32), need_grad=need_grad)
+
+
+def evaluate(build, inputs, on, seed=0):
+    """Outputs and input gradients of ``build(*inputs)`` with the kernels on or off; the loss
+    is a fixed random linear read-out of every output, so each output's gradient is exercised."""
+    with kernels.forced(on):
+        out = build(*inputs)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    r = np.random.RandomState(seed)
+    loss = F.add_n(*[F.sum(o * var(r.standard_normal(o.shape), False)) for o in outs]) \
+        if len(outs) > 1 else F.sum(outs[0] * var(r.standard_normal(outs[0].shape), False))
+    flat = [v for v in inputs_flat(inputs) if v.need_grad]
+    for v in flat:
+        v.grad.zero()
+    loss.forward()
+    loss.backward()
+    return [o.d.copy() for o in outs], [v.g.copy() for v in flat]
+
+
+def inputs_flat(inputs):
+    for v in inputs:
+        if isinstance(v, (list, tuple)):
+            yield from inputs_flat(v)
+        else:
+            yield v
+
+
+def assert_same(build, inputs, rtol=RTOL):
+    """Kernels on and off agree: every output and every input gradient, relative to its largest
+    value (or, for arrays that vanish analytically, such as a shift's gradient through batch
+    normalisation, to a tenth of the largest value of all)."""
+    (out_a, grad_a), (out_b, grad_b) = (evaluate(build, inputs, on) for on in (True, False))
+    assert len(out_a) == len(out_b) and len(grad_a) == len(grad_b)
+    scale = max(np.abs(b).max() for b in out_b + grad_b)
+    for a, b in zip(out_a + grad_a, out_b + grad_b):
+        assert a.shape == b.shape
+        err, ref = np.abs(a - b).max(), max(np.abs(b).max(), 0.1 * scale)
+        assert err <= rtol * ref, (err, ref)
+    return out_a, grad_a
+
+
+# ----------------------------------------------------------------- LSTM
+LSTM_CASES = [(s, layers, d) for s in (1, 2, 3, 4) for layers in (1, 2, 3) for d in (1, 2)]
+
+
+@pytest.mark.parametrize("nb_sources,nb_layers,directions", LSTM_CASES)
+def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
+    from xumx.kernels.lstm import sources_lstm
+    n, b, i, h = 6, 2, 5, 3
+    shared = (nb_sources + nb_layers) % 2 == 0  # both kinds of input across the grid
+    xs = [var(rng.standard_normal((n, b, i))) for _ in range(1 if shared else nb_sources)]
+    params = []
+    for _ in range(nb_sources):
+        p = [var(0.5 * rng.standard_normal((directions, 4, h, i + h)))]
+        if nb_layers > 1:
+            p.append(var(0.5 * rng.standard_normal((nb_layers - 1, directions, 4, h, directions * h + h))))
+        p.append(var(0.5 * rng.standard_normal((nb_layers, directions, 4, h))))
+        params.append(p)
+
+    def build(xs, params):
+        if kernels.enabled():
+            return sources_lstm(xs, params, nb_layers, directions == 2, training=True)
+        zero = var(np.zeros((nb_layers, directions, b, h)), False)
+        names = ("weight_l0", "weight", "bias") if nb_layers > 1 else ("weight_l0", "bias")
+        return [F.lstm(xs[0] if shared else xs[k], zero, zero, num_layers=nb_layers,
+                       bidirectional=directions == 2, **dict(zip(names, p)))[0]
+                for k, p in enumerate(params)]
+    out, _ = assert_same(build, [xs, params])
+    assert out[0].shape == (n, b, directions * h)
+
+
+def test_lstm_without_a_training_forward_recomputes_its_states(rng):
+    """A test-mode function keeps nothing; its backward still gives nnabla's gradients."""
+    from xumx.kernels.lstm import sources_lstm
+    x = var(rng.standard_normal((5, 2, 4)))
+    w0, b = var(rng.standard_normal((2, 4, 3, 7))), var(rng.standard_normal((1, 2, 4, 3)))
+
+    def build(x, w0, b):
+        if kernels.enabled():
+            return sources_lstm([x], [[w0, b]], 1, True, training=False)[0]
+        zero = var(np.zeros((1, 2, 2, 3)), False)
+        return F.lstm(x, zero, zero, w0, bias=b, bidirectional=True)[0]
+    assert_same(build, [x, w0, b])
+
+
+# ----------------------------------------------------------------- STFT / ISTFT
+@pytest.mark.parametrize("channels,n_fft,n_hop,length", [(1, 64, 16, 333), (2, 256, 64, 1000),
+                                                          (2, 32, 16, 100)])
+def test_spectrogram_matches_nnabla_stft(rng, channels, n_fft, n_hop, length):
+    x = var(rng.standard_normal((2, channels, length)))
+    out, _ = assert_same(lambda x: graph_spectrogram(x, n_fft, n_hop), [x])
+    assert out[0].shape == (1 + length // n_hop, 2, channels, n_fft // 2 + 1)
+    mag = assert_same(lambda x: graph_spectrogram(x, n_fft, n_hop, with_complex=False), [x])[0][0]
+    np.testing.assert_allclose(mag, out[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels,mask_channels,n_fft,n_hop", [(1, 1, 64, 16), (2, 2, 256, 64),
+                                                                 (2, 1, 32, 16), (2, 2, 64, 32)])
+def test_masked_istft_matches_nnabla_istft(rng, channels, mask_channels, n_fft, n_hop):
+    n, b, f = 9, 2, n_fft // 2 + 1
+    mask = var(rng.rand(n, b, mask_channels, f))
+    re, im = (var(rng.standard_normal((n, b, channels, f))) for _ in range(2))
+    out, _ = assert_same(lambda m, r, i: graph_masked_istft(m, r, i, n_fft, n_hop), [mask, re, im])
+    assert out[0].shape == (b, channels, (n - 1) * n_hop)
+
+
+def test_istft_inverts_the_spectrogram(rng):
+    """The pair is an identity on the signal away from the padded edges (a known answer)."""
+    x = rng.standard_normal((1, 2, 2000)).astype(np.float32)
+    with kernels.forced(True), nn.auto_forward():
+        mag, re, im = graph_spectrogram(var(x, False), 256, 64)
+        y = graph_masked_istft(var(np.ones(mag.shape), False), re, im, 256, 64)
+    np.testing.assert_allclose(y.d, x[..., :y.shape[-1]], atol=1e-5)
+
+
+# ----------------------------------------------------------------- losses
+@pytest.mark.parametrize("nb_sources", [1, 2, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_freq_loss_matches_nnabla(rng, nb_sources, channels):
+    shape = (5, 2, channels, 9)
+    mix = var(rng.rand(*shape))
+    masks = [var(rng.rand(*shape)) for _ in range(nb_sources)]
+    if nb_sources % 2:  # targets stacked on the channel axis, or one per source
+        targets = var(rng.rand(5, 2, nb_sources * channels, 9))
+    else:
+        targets = [var(rng.rand(*shape)) for _ in range(nb_sources)]
+    assert_same(lambda m, ms, t: freq_combination_loss(m, ms, t), [mix, masks, targets])
+
+
+@pytest.mark.parametrize("nb_sources", [1, 2, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_time_loss_matches_nnabla(rng, nb_sources, channels):
+    b, t, length = 2, 700, 640  # mixture and targets longer than the estimates: cut
+    y = rng.standard_normal((nb_sources, b, channels, t))
+    mixture = var(y.sum(0) + 0.05 * rng.standard_normal((b, channels, t)))
+    estimates = [var(y[k, :, :, :length] + 0.5 * rng.standard_normal((b, channels, length)))
+                 for k in range(nb_sources)]
+    if nb_sources % 2:
+        targets = var(y.transpose(1, 0, 2, 3).reshape(b, nb_sources * channels, t))
+    else:
+        targets = [var(v) for v in y]
+    assert_same(lambda m, e, t: time_combination_loss(m, e, t, trim=50), [mixture, estimates, targets],
+                rtol=1e-4)  # the true noise of a single source is 5 % of the mixture: cancellation
+
+
+def test_time_loss_with_a_silent_source_is_finite(rng):
+    """A silent target (its true noise is then exactly the other sources) gives no NaN."""
+    y = rng.standard_normal((3, 1, 2, 600)).astype(np.float32)
+    y[1] = 0
+    est = [var(v + 0.1 * rng.standard_normal(v.shape)) for v in y]
+    with kernels.forced(True), nn.auto_forward():
+        loss = time_combination_loss(var(y.sum(0), False), est, [var(v, False) for v in y])
+    assert np.isfinite(loss.d) and 0 <= loss.d <= 2
+
+
+# ----------------------------------------------------------------- dense layers
+@pytest.mark.parametrize("activation,pre,post,batch_stat", [
+    ("tanh", True, False, True), ("relu", False, False, True), ("relu", False, True, True),
+    (None, False, False, True), ("tanh", True, False, False), ("relu", False, True, False)])
+def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat):
+    n, b, c, f, cut, n_out = 4, 3, 2, 11, 7, 6
+    x = var(rng.rand(n, b, c, f))
+    width = cut if pre else f
+    w = var(rng.standard_normal((c * width, n_out if not post else c * f)))
+    out_cols = w.shape[1]
+    bn = [var(rng.standard_normal((1, 1, out_cols))), var(1 + 0.1 * rng.standard_normal((1, 1, out_cols))),
+          var(rng.standard_normal((1, 1, out_cols)), False), var(1 + rng.rand(1, 1, out_cols), False)]
+    pre_v = [var(rng.standard_normal(cut)), var(1 + rng.rand(cut))] if pre else []
+    post_v = [var(1 + rng.rand(f)), var(rng.standard_normal(f))] if post else []
+    running = [v.d.copy() for v in bn[2:]]
+    model = OpenUnmixCrossNet(tiny_config())
+
+    def build(x, w, bn, pre_v, post_v):
+        for v, r in zip(bn[2:], running):
+            v.d = r  # each side starts from the same running statistics
+        model._fc_bn_parameters = lambda *a: [w] + bn
+        return model._fc_bn(x, out_cols, "fc", not batch_stat, activation,
+                            pre=tuple(pre_v) or None, post=tuple(post_v) or None,
+                            out_shape=(n, b, c, f) if post else None)
+    stats = []
+    for on in (True, False):
+        evaluate(build, [x, w, bn, pre_v, post_v], on)
+        stats.append([v.d.copy() for v in bn[2:]])
+    for a, b_ in zip(*stats):  # the running statistics move the same way
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-6)
+    if batch_stat:
+        assert not np.allclose(stats[0][0], running[0])
+    assert_same(build, [x, w, bn, pre_v, post_v], rtol=5e-5)
+
+
+# ----------------------------------------------------------------- the whole training graph
+def training_step_gradients(cfg, on, arrays, x, y, test=False):
+    from xumx.training import build_loss_graph
+    model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
+    model.set_parameters(arrays)
+    with kernels.forced(on):
+        graph = build_loss_graph(model, x.shape[0], x.shape[-1], 10.0, test=test)
+    params = model.get_parameters(grad_only=True)
+    graph.feed(x, y)
+    for p in params.values():
+        p.grad.zero()
+    graph.loss.forward(clear_no_need_grad=True)
+    graph.loss.backward(clear_buffer=True)
+    return model, graph, params
+
+
+def tiny_batch(cfg, rng, batch=2, length=1000):
+    y = (0.1 * rng.standard_normal((batch, len(cfg.sources) * cfg.nb_channels, length))).astype(np.float32)
+    x = y.reshape(batch, len(cfg.sources), cfg.nb_channels, length).sum(1)
+    return x, y
+
+
+@pytest.mark.parametrize("kw", [dict(nb_layers=2), dict(nb_channels=1, unidirectional=True,
+                                                        sources=("a", "b", "c"), nb_layers=1)])
+def test_training_graph_same_loss_and_gradients(rng, kw):
+    from xumx.weights import random_arrays
+    cfg = tiny_config(**kw)
+    arrays = random_arrays(cfg, seed=2)
+    x, y = tiny_batch(cfg, rng)
+    runs = [training_step_gradients(cfg, on, arrays, x, y) for on in (True, False)]
+    (_, g_fast, p_fast), (_, g_ref, p_ref) = runs
+    assert float(g_fast.loss.d) == pytest.approx(float(g_ref.loss.d), rel=1e-5)
+    total = np.sqrt(sum(np.sum(p.g.astype(np.float64) ** 2) for p in p_ref.values()))
+    for name, p in p_ref.items():
+        a, b = p_fast[name].g, p.g
+        # input_mean's gradient vanishes analytically (batch norm removes a shift): there both
+        # sides are rounding noise, bounded against the norm of all gradients
+        assert np.linalg.norm(a - b) <= max(1e-3 * np.linalg.norm(b), 1e-7 * total), name
+
+
+def test_validation_graph_same_loss(rng):
+    from xumx.training import build_loss_graph
+    from xumx.weights import random_arrays
+    cfg = tiny_config(nb_layers=2)
+    model = OpenUnmixCrossNet(cfg)
+    model.set_parameters(random_arrays(cfg, seed=3))
+    x, y = tiny_batch(cfg, rng, batch=1, length=900)
+    losses = []
+    for on in (True, False):
+        with kernels.forced(on):
+            g = build_loss_graph(model, 1, 900, 10.0, test=True)
+        g.feed(x, y)
+        g.loss.forward(clear_buffer=True)
+        losses.append(float(g.loss.d))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_three_sgd_steps_end_at_the_same_parameters(rng):
+    import nnabla.solvers as S
+    from xumx.training import build_loss_graph
+    cfg = tiny_config(nb_layers=2)
+    batches = [tiny_batch(cfg, rng) for _ in range(3)]
+    final = []
+    for on in (True, False):
+        model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(5))
+        with kernels.forced(on):
+            graph = build_loss_graph(model, 2, 1000, 10.0, test=False)
+        start = {k: v.d.copy() for k, v in model.get_parameters().items()}
+        solver = S.Sgd(0.05)
+        solver.set_parameters(model.get_parameters(grad_only=True))
+        for x, y in batches:
+            graph.feed(x, y)
+            solver.zero_grad()
+            graph.loss.forward(clear_no_need_grad=True)
+            graph.loss.backward(clear_buffer=True)
+            solver.update()
+        final.append({k: v.d.copy() for k, v in model.get_parameters().items()})
+    moved = 0
+    for name, ref in final[1].items():  # trainable parameters and batch-norm running statistics
+        np.testing.assert_allclose(final[0][name], ref, rtol=1e-4, atol=1e-6, err_msg=name)
+        moved += not np.allclose(ref, start[name], rtol=1e-3, atol=0)
+    assert moved > len(final[1]) // 2
+
+
+def test_both_paths_create_the_same_parameters():
+    """Same names, order, shapes and random initial values with and without the kernels."""
+    cfg = tiny_config()
+    made = []
+    for on in (True, False):
+        model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(9))
+        with kernels.forced(on):
+            model.masks(nn.Variable((4, 1, 2, cfg.nb_bins)), test=False)
+        made.append(model.get_parameters())
+    assert list(made[0]) == list(made[1])
+    for name in made[0]:
+        np.testing.assert_array_equal(made[0][name].d, made[1][name].d, err_msg=name)
+
+
+def test_parameters_are_those_of_nnabla_parametric_functions():
+    """The explicit parameter creation draws what PF.lstm / PF.affine / PF.batch_normalization
+    drew before (same random stream), so seeds give the models they gave."""
+    import nnabla.parametric_functions as PF
+    from nnabla.initializer import UniformInitializer, calc_uniform_lim_glorot
+    cfg = tiny_config(nb_layers=3)
+    model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(4))
+    with model.scope():
+        ours = model._fc_bn_parameters("fc1_bass", 30, cfg.hidden_size) + \
+            model._lstm_parameters("bass", cfg.hidden_size)
+    rng, reference = np.random.RandomState(4), {}
+    with nn.parameter_scope("", reference):
+        y = PF.affine(nn.Variable((2, 1, 30)), cfg.hidden_size, base_axis=2, with_bias=False,
+                      w_init=UniformInitializer(calc_uniform_lim_glorot(30, cfg.hidden_size), rng=rng),
+                      name="fc1_bass")
+        PF.batch_normalization(y, axes=[2], name="fc1_bass")
+        state = nn.Variable((cfg.nb_layers, 2, 1, cfg.lstm_hidden))
+        PF.lstm(nn.Variable((3, 1, cfg.hidden_size)), state, state, num_layers=cfg.nb_layers,
+                bidirectional=True, rng=rng, name="lstm_bass")
+        ref = list(nn.get_parameters(grad_only=False).values())
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a.d, b.d)
+
+
+# ----------------------------------------------------------------- the switch
+def function_names(v):
+    names = set()
+    v.visit(lambda f: names.add(f.info.type_name))
+    return names
+
+
+def test_switch_selects_kernels_on_cpu_only(monkeypatch):
+    from nnabla.ext_utils import get_extension_context
+    cpu = get_extension_context("cpu")
+    gpu = nn.Context(backend=["cudnn:float", "cuda:float", "cpu:float"], array_class="CudaCachedArray")
+    assert kernels.enabled(cpu) and not kernels.enabled(gpu)
+    monkeypatch.setenv(kernels.ENV, "nnabla")
+    assert not kernels.enabled(cpu)
+    monkeypatch.delenv(kernels.ENV)
+    with kernels.forced(False):
+        assert not kernels.enabled(cpu)
+    assert kernels.enabled(cpu)
+
+
+def test_training_graph_uses_the_kernels_on_cpu():
+    from xumx.training import build_loss_graph
+    cfg = tiny_config(nb_layers=1)
+    model = OpenUnmixCrossNet(cfg)
+    fast = function_names(build_loss_graph(model, 1, 800, 10.0, test=False).loss)
+    assert {"SourcesLSTM", "Spectrogram", "MaskedIstft", "AffineBatchNorm",
+            "FreqCombinationLoss", "TimeCombinationLoss"} <= fast
+    assert not fast & {"LSTM", "STFT", "ISTFT", "Affine", "BatchNormalization"}
+    with kernels.forced(False):
+        ref = function_names(build_loss_graph(model, 1, 800, 10.0, test=False).loss)
+    assert {"LSTM", "STFT", "ISTFT", "Affine", "BatchNormalization"} <= ref
+    assert not ref & {"SourcesLSTM", "Spectrogram", "MaskedIstft"}
+
+
+def test_too_short_inputs_are_one_clear_error():
+    with kernels.forced(True):
+        with pytest.raises(ValueError, match="too few"):
+            time_combination_loss(var(np.zeros((1, 1, 300))), [var(np.zeros((1, 1, 300)))],
+                                  [var(np.zeros((1, 1, 300)))], trim=150)
+        with pytest.raises(ValueError, match="more than n_fft"):
+            graph_spectrogram(var(np.zeros((1, 1, 100))), 256, 64)
+        with pytest.raises(ValueError, match="multiple of n_hop"):
+            graph_spectrogram(var(np.zeros((1, 1, 1000))), 256, 96)
+
+
+def test_time_loss_gradient_matches_finite_differences(rng):
+    """An independent check of the Gram-matrix backward: the directional derivative of the
+    fused time-domain loss along a random direction, by central differences."""
+    y = rng.standard_normal((3, 1, 2, 400))
+    est = [var(v + 0.3 * rng.standard_normal(v.shape)) for v in y]
+    mix, tgt = var(y.sum(0), False), [var(v, False) for v in y]
+    with kernels.forced(True):
+        loss = time_combination_loss(mix, est, tgt, trim=20)
+    loss.forward()
+    for e in est:
+        e.grad.zero()
+    loss.backward()
+    direction = [rng.standard_normal(e.shape) for e in est]
+    analytic = sum(np.sum(e.g * d) for e, d in zip(est, direction))
+    base = [e.d.copy() for e in est]
+
+    def at(step):
+        for e, b, d in zip(est, base, direction):
+            e.d = b + step * d
+        loss.forward()
+        return float(loss.d)
+    h = 1e-2
+    numeric = (at(h) - at(-h)) / (2 * h)
+    assert abs(analytic) > 1e-3 and numeric == pytest.approx(analytic, rel=2e-2)
