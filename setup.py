@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4",
     "pyyaml>=5",
     "matplotlib>=3.3",
+    "threadpoolctl>=3",
 ]
 
 setup(
