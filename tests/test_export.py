@@ -65,7 +65,7 @@ def test_export_errors_are_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "xumx.export", *args],
                               capture_output=True, text=True)
         assert done.returncode == 1
-        assert done.stderr.count("\n") == 1 and done.stderr.startswith("xumx.export: cannot load")
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("xumx.export: error: cannot load the model: ")
     assert not os.path.exists(tmp_path / "x.onnx")
 
 

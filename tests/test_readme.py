@@ -1,9 +1,11 @@
-"""The README matches the code: its two commands, CI, and the training flag table."""
+"""The README matches the code: its two commands, CI, its size, and the flag tables of
+docs/flags.md (generated from the parsers; the README links them)."""
+import argparse
 import os
 import re
 
-from conftest import ROOT, readme_section
-from xumx.config import build_parser
+from conftest import ROOT, flag_rows, readme_section
+from xumx.config import COMMANDS, build_parser, flags_document
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
@@ -19,7 +21,15 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_training_flag_table_matches_the_parser():
-    rows = [ln for ln in readme_section("Training").splitlines() if ln.startswith("| `-")]
-    documented = {tuple(f.strip(" `") for f in ln.split("|")[1].split(",")) for ln in rows}
-    actions = [a for a in build_parser("train")._actions if a.dest != "help"]
+    documented = set(flag_rows("train"))
+    actions = [a for a in build_parser("train")._actions
+               if a.dest != "help" and a.help != argparse.SUPPRESS]
     assert documented == {tuple(a.option_strings) for a in actions}
+
+
+def test_flag_document_is_generated_from_the_parsers():
+    """docs/flags.md is exactly what scripts/flags_doc.py prints: every command, one format."""
+    with open(os.path.join(ROOT, "docs", "flags.md"), encoding="utf-8") as f:
+        assert f.read() == flags_document(), "run: python scripts/flags_doc.py > docs/flags.md"
+    for command in COMMANDS:
+        assert readme_section(f"python -m xumx.{command}", "docs/flags.md")

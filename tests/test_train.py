@@ -9,8 +9,9 @@ import pytest
 
 from conftest import tiny_config
 from xumx import files
-from xumx.config import TrainConfig, build_parser, train_configs_from_args
-from xumx.training import BEST_NAME, CHECKPOINT_NAME, read_checkpoint, train
+from xumx.config import TrainConfig, parse
+from xumx.training import BEST_NAME, CHECKPOINT_NAME, train
+from xumx.weights import read_checkpoint
 
 TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nhop", "64",
               "--sample-rate", "8000", "--bandwidth", "3000", "--batch-size", "2",
@@ -24,14 +25,12 @@ def tiny_run(root, output, epochs, resume=None):
 
 
 def test_flags_reach_the_configs():
-    args = build_parser("train").parse_args(TINY_FLAGS + ["--unidirectional", "--sources", "a", "b",
-                                                          "--valid_dur", "3", "--mcoef", "2"])
-    model, cfg = train_configs_from_args(args)
+    model, cfg = parse("train", TINY_FLAGS + ["--unidirectional", "--sources", "a", "b",
+                                             "--valid_dur", "3", "--mcoef", "2"])
     assert (model.hidden_size, model.nb_layers, model.nfft, model.nhop, model.sample_rate) == (16, 1, 256, 64, 8000)
     assert model.unidirectional and model.sources == ("a", "b") and model.max_bin == 97
     assert cfg.valid_dur == 3.0 and cfg.mcoef == 2.0 and cfg.output == "x-umx"
-    defaults = build_parser("train").parse_args([])
-    _, d = train_configs_from_args(defaults)
+    _, d = parse("train", [])
     assert (d.epochs, d.batch_size, d.patience, d.seq_dur, d.lr, d.lr_decay_patience, d.lr_decay_gamma,
             d.weight_decay, d.seed, d.valid_dur, d.samples_per_track, d.source_augmentations) == \
         (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"))
@@ -81,7 +80,7 @@ def test_cli_bad_flags_are_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path), "--nhop", "0"],
                        capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 2 and p.stderr.strip().startswith("error: invalid model configuration")
+    assert p.returncode == 2 and p.stderr.strip().startswith("xumx.train: error: invalid model configuration")
     assert len(p.stderr.strip().splitlines()) == 1
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path / "none")],
                        capture_output=True, text=True, env=env, timeout=120)

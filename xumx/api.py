@@ -1,7 +1,9 @@
 """Function-style separation API kept for existing callers (Spleeter Web, the published code).
 
-Separators are cached per model file (path, size, modification time and mode), so
-parameters are read once per model file and reused across calls and chunks.
+Separators come from :func:`xumx.separator.load_separator` (the loader of every command) and
+are cached per model file (path, size, modification time and mode), so parameters are read
+once per model file and reused across calls and chunks. Failures raise the ValueError (or
+RuntimeError) subclasses of :mod:`xumx.errors`, one line each.
 """
 import os
 import threading
@@ -11,7 +13,8 @@ import numpy as np
 
 from .config import SeparationConfig
 from .engine import device_of
-from .separator import Separator
+from .errors import InputError
+from .separator import Separator, load_separator
 
 _CACHE: Dict[tuple, Separator] = {}
 _LOCK = threading.Lock()
@@ -21,7 +24,7 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
                   umx: bool = False, context=None) -> Separator:
     """A Separator for ``model`` with the given settings, loading the file only once."""
     if not model:
-        raise ValueError("no model file given")
+        raise InputError("no model file given")
     path = os.path.abspath(os.path.expanduser(str(model)))
     try:
         st = os.stat(path)
@@ -34,8 +37,8 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:
-            sep = Separator.from_file(path, SeparationConfig(targets=separation.targets), umx,
-                                      device.kind, device_id=device.index)
+            sep = load_separator(path, SeparationConfig(targets=separation.targets), umx,
+                                 context=device.kind, device_id=device.index)
             for k in [k for k in _CACHE if k[0] == path]:
                 del _CACHE[k]   # the file changed: drop what was loaded from it before
             _CACHE[key] = sep
@@ -51,7 +54,7 @@ def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarr
     """
     d = dict(args_dict)
     if "model" not in d:
-        raise ValueError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
+        raise InputError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
     targets = d.get("targets")
     separation = SeparationConfig(targets=tuple(targets) if targets else None,
                                   niter=int(d.get("niter", 1)), softmask=bool(d.get("softmask", False)),
