@@ -387,3 +387,13 @@ def test_module_entry_point_runs(song, tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert stems_of(os.path.join(out, "song")) == STEMS
     assert "song.wav: 0:00.250 separated" in proc.stdout
+
+
+def test_a_musdb_mixture_is_named_after_its_track(tmp_path):
+    """<track>/mixture.wav (MUSDB18's WAV layout, the demo's test song) gives <out>/<track>/."""
+    from xumx.inference import output_folders
+    track = tmp_path / "Artist - Title"
+    track.mkdir()
+    song = str(track / "mixture.wav")
+    assert output_folders([song, str(tmp_path / "mix.flac")], "out") == [
+        os.path.join("out", "Artist - Title"), os.path.join("out", "mix")]
