@@ -16,6 +16,8 @@ from .engine import device_of
 from .errors import InputError
 from .separator import Separator, load_separator
 
+#: The separation settings a call leaves out (SeparationConfig's defaults).
+DEFAULT = SeparationConfig()
 _CACHE: Dict[tuple, Separator] = {}
 _LOCK = threading.Lock()
 
@@ -57,15 +59,17 @@ def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarr
         raise InputError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
     targets = d.get("targets")
     separation = SeparationConfig(targets=tuple(targets) if targets else None,
-                                  niter=int(d.get("niter", 1)), softmask=bool(d.get("softmask", False)),
-                                  alpha=float(d.get("alpha", 1.0)),
-                                  residual_model=bool(d.get("residual_model", False)))
+                                  niter=int(d.get("niter", DEFAULT.niter)),
+                                  softmask=bool(d.get("softmask", DEFAULT.softmask)),
+                                  alpha=float(d.get("alpha", DEFAULT.alpha)),
+                                  residual_model=bool(d.get("residual_model", DEFAULT.residual_model)))
     sep = get_separator(d["model"], separation, umx=bool(d.get("umx_infer", False)))
     return sep.separate(audio)
 
 
-def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5", niter: int = 1,
-             softmask: bool = False, alpha: float = 1.0, residual_model: bool = False,
+def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5",
+             niter: int = DEFAULT.niter, softmask: bool = DEFAULT.softmask,
+             alpha: float = DEFAULT.alpha, residual_model: bool = DEFAULT.residual_model,
              **kwargs) -> Dict[str, np.ndarray]:
     """Separate ``audio`` (T, 2) float at 44.1 kHz.
 

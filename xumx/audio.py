@@ -27,7 +27,7 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 
 from . import files
-from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE
+from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE, OutputConfig
 from .errors import AudioError, XumxWarning
 
 #: Channels the separation keeps; more are dropped (with a warning).
@@ -504,7 +504,8 @@ class StemWriter:
     the module docstring).
     """
 
-    def __init__(self, rate: int, fmt: str = "wav", bits: str = "16", bitrate: int = 320):
+    def __init__(self, rate: int, fmt: str = OutputConfig.out_format, bits: str = OutputConfig.bits,
+                 bitrate: int = OutputConfig.bitrate):
         self.rate, self.fmt, self.bits, self.bitrate = int(rate), fmt, bits, bitrate
         self._integer = not (fmt == "wav" and bits == "float")
         self._together = None
@@ -557,8 +558,8 @@ class StemWriter:
         return False
 
 
-def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = "wav", bits: str = "16",
-                bitrate: int = 320):
+def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = OutputConfig.out_format,
+                bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
     """Write whole signals with :class:`StemWriter`: {destination path: audio (T, C) float},
     all appearing together."""
     with StemWriter(rate, fmt, bits, bitrate) as writer:
@@ -566,7 +567,7 @@ def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = "wav",
             writer.write(path, audio)
 
 
-def write(path: str, audio: np.ndarray, rate: int, fmt: str = "wav", bits: str = "16",
-          bitrate: int = 320):
+def write(path: str, audio: np.ndarray, rate: int, fmt: str = OutputConfig.out_format,
+          bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
     """Write one file atomically (:func:`write_stems`). Shapes: audio (T, C)."""
     write_stems({path: audio}, rate, fmt, bits, bitrate)
