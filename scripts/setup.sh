@@ -2,10 +2,18 @@
 # One-shot set-up: a Python 3.8-3.10 virtual environment in .venv with xumx (nnabla included)
 # and its test extras; a second one in .venv-latest on the newest CPython found (3.11 or newer,
 # no nnabla, the newest numpy) for the separation tests; and the ffmpeg binaries.
+# --only-venv: .venv and ffmpeg only (what `make demo` needs).
 # Safe to re-run: it does nothing when all is in place.
 # XUMX_PYTHON / XUMX_PYTHON_LATEST pick the interpreters instead of the search.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ONLY_VENV=0
+for arg in "$@"; do
+  case "$arg" in
+    --only-venv) ONLY_VENV=1 ;;
+    *) echo "[setup] error: unknown option $arg (known: --only-venv)" >&2; exit 2 ;;
+  esac
+done
 VENV=.venv
 VENV_LATEST=.venv-latest
 
@@ -123,5 +131,9 @@ ensure_latest_venv() {  # pip install . (not editable): what a user on a current
 
 ensure_ffmpeg
 ensure_venv
+if [ "$ONLY_VENV" = 1 ]; then
+  say "ready: $VENV/bin/python ($("$VENV/bin/python" --version 2>&1))"
+  exit 0
+fi
 ensure_latest_venv
 say "ready: $VENV/bin/python ($("$VENV/bin/python" --version 2>&1)) and $VENV_LATEST/bin/python ($("$VENV_LATEST/bin/python" --version 2>&1), numpy $("$VENV_LATEST/bin/python" -c 'import numpy; print(numpy.__version__)'))"

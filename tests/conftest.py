@@ -48,7 +48,7 @@ def tiny_config(**kw) -> ModelConfig:
 
 def adam_states(cfg: ModelConfig, value: float = 0.0) -> dict:
     """Solver states of the shapes ``xumx.train`` checkpoints (nnabla's Adam: mean, var, t)."""
-    from xumx.model import parameter_spec
+    from xumx.spec import parameter_spec
     out = {}
     for name, shape, grad in parameter_spec(cfg):
         if grad:
@@ -140,10 +140,25 @@ def tiny_musdb(tmp_path_factory):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def readme_section(heading: str) -> str:
-    """The README text from the '## <heading>...' line to the next '## ' heading."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+def readme_section(heading: str, document: str = "README.md") -> str:
+    """The text of ``document`` (README.md, or a path below the repository such as
+    docs/flags.md) from the '## <heading>...' line to the next '## ' heading."""
+    with open(os.path.join(ROOT, document), encoding="utf-8") as f:
         text = f.read()
     start = text.index("\n## " + heading)
     end = text.find("\n## ", start + 4)
     return text[start:end if end >= 0 else len(text)]
+
+
+def flag_rows(command: str) -> dict:
+    """{option strings: (default, meaning)} of the flag table of ``python -m xumx.<command>``
+    in docs/flags.md (markdown escapes undone)."""
+    import html
+    import re
+    rows = {}
+    for line in readme_section(f"python -m xumx.{command}", "docs/flags.md").splitlines():
+        if line.startswith("| `-"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            names = tuple(re.findall(r"`(-[\w-]+)", cells[0]))
+            rows[names] = (cells[1], html.unescape(cells[2]).replace("\\*", "*").replace("\\|", "|"))
+    return rows

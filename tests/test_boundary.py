@@ -110,9 +110,9 @@ def test_backend_nnabla_without_nnabla_is_one_clear_error(tiny_model, tmp_path):
 def test_commands_needing_nnabla_stop_with_one_line(command, tiny_model, tiny_musdb, song, tmp_path):
     out = tmp_path / "out"
     argv, prefix, feature = {
-        "train": (["xumx.train"], "error: ", "xumx.train"),
+        "train": (["xumx.train"], "xumx.train: error: ", "training"),
         "train-with-flags": (["xumx.train", "--root", tiny_musdb, "--is-wav", "--output", str(out)],
-                             "error: ", "xumx.train"),
+                             "xumx.train: error: ", "training"),
     }[command]
     p, loaded = probe(tmp_path, "-m", *argv, block=True)
     assert p.returncode == 1, p.stderr
@@ -131,7 +131,7 @@ def test_gpu_context_needs_no_nnabla_and_says_what_it_needs(command, tiny_model,
     out = tmp_path / "out"
     argv, prefix = {
         "test": (["xumx.test", "--inputs", song, "--model", tiny_model, "--context", "cudnn",
-                  "--outdir", str(out)], "xumx.test: "),
+                  "--outdir", str(out)], "xumx.test: error: "),
         "eval": (["xumx.eval", "--model", tiny_model, "--root", tiny_musdb, "--is-wav",
                   "--context", "cudnn", "--evaldir", str(out)], "xumx.eval: error: "),
     }[command]
@@ -139,7 +139,7 @@ def test_gpu_context_needs_no_nnabla_and_says_what_it_needs(command, tiny_model,
     assert p.returncode != 0, p.stderr
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    assert lines[0].startswith(f"{prefix}--context cudnn: cannot run on CUDA device 0")
+    assert lines[0].startswith(f"{prefix}cannot run on CUDA device 0")
     assert "onnxruntime-gpu" in lines[0] and "nnabla" not in lines[0]
     assert not out.exists() and loaded == []
 

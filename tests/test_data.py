@@ -147,14 +147,14 @@ def test_offline_preview_download_is_one_clear_line(tmp_path):
                        text=True, env=env, cwd=str(tmp_path), timeout=120)
     lines = [l for l in p.stderr.splitlines() if "[nnabla]" not in l]
     assert p.returncode == 1
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--root" in lines[0], p.stderr
+    assert len(lines) == 1 and lines[0].startswith("xumx.train: error:") and "--root" in lines[0], p.stderr
 
 
 def test_synth_cli(tmp_path, capsys):
     from xumx.synth import main
-    assert main(["--out", str(tmp_path / "d"), "--train", "1", "--test", "1", "--duration", "0.2"]) == 0
+    assert main(["--out", str(tmp_path / "d"), "--train", "1", "--test", "1", "--song-dur", "0.2"]) == 0
     assert sorted(os.listdir(tmp_path / "d" / "test" / os.listdir(tmp_path / "d" / "test")[0])) == \
         ["bass.wav", "drums.wav", "mixture.wav", "other.wav", "vocals.wav"]
-    assert main(["--out", str(tmp_path / "e"), "--duration", "0"]) == 2
-    assert capsys.readouterr().err.startswith("error:")
+    assert main(["--out", str(tmp_path / "e"), "--song-dur", "0"]) == 2
+    assert capsys.readouterr().err.startswith("xumx.synth: error:")
     assert not (tmp_path / "e").exists()

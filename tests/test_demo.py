@@ -59,10 +59,12 @@ def test_plan_uses_the_documented_flags(tmp_path):
     data = os.path.join(str(tmp_path), "data")
     assert steps["synth"][:2] == ["-m", "xumx.synth"] and data in steps["synth"]
     train = steps["train"]
-    for flag in ("--root", "--is-wav", "--output", "--hidden-size", "--nfft", "--nhop", "--epochs",
-                 "--seq-dur", "--batch-size", "--samples-per-track", "--valid-dur"):
+    for flag in ("--root", "--is-wav", "--output", "--config"):
         assert flag in train
-    assert train[train.index("--hidden-size") + 1] == str(demo.HIDDEN_SIZE)
+    recipe = train[train.index("--config") + 1]   # recipes/demo.yaml: the small model's budget
+    assert os.path.isfile(recipe) and os.path.basename(recipe) == "demo.yaml"
+    from xumx.config import read_recipe
+    assert read_recipe(recipe)["hidden_size"] == 64 and read_recipe(recipe)["epochs"] == 14
     model = os.path.join(str(tmp_path), "model", demo.MODEL_FILE)
     assert model in steps["test"] and model in steps["eval"] and "--baseline" in steps["eval"]
 

@@ -120,8 +120,8 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
 def test_rerun_skips_scored_tracks_and_resumes_a_killed_run(data, scored, monkeypatch, capsys):
     evaldir, _ = scored
     calls = []
-    real = evaluation.separate_track
-    monkeypatch.setattr(evaluation, "separate_track", lambda *a: calls.append(1) or real(*a))
+    real = evaluation.estimate_track
+    monkeypatch.setattr(evaluation, "estimate_track", lambda *a: calls.append(1) or real(*a))
     jsons = [evaldir / "test" / f"{n}.json" for n in TRACKS]
     mtimes = [os.stat(p).st_mtime_ns for p in jsons]
     before = sdr_by_track(evaldir)
@@ -158,11 +158,12 @@ def test_tracks_selects_by_name(data, tmp_path, capsys):
 
 
 def test_resample_round_trip_keeps_length_and_band_limited_signal():
+    from xumx.audio import resample
     t = np.arange(RATE) / RATE
     x = np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 300 * t)], axis=1)
-    y = evaluation.resample(x, RATE, 8000)
+    y = resample(x, RATE, 8000)
     assert y.shape == (8000, 2)
-    z = evaluation.resample(y, 8000, RATE, length=RATE)
+    z = resample(y, 8000, RATE, length=RATE)
     assert z.shape == x.shape
     assert np.max(np.abs(z - x)[2000:-2000]) < 1e-2
 
@@ -201,7 +202,7 @@ def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "xumx.eval", "--model", str(bad), "--root",
                           data["root"], "--is-wav"], capture_output=True, text=True)
     assert out.returncode != 0 and out.stderr.count("\n") == 1
-    assert out.stderr.startswith("xumx.eval: error: --model ")
+    assert out.stderr.startswith(f"xumx.eval: error: cannot load the model: {bad}: ")
 
 
 def test_runs_as_a_module():
@@ -214,20 +215,26 @@ def test_runs_as_a_module():
 
 
 def test_readme_flag_table_matches_the_parser():
-    import html
+    """docs/flags.md's table of xumx.eval (the README links it) has the parser's flags, their
+    defaults and their help."""
+    import argparse
     from xumx.config import build_parser
-    from conftest import readme_section
-    doc = readme_section("Evaluating on MUSDB18")
-    rows = [ln for ln in doc.splitlines() if ln.startswith("| `-")]
-    documented = {tuple(f.strip(" `") for f in ln.split("|")[1].split(",")):
-                  html.unescape(ln.split("|")[3].strip()).replace("\\*", "*") for ln in rows}
-    actions = [a for a in build_parser("eval")._actions if a.dest != "help"]
-    assert documented == {tuple(a.option_strings): a.help for a in actions}
+    from conftest import flag_rows
+    documented = flag_rows("eval")
+    actions = [a for a in build_parser("eval")._actions
+               if a.dest != "help" and a.help != argparse.SUPPRESS]
+    assert set(documented) == {tuple(a.option_strings) for a in actions}
+    for a in actions:
+        default, meaning = documented[tuple(a.option_strings)]
+        assert a.help in (meaning, f"{meaning} (default: {default})"), a.option_strings
 
 
 def test_tracks_are_separated_in_the_chunks_of_xumx_test(tiny_cfg):
+    """Tracks go through xumx.test's separation path with its chunking rule (--chunk-dur,
+    --overlap), at the model's rate here."""
     from conftest import sine_mix
     from xumx.chunking import separate_chunked
+    from xumx.config import ChunkConfig
     from xumx.separator import Separator
     from xumx.weights import random_arrays
     sep = Separator(tiny_cfg, random_arrays(tiny_cfg))
@@ -240,14 +247,14 @@ def test_tracks_are_separated_in_the_chunks_of_xumx_test(tiny_cfg):
         def separate(self, x):
             calls.append(x.shape[0])
             return sep.separate(x)
-    whole = evaluation.separate_track(Counting(), audio, 0)
+    rate = tiny_cfg.sample_rate
+    whole = evaluation.estimate_track(Counting(), audio, rate, ChunkConfig(chunk_dur=0))
     assert calls == [audio.shape[0]]
     for k, v in sep.separate(audio).items():
         np.testing.assert_array_equal(whole[k], v)
     calls.clear()
-    chunked = evaluation.separate_track(Counting(), audio, 0.5)
+    chunked = evaluation.estimate_track(Counting(), audio, rate, ChunkConfig(0.5, 0.125))
     assert len(calls) > 3 and max(calls) <= tiny_cfg.sample_rate // 2
-    rate = tiny_cfg.sample_rate
     ref = separate_chunked(sep.separate, audio, rate // 2, int(round(0.125 * rate)))
     for k in ref:
         assert chunked[k].shape == audio.shape

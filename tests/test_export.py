@@ -65,7 +65,7 @@ def test_export_errors_are_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "xumx.export", *args],
                               capture_output=True, text=True)
         assert done.returncode == 1
-        assert done.stderr.count("\n") == 1 and done.stderr.startswith("xumx.export: cannot load")
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("xumx.export: error: cannot load the model: ")
     assert not os.path.exists(tmp_path / "x.onnx")
 
 
@@ -81,7 +81,7 @@ def test_readme_onnxruntime_example(tmp_path):
     export(model, str(tmp_path / "x-umx.onnx"))
     audio = sine_mix(30000, cfg.sample_rate)
     sf.write(tmp_path / "song.wav", audio, cfg.sample_rate, subtype="FLOAT")
-    code = readme_section("ONNX export").split("```python\n")[1].split("```")[0]
+    code = readme_section("Exporting to ONNX").split("```python\n")[1].split("```")[0]
     code += "\nimport numpy\nnumpy.save('masks.npy', masks)\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True,
                           text=True)

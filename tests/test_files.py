@@ -46,11 +46,11 @@ arrays = weights.random_arrays(cfg)
 long = np.random.RandomState(0).uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
 jobs = {
     "weights": lambda p: weights.save_model(p, cfg, arrays),
-    "checkpoint": lambda p: training.write_checkpoint(p, arrays, adam_states(cfg), checkpoint_meta(cfg, 1)),
+    "checkpoint": lambda p: weights.write_checkpoint(p, arrays, adam_states(cfg), checkpoint_meta(cfg, 1)),
     "history": lambda p: training.write_history(os.path.dirname(p), [{"epoch": i, "train_loss": 1.0}
                                                                      for i in range(300)]),
     "plot": lambda p: training.plot_history(p, [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.0, "lr": 1e-3}]),
-    "scores json": lambda p: evaluation.write_text(p, "x" * 10000),
+    "scores json": lambda p: files.write_text(p, "x" * 10000),
     "estimates": lambda p: evaluation.write_estimates({"vocals": long, "drums": long}, p, 44100),
     "wav": lambda p: audio.write(p, long, 44100, "wav", "16"),
     "flac": lambda p: audio.write(p, long, 44100, "flac", "24"),

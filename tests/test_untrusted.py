@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from conftest import adam_states, checkpoint_meta, sine_mix, tiny_config
-from xumx.model import parameter_spec
+from xumx.spec import parameter_spec
 from xumx.weights import WeightsError, load_umx, load_xumx, random_arrays, save_model, write_h5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -416,7 +416,7 @@ def test_umx_folder_is_checked_like_a_weights_file(tmp_path):
 
 # --------------------------------------------------------------------------- checkpoints
 def _checkpoint(tmp_path, mutate=None, cfg=None):
-    from xumx.training import write_checkpoint
+    from xumx.weights import write_checkpoint
     cfg = cfg or tiny_config()
     path = str(tmp_path / "checkpoint.h5")
     write_checkpoint(path, random_arrays(cfg, seed=1), adam_states(cfg), checkpoint_meta(cfg, 2))
@@ -450,25 +450,25 @@ def _checkpoint(tmp_path, mutate=None, cfg=None):
      ["'params/output_mean_bass' keeps its values in another file"]),
 ])
 def test_checkpoints_are_checked_before_reading(mutate, words, tmp_path, capsys, tiny_musdb):
-    """read_checkpoint and ``xumx.train --model`` (resume): one line naming the dataset."""
+    """read_checkpoint and ``xumx.train --resume``: one line naming the dataset."""
     from xumx.train import main as train_main
-    from xumx.training import read_checkpoint
+    from xumx.weights import read_checkpoint
     path = _checkpoint(tmp_path, mutate)
     with pytest.raises(WeightsError) as e:
         read_checkpoint(path)
     for w in words:
         assert w in str(e.value), str(e.value)
     out = tmp_path / "run"
-    code = train_main(["--root", tiny_musdb, "--is-wav", "--output", str(out), "--model", path,
+    code = train_main(["--root", tiny_musdb, "--is-wav", "--output", str(out), "--resume", path,
                        "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and err[0].startswith("error: " + path), err
+    assert code == 1 and len(err) == 1 and err[0].startswith("xumx.train: error: " + path), err
     assert not out.exists()
 
 
 def test_checkpoint_round_trip_and_text_limit(tmp_path, monkeypatch):
     from xumx import h5safe
-    from xumx.training import read_checkpoint
+    from xumx.weights import read_checkpoint
     cfg = tiny_config()
     path = _checkpoint(tmp_path)
     params, solver, meta = read_checkpoint(path)
@@ -755,7 +755,7 @@ def test_fuzz_random_h5_files_load_or_fail_with_one_line(tmp_path, capsys):
         code = main(["--inputs", song, "--model", path, "--outdir", str(out), "--quiet"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(err) == 1, err
-        assert err[0].startswith(f"xumx.test: cannot load the model: {path}: ")
+        assert err[0].startswith(f"xumx.test: error: cannot load the model: {path}: ")
         assert not out.exists()
 
 

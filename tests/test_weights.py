@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from xumx.model import parameter_spec
+from xumx.spec import parameter_spec
 from xumx.separator import Separator
 from xumx.weights import (WeightsError, load_umx, load_xumx, random_arrays, save_model,
                           sidecar_path, write_h5)

@@ -5,16 +5,17 @@ Importing the package is cheap: nnabla, musdb and audio libraries load only when
 __version__ = "1.0.0"
 
 from .config import ModelConfig, SeparationConfig  # noqa: E402,F401  (public)
+from .errors import XumxError  # noqa: E402,F401  (public)
 
-__all__ = ["ModelConfig", "SeparationConfig", "Separator", "OpenUnmixCrossNet", "separate",
-           "separate_args_dict", "get_separator", "__version__"]
+__all__ = ["ModelConfig", "SeparationConfig", "Separator", "load_separator", "OpenUnmixCrossNet",
+           "separate", "separate_args_dict", "get_separator", "XumxError", "__version__"]
 
 
 def __getattr__(name):
     # lazy public surface, so `import xumx` does not import nnabla
-    if name == "Separator":
-        from .separator import Separator
-        return Separator
+    if name in ("Separator", "load_separator"):
+        from . import separator
+        return getattr(separator, name)
     if name == "OpenUnmixCrossNet":
         from .model import OpenUnmixCrossNet
         return OpenUnmixCrossNet

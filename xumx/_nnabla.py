@@ -2,11 +2,14 @@
 
 nnabla's last release (1.39) has wheels for CPython 3.8-3.10 only, so xumx installs it only
 there (setup.py's environment marker). Separation never needs it; training, the NNabla graph
-(``backend="nnabla"``) and training on nnabla's GPU contexts do. Each of those calls :func:`require_nnabla`
+(``backend="nnabla"``) and training on nnabla's GPU contexts do; :func:`extension_context` is
+the one place that builds an nnabla context. Each of those calls :func:`require_nnabla`
 first: it returns the nnabla module, or raises :class:`NnablaMissing`, whose message is one line
 saying what is needed and how to get it. Entry modules print that line and exit with status 1.
 """
 import sys
+
+from .errors import NnablaMissing
 
 #: The CPython versions nnabla 1.39 has wheels for (first, last).
 NNABLA_PYTHONS = ((3, 8), (3, 10))
@@ -15,10 +18,6 @@ NNABLA_PYTHONS = ((3, 8), (3, 10))
 HOW_TO_GET_IT = ("use a Python 3.8-3.10 environment with xumx installed (`make setup` makes one "
                  "in .venv; or `conda env create -f environment-cpu.yml`, environment-gpu.yml for "
                  "CUDA)")
-
-
-class NnablaMissing(ImportError):
-    """nnabla cannot be imported here; ``str(error)`` is the one line to show the user."""
 
 
 def missing_message(feature: str, error: BaseException = None, version=None) -> str:
@@ -46,3 +45,18 @@ def require_nnabla(feature: str):
         raise NnablaMissing(missing_message(feature, e)) from None
     return nnabla
 
+
+def extension_context(name: str = "cpu", device_id=0, feature: str = "the NNabla graph"):
+    """nnabla's extension context ``name`` ('cpu', 'cuda', 'cudnn') on GPU ``device_id``: the one
+    place that builds one (training, the reference backend, the communicators). Separation's
+    devices are :mod:`xumx.engine`'s, not nnabla contexts.
+
+    Raises NnablaMissing when nnabla, or its CUDA extension for a GPU context, is missing."""
+    require_nnabla(feature)
+    from nnabla.ext_utils import get_extension_context
+    try:
+        return get_extension_context(name, device_id=str(device_id))
+    except ImportError as e:
+        raise NnablaMissing(f"--context {name} needs nnabla's CUDA extension (pip install "
+                            f"nnabla-ext-cuda120, or the 'gpu' extra), which does not import "
+                            f"here ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None

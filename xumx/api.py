@@ -1,7 +1,9 @@
 """Function-style separation API kept for existing callers (Spleeter Web, the published code).
 
-Separators are cached per model file (path, size, modification time and mode), so
-parameters are read once per model file and reused across calls and chunks.
+Separators come from :func:`xumx.separator.load_separator` (the loader of every command) and
+are cached per model file (path, size, modification time and mode), so parameters are read
+once per model file and reused across calls and chunks. Failures raise the ValueError (or
+RuntimeError) subclasses of :mod:`xumx.errors`, one line each.
 """
 import os
 import threading
@@ -11,8 +13,11 @@ import numpy as np
 
 from .config import SeparationConfig
 from .engine import device_of
-from .separator import Separator
+from .errors import InputError
+from .separator import Separator, load_separator
 
+#: The separation settings a call leaves out (SeparationConfig's defaults).
+DEFAULT = SeparationConfig()
 _CACHE: Dict[tuple, Separator] = {}
 _LOCK = threading.Lock()
 
@@ -21,7 +26,7 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
                   umx: bool = False, context=None) -> Separator:
     """A Separator for ``model`` with the given settings, loading the file only once."""
     if not model:
-        raise ValueError("no model file given")
+        raise InputError("no model file given")
     path = os.path.abspath(os.path.expanduser(str(model)))
     try:
         st = os.stat(path)
@@ -34,8 +39,8 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:
-            sep = Separator.from_file(path, SeparationConfig(targets=separation.targets), umx,
-                                      device.kind, device_id=device.index)
+            sep = load_separator(path, SeparationConfig(targets=separation.targets), umx,
+                                 context=device.kind, device_id=device.index)
             for k in [k for k in _CACHE if k[0] == path]:
                 del _CACHE[k]   # the file changed: drop what was loaded from it before
             _CACHE[key] = sep
@@ -51,18 +56,20 @@ def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarr
     """
     d = dict(args_dict)
     if "model" not in d:
-        raise ValueError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
+        raise InputError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
     targets = d.get("targets")
     separation = SeparationConfig(targets=tuple(targets) if targets else None,
-                                  niter=int(d.get("niter", 1)), softmask=bool(d.get("softmask", False)),
-                                  alpha=float(d.get("alpha", 1.0)),
-                                  residual_model=bool(d.get("residual_model", False)))
+                                  niter=int(d.get("niter", DEFAULT.niter)),
+                                  softmask=bool(d.get("softmask", DEFAULT.softmask)),
+                                  alpha=float(d.get("alpha", DEFAULT.alpha)),
+                                  residual_model=bool(d.get("residual_model", DEFAULT.residual_model)))
     sep = get_separator(d["model"], separation, umx=bool(d.get("umx_infer", False)))
     return sep.separate(audio)
 
 
-def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5", niter: int = 1,
-             softmask: bool = False, alpha: float = 1.0, residual_model: bool = False,
+def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5",
+             niter: int = DEFAULT.niter, softmask: bool = DEFAULT.softmask,
+             alpha: float = DEFAULT.alpha, residual_model: bool = DEFAULT.residual_model,
              **kwargs) -> Dict[str, np.ndarray]:
     """Separate ``audio`` (T, 2) float at 44.1 kHz.
 

@@ -27,17 +27,14 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 
 from . import files
-from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE
+from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE, OutputConfig
+from .errors import AudioError, XumxWarning
 
 #: Channels the separation keeps; more are dropped (with a warning).
 MAX_CHANNELS = DEFAULT_NB_CHANNELS
 
 
-class AudioError(Exception):
-    """An input that cannot be read or an output that cannot be written (one-line message)."""
-
-
-class AudioWarning(UserWarning):
+class AudioWarning(XumxWarning):
     """Something the user should know about an input or an output (dropped channels, clipping)."""
 
 
@@ -336,21 +333,6 @@ _SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"):
              ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
 
 
-def _clip_warning(name: str, over: int, peak: float):
-    warnings.warn(f"{name}: {over} samples beyond [-1, 1] (peak {peak:.3f}) were clipped; "
-                  f"use --bits float for unclipped output", AudioWarning, stacklevel=4)
-
-
-def _clamped(audio: np.ndarray, name: str, integer: bool) -> np.ndarray:
-    if not integer:
-        return audio
-    over = int(np.count_nonzero(np.abs(audio) > 1.0))
-    if over:
-        _clip_warning(name, over, float(np.max(np.abs(audio))))
-        audio = np.clip(audio, -1.0, 1.0)
-    return audio
-
-
 class _ReasonFile:
     """The unbuffered file that soundfile writes through (its virtual I/O), keeping the OS error
     of a failed write: libsndfile reports every failed write as "System error." and drops
@@ -495,49 +477,6 @@ class _Encoder:
             self._err.close()
 
 
-def _encode(tmp: str, audio: np.ndarray, rate: int, fmt: str, bits: str, bitrate: int):
-    """Write ``audio`` (T, C) to the already-created file ``tmp`` in the given format."""
-    enc = _Encoder(tmp, rate, audio.shape[1], fmt, bits, bitrate)
-    try:
-        enc.write(audio)
-        enc.close()
-    except BaseException:
-        enc.abort()
-        raise
-
-
-@contextlib.contextmanager
-def _temporary(path: str) -> Iterator[str]:
-    """A temporary file next to ``path``, removed unless the caller renamed it (see
-    :mod:`xumx.files`: stale temporaries of killed writers of ``path`` are removed first)."""
-    try:
-        with files.temporary(path) as tmp:
-            yield tmp
-    except files.WriteError as e:
-        raise AudioError(str(e)) from None
-
-
-def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = "wav", bits: str = "16",
-                bitrate: int = 320):
-    """Write several files so that they appear together: each goes to a temporary name in its
-    folder first; only when all are written are they renamed (``os.replace``) into place.
-
-    ``paths_audio``: {destination path: audio (T, C) float}. Interrupted or failing runs leave
-    no partial files (earlier temporaries are removed).
-    """
-    integer = not (fmt == "wav" and bits == "float")
-    with contextlib.ExitStack() as stack:
-        temps = {}
-        for path, audio in paths_audio.items():
-            audio = _clamped(np.asarray(audio, dtype=np.float32), path, integer)
-            tmp = stack.enter_context(_temporary(path))
-            with _write_errors(path):
-                _encode(tmp, audio, rate, fmt, bits, bitrate)
-            temps[path] = tmp
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def _write_errors(path: str):
     """OSError and soundfile's RuntimeError as a one-line :class:`AudioError` naming ``path``."""
@@ -545,6 +484,8 @@ def _write_errors(path: str):
         yield
     except AudioError as e:   # the mp3 encoder's, which does not know the destination
         raise AudioError(f"{path}: {e}") from None
+    except files.WriteError as e:
+        raise AudioError(str(e)) from None
     except OSError as e:
         raise AudioError(f"{path}: cannot write ({files.os_reason(e)})") from None
     except RuntimeError as e:   # soundfile's errors other than failed writes
@@ -552,65 +493,81 @@ def _write_errors(path: str):
 
 
 class StemWriter:
-    """Write several files block by block so that they appear together (the streaming form of
-    :func:`write_stems`).
+    """The stem writer: several files written block by block that appear together.
 
     ``with StemWriter(rate, fmt, bits, bitrate) as w: w.write(path, block (t, C))`` appends
-    to ``path``'s temporary file (created in its folder at the first block); when the block
-    exits normally every file is completed and renamed into place (``os.replace``). On any
-    exception (KeyboardInterrupt included) the encoders are stopped and every temporary
+    to ``path``'s temporary file (:class:`xumx.files.Together`, made in its folder at the first
+    block); when the block exits normally every file is completed and renamed into place. On
+    any exception (KeyboardInterrupt included) the encoders are stopped and every temporary
     file is removed, so no partial stem is left. Integer formats clip to [-1, 1] with one
-    warning per file at the end, saying how many samples were clipped.
+    warning per file at the end, saying how many samples were clipped (the clipping policy of
+    the module docstring).
     """
 
-    def __init__(self, rate: int, fmt: str = "wav", bits: str = "16", bitrate: int = 320):
+    def __init__(self, rate: int, fmt: str = OutputConfig.out_format, bits: str = OutputConfig.bits,
+                 bitrate: int = OutputConfig.bitrate):
         self.rate, self.fmt, self.bits, self.bitrate = int(rate), fmt, bits, bitrate
         self._integer = not (fmt == "wav" and bits == "float")
-        self._stack = None
-        self._open: Dict[str, list] = {}   # path -> [tmp, encoder, clipped, peak]
+        self._together = None
+        self._open: Dict[str, list] = {}   # path -> [encoder, clipped, peak]
 
     def __enter__(self) -> "StemWriter":
-        self._stack = contextlib.ExitStack()
+        self._together = files.Together().__enter__()
         return self
 
     def write(self, path: str, audio: np.ndarray):
         audio = np.asarray(audio, dtype=np.float32)
         if path not in self._open:
-            tmp = self._stack.enter_context(_temporary(path))
-            entry = [tmp, None, 0, 0.0]
+            entry = [None, 0, 0.0]
             self._open[path] = entry
             with _write_errors(path):
-                entry[1] = _Encoder(tmp, self.rate, audio.shape[1], self.fmt, self.bits,
+                tmp = self._together.temporary(path)
+                entry[0] = _Encoder(tmp, self.rate, audio.shape[1], self.fmt, self.bits,
                                     self.bitrate)
         entry = self._open[path]
         if self._integer and audio.size:
             over = int(np.count_nonzero(np.abs(audio) > 1.0))
             if over:
-                entry[2] += over
-                entry[3] = max(entry[3], float(np.max(np.abs(audio))))
+                entry[1] += over
+                entry[2] = max(entry[2], float(np.max(np.abs(audio))))
                 audio = np.clip(audio, -1.0, 1.0)
         with _write_errors(path):
-            entry[1].write(audio)
+            entry[0].write(audio)
 
     def __exit__(self, kind, value, tb):
+        complete = False
         try:
             if kind is None:
-                for path, (tmp, enc, over, peak) in self._open.items():
+                for path, (enc, over, peak) in self._open.items():
                     with _write_errors(path):
                         enc.close()
                     if over:
-                        _clip_warning(path, over, peak)
-                for path, (tmp, *_rest) in self._open.items():
-                    os.replace(tmp, path)
+                        warnings.warn(f"{path}: {over} samples beyond [-1, 1] (peak {peak:.3f}) "
+                                      f"were clipped; use --bits float for unclipped output",
+                                      AudioWarning, stacklevel=2)
+                complete = True
         finally:
-            for _tmp, enc, *_rest in self._open.values():
+            for enc, *_rest in self._open.values():
                 if enc is not None:
                     enc.abort()
-            self._stack.close()   # removes the temporaries not renamed
+            if complete:   # every file renamed into place
+                with _write_errors("stems"):
+                    self._together.__exit__(None, None, None)
+            else:          # every temporary removed
+                self._together.__exit__(RuntimeError, None, None)
         return False
 
 
-def write(path: str, audio: np.ndarray, rate: int, fmt: str = "wav", bits: str = "16",
-          bitrate: int = 320):
-    """Write one file atomically; see :func:`write_stems`. Shapes: audio (T, C)."""
+def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = OutputConfig.out_format,
+                bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
+    """Write whole signals with :class:`StemWriter`: {destination path: audio (T, C) float},
+    all appearing together."""
+    with StemWriter(rate, fmt, bits, bitrate) as writer:
+        for path, audio in paths_audio.items():
+            writer.write(path, audio)
+
+
+def write(path: str, audio: np.ndarray, rate: int, fmt: str = OutputConfig.out_format,
+          bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
+    """Write one file atomically (:func:`write_stems`). Shapes: audio (T, C)."""
     write_stems({path: audio}, rate, fmt, bits, bitrate)

@@ -1,14 +1,32 @@
-"""The one configuration of xumx: dataclasses for the model and for separation, and the
-argparse parser shared by the ``xumx.test``, ``xumx.train`` and ``xumx.eval`` entry modules.
+"""The one configuration of xumx: dataclasses, and the command lines generated from them.
 
-Nothing below the entry modules sees an ``argparse.Namespace``: they turn it into these
-dataclasses with :func:`model_config_from_args` / :func:`separation_config_from_args`.
+Every field that a command line sets carries its flag in its metadata (:class:`Flag`: names,
+help, group; the default is the field's own), so a flag, its help and its default are written
+once. :data:`COMMANDS` says which dataclasses make up each entry module's command line;
+:func:`build_parser` generates its parser and :func:`parse` turns a command line into the
+dataclasses (no ``argparse.Namespace`` leaves the entry modules). A flag that several commands
+share is one :class:`Flag` object, so it means the same in each (``--sample-rate``: the rate
+the model runs at; ``--context``: where the network runs; ``--out-dir``: the folder of the
+separated stems...).
+
+Training also reads YAML recipes (:func:`train_values`): ``python -m xumx.train --config
+FILE.yaml`` sets any field of :class:`ModelConfig` and :class:`TrainConfig` by its name, flags
+on the command line override it, and the run's folder records the effective configuration as
+``config.yaml`` (:func:`recipe_text`), which resuming reads.
+
+``python scripts/flags_doc.py > docs/flags.md`` writes the flag tables of docs/flags.md
+(:func:`flags_document`).
 """
 import argparse
 import dataclasses
 import json
+import os
+import typing
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .errors import ConfigError, XumxWarning
+from .spec import bandwidth_to_max_bin
 
 #: The published source order (it fixes parameter creation order in ``x-umx.h5``).
 DEFAULT_SOURCES = ("bass", "drums", "vocals", "other")
@@ -16,49 +34,93 @@ DEFAULT_SAMPLE_RATE = 44100
 DEFAULT_NB_CHANNELS = 2
 DEFAULT_NFFT = 4096
 DEFAULT_NHOP = 1024
-DEFAULT_HIDDEN = 512
-DEFAULT_LAYERS = 3
 DEFAULT_BANDWIDTH = 16000
-#: Default chunk length of ``xumx.test`` and ``xumx.eval`` in seconds (see the README's chunking
-#: section for memory).
-DEFAULT_CHUNK_DUR = 30.0
-#: Overlap of neighbouring chunks in seconds (cross-faded).
-DEFAULT_CHUNK_OVERLAP = 1.0
 #: Largest sample magnitude separated (full scale is 1): beyond it float32 spectra overflow,
 #: so such input is refused rather than turned into NaN stems.
 MAX_AMPLITUDE = 1e6
-#: Where the published weights live and their SHA-1 (the file Spleeter Web verifies).
-PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
-PUBLISHED_SHA1 = "6414e08527d37bd1d08130c4b87255830af819bf"
 
 
-def bandwidth_to_max_bin(rate: int, n_fft: int, bandwidth: float) -> int:
-    """Number of STFT bins whose centre frequency is at most ``bandwidth`` Hz.
+# --------------------------------------------------------------------------- flags
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag of a config field: its option strings (the first is the one shown),
+    help, help group and argparse details. The default is the field's (:meth:`field`).
 
-    >>> bandwidth_to_max_bin(44100, 4096, 16000)
-    1487
+    ``deprecated``: older spellings still accepted, each with a warning naming the new one.
     """
-    import numpy as np
-    freqs = np.linspace(0, float(rate) / 2, n_fft // 2 + 1, endpoint=True)
-    return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
+    names: Tuple[str, ...]
+    help: str
+    group: str
+    choices: Optional[Tuple[str, ...]] = None
+    metavar: Optional[str] = None
+    required: bool = False
+    nargs: Optional[str] = None          # lists: '+' unless given ('*': may be empty)
+    deprecated: Tuple[str, ...] = ()
+
+    def field(self, default, default_text: Optional[str] = None):
+        """A dataclass field with this flag; ``default_text`` says what a None default means."""
+        return dataclasses.field(default=default,
+                                 metadata={"flag": self, "default_text": default_text})
 
 
+def opt(default, *names: str, help: str, group: str, default_text: Optional[str] = None, **kw):
+    """A field with a flag of its own (not shared with another command)."""
+    return Flag(tuple(names), help, group, **kw).field(default, default_text)
+
+
+# The flags that several commands share: one object each, so one meaning and one help.
+MODEL = Flag(("--model",), "X-UMX weights file (.h5); with --umx-infer a folder of <target>.h5 "
+             "(xumx.test and xumx.export without --model: the published x-umx.h5, downloaded once "
+             "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)", "model", metavar="PATH")
+UMX = Flag(("--umx-infer",), "independent Open-Unmix (UMX) networks, a folder of <target>.h5, "
+           "instead of X-UMX", "model")
+SAMPLE_RATE = Flag(("--sample-rate",), "the rate the model runs at, in Hz: audio is resampled to "
+                   "it (xumx.train: the rate of the model trained, which the data set must have)",
+                   "model", metavar="HZ")
+TARGETS = Flag(("--targets",), "sources to separate, by name (with --umx-infer: the <target>.h5 "
+               "files read)", "separation", metavar="NAME")
+CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cross-faded over "
+                 "--overlap, in bounded memory; 0: each file or track in one piece",
+                 "separation", metavar="SECONDS")
+OVERLAP = Flag(("--overlap",), "seconds shared by neighbouring chunks, cross-faded "
+               "(raised cosine)", "separation", metavar="SECONDS")
+CONTEXT = Flag(("--context", "-c"), "cpu, or cudnn for an NVIDIA GPU (separation: onnxruntime-gpu's "
+               "CUDA provider; training: nnabla-ext-cuda)", "runtime", choices=("cpu", "cudnn"))
+DEVICE_ID = Flag(("--device-id", "-d"), "GPU index for --context cudnn", "runtime", metavar="ID")
+OUT_DIR = Flag(("--out-dir", "--outdir"), "folder for the separated stems: <out-dir>/<input name>/"
+               "<target>.<ext> (xumx.test), <out-dir>/<subset>/<track>/<target>.wav (xumx.eval)",
+               "input and output", metavar="DIR")
+ROOT = Flag(("--root",), "MUSDB18 root folder (STEMS, or WAV with --is-wav)", "data", metavar="DIR")
+IS_WAV = Flag(("--is-wav",), "the data set is decoded WAV: <root>/<subset>/<track>/<source>.wav "
+              "(musdb's is_wav layout)", "data")
+SEED = Flag(("--seed",), "random seed (every generator of the run is a function of it)", "data",
+            metavar="N")
+OUT = Flag(("--out",), "what the command writes: the ONNX file (xumx.export), the data set's root "
+           "folder (xumx.synth)", "input and output", metavar="PATH", required=True)
+QUIET = Flag(("--quiet", "-q"), "no progress bars and no summary lines (errors and warnings are "
+             "still printed)", "input and output")
+
+
+# --------------------------------------------------------------------------- the configurations
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the network's shapes and its STFT front end.
 
     ``crossing=False`` gives four independent Open-Unmix networks (UMX mode); the
-    parameters are the same either way.
+    parameters are the same either way. ``max_bin`` None: the bins up to 16 kHz.
     """
-    sources: Tuple[str, ...] = DEFAULT_SOURCES
-    nb_channels: int = DEFAULT_NB_CHANNELS
-    hidden_size: int = DEFAULT_HIDDEN
-    nb_layers: int = DEFAULT_LAYERS
-    unidirectional: bool = False
-    nfft: int = DEFAULT_NFFT
-    nhop: int = DEFAULT_NHOP
+    sources: Tuple[str, ...] = opt(DEFAULT_SOURCES, "--sources", metavar="NAME", group="model",
+                                   help="sources to separate, in the order of the parameters")
+    nb_channels: int = opt(DEFAULT_NB_CHANNELS, "--nb-channels", help="audio channels, 1 or 2",
+                           group="model", metavar="N")
+    hidden_size: int = opt(512, "--hidden-size", help="hidden units", group="model", metavar="N")
+    nb_layers: int = opt(3, "--nb-layers", help="LSTM layers", group="model", metavar="N")
+    unidirectional: bool = opt(False, "--unidirectional", group="model",
+                               help="unidirectional LSTMs instead of bidirectional")
+    nfft: int = opt(DEFAULT_NFFT, "--nfft", help="STFT size", group="model", metavar="N")
+    nhop: int = opt(DEFAULT_NHOP, "--nhop", help="STFT hop", group="model", metavar="N")
     max_bin: Optional[int] = None
-    sample_rate: int = DEFAULT_SAMPLE_RATE
+    sample_rate: int = SAMPLE_RATE.field(DEFAULT_SAMPLE_RATE)
     crossing: bool = True
 
     def __post_init__(self):
@@ -84,8 +146,10 @@ class ModelConfig:
             problems.append(f"nb_layers must be at least 1, not {self.nb_layers}")
         if self.hidden_size < 2 or (not self.unidirectional and self.hidden_size % 2):
             problems.append(f"hidden_size must be even and at least 2, not {self.hidden_size}")
+        if self.sample_rate <= 0:
+            problems.append(f"sample_rate must be positive, not {self.sample_rate}")
         if problems:
-            raise ValueError("invalid model configuration: " + "; ".join(problems))
+            raise ConfigError("invalid model configuration: " + "; ".join(problems))
 
     @property
     def nb_bins(self) -> int:
@@ -114,233 +178,106 @@ class ModelConfig:
 @dataclass(frozen=True)
 class SeparationConfig:
     """How estimates are post-processed (norbert 0.2.1 semantics) and which are returned."""
-    targets: Optional[Tuple[str, ...]] = None   # None: every source of the model
-    niter: int = 1
-    softmask: bool = False
-    alpha: float = 1.0
-    residual_model: bool = False
+    targets: Optional[Tuple[str, ...]] = TARGETS.field(None, "all sources of the model")
+    niter: int = opt(1, "--niter", help="Wiener EM iterations, 0 or more", group="separation",
+                     metavar="N")
+    softmask: bool = opt(False, "--softmask", group="separation",
+                         help="start the Wiener EM from soft masks (spectrograms**alpha) instead "
+                              "of magnitudes")
+    alpha: float = opt(1.0, "--alpha", help="exponent of the soft masks", group="separation",
+                       metavar="A")
+    residual_model: bool = opt(False, "--residual-model", group="separation",
+                               help="add a 'residual' stem: what the model's sources leave of the "
+                                    "mixture (norbert's residual model)")
 
     def __post_init__(self):
         if self.targets is not None:
             object.__setattr__(self, "targets", tuple(self.targets))
         if int(self.niter) != self.niter or self.niter < 0:
-            raise ValueError(f"niter must be a whole number >= 0, not {self.niter!r}")
+            raise ConfigError(f"niter must be a whole number >= 0, not {self.niter!r}")
         if not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, not {self.alpha!r}")
+            raise ConfigError(f"alpha must be positive, not {self.alpha!r}")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything of a training run except the network's shapes (see ``xumx.training``)."""
-    root: Optional[str] = None          # MUSDB18 root; None downloads the 7 s preview
-    output: str = "x-umx"
-    resume: Optional[str] = None        # checkpoint (or output folder, or weights) to continue from
-    is_wav: bool = False
-    epochs: int = 1000
-    batch_size: int = 16
-    patience: int = 1000
-    seq_dur: float = 6.0
-    lr: float = 0.001
-    lr_decay_patience: int = 80
-    lr_decay_gamma: float = 0.3
-    weight_decay: float = 0.00001
-    seed: int = 42
-    valid_dur: float = 100.0
-    samples_per_track: int = 64
-    source_augmentations: Tuple[str, ...] = ("gain", "channelswap")
-    mcoef: float = 10.0
-    context: str = "cpu"
-    device_id: str = "0"
+class LoadConfig:
+    """Which model to separate with and where it runs (:func:`xumx.separator.load_separator`).
 
-    def __post_init__(self):
-        object.__setattr__(self, "source_augmentations", tuple(self.source_augmentations))
-        problems = []
-        for name in ("epochs", "batch_size", "samples_per_track"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("seq_dur", "valid_dur", "lr"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be positive, not {getattr(self, name)}")
-        if self.patience < 1 or self.lr_decay_patience < 0:
-            problems.append("patience must be >= 1 and lr_decay_patience >= 0")
-        if not 0 < self.lr_decay_gamma < 1:
-            problems.append(f"lr_decay_gamma must be in (0, 1), not {self.lr_decay_gamma}")
-        if self.weight_decay < 0 or self.mcoef < 0:
-            problems.append("weight_decay and mcoef must be >= 0")
-        unknown = set(self.source_augmentations) - {"gain", "channelswap"}
-        if unknown:
-            problems.append(f"unknown source augmentations {sorted(unknown)} (known: gain channelswap)")
-        if problems:
-            raise ValueError("invalid training configuration: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What ``xumx.eval`` scores and where it writes (see :mod:`xumx.evaluation`).
-
-    ``model`` None scores only the mixture baseline (``baseline`` must then be set).
+    ``model`` None: the published weights. ``sample_rate`` None: the model's own.
     """
-    root: Optional[str] = None
-    model: Optional[str] = None
-    umx: bool = False
-    subset: str = "test"
-    is_wav: bool = False
-    tracks: Optional[Tuple[str, ...]] = None
-    out_dir: Optional[str] = None
-    eval_dir: str = "scores"
-    cores: int = 1
-    chunk_dur: float = DEFAULT_CHUNK_DUR   # 0: each track in one piece
-    baseline: bool = False
-    context: str = "cpu"
-    device_id: str = "0"
-    sample_rate: Optional[int] = None
+    model: Optional[str] = MODEL.field(None, "the published weights")
+    umx: bool = UMX.field(False)
+    sample_rate: Optional[int] = SAMPLE_RATE.field(None, "the model's (44100 for x-umx.h5)")
+    context: str = CONTEXT.field("cpu")
+    device_id: str = DEVICE_ID.field("0")
 
     def __post_init__(self):
-        if self.tracks is not None:
-            object.__setattr__(self, "tracks", tuple(self.tracks))
-        if self.cores < 1:
-            raise ValueError(f"--cores must be at least 1, not {self.cores}")
+        if self.sample_rate is not None and self.sample_rate <= 0:
+            raise ConfigError(f"--sample-rate must be positive, not {self.sample_rate}")
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How long signals are cut for separation (:mod:`xumx.chunking`): chunks of ``chunk_dur``
+    seconds (0: one piece) sharing ``overlap`` seconds, cross-faded."""
+    chunk_dur: float = CHUNK_DUR.field(30.0)
+    overlap: float = OVERLAP.field(1.0)
+
+    def __post_init__(self):
+        problems = []
         if not self.chunk_dur >= 0:
-            raise ValueError(f"--chunk-dur must be 0 (whole track) or positive, not {self.chunk_dur}")
-        if self.model is None and not self.baseline:
-            raise ValueError("no --model given (or pass --baseline to score only the mixture)")
+            problems.append(f"--chunk-dur must be 0 (no chunking) or positive, not {self.chunk_dur!r}")
+        if not self.overlap >= 0:
+            problems.append(f"--overlap must be 0 or more seconds, not {self.overlap!r}")
+        if self.chunk_dur and self.overlap * 2 >= self.chunk_dur:
+            problems.append(f"--chunk-dur must be more than twice the overlap "
+                            f"({2 * self.overlap:g} s), not {self.chunk_dur:g}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def samples(self, rate: int) -> Tuple[int, int]:
+        """(chunk, overlap) in samples at ``rate``."""
+        return int(round(self.chunk_dur * rate)), int(round(self.overlap * rate))
 
 
-# --------------------------------------------------------------------------- argparse
-def _add_runtime_args(parser):
-    g = parser.add_argument_group("runtime")
-    g.add_argument("--context", "-c", default="cpu", choices=["cpu", "cudnn"],
-                   help="cpu, or cudnn for an NVIDIA GPU (default: cpu)")
-    g.add_argument("--device-id", "-d", default="0", help="GPU index for --context cudnn (default: 0)")
-
-
-def _add_separation_args(parser):
-    g = parser.add_argument_group("separation")
-    g.add_argument("--model", default=None,
-                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5 "
-                        "(xumx.test without --model: the published x-umx.h5, downloaded once "
-                        "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)")
-    g.add_argument("--umx-infer", action="store_true",
-                   help="use independent UMX networks (a folder of <target>.h5) instead of X-UMX")
-    g.add_argument("--targets", nargs="+", default=None,
-                   help="sources to write, by name (default: all sources of the model)")
-    g.add_argument("--softmask", action="store_true",
-                   help="start the Wiener EM from soft masks (spectrograms**alpha) instead of magnitudes")
-    g.add_argument("--niter", type=int, default=1, help="Wiener EM iterations, 0 or more (default: 1)")
-    g.add_argument("--alpha", type=float, default=1.0, help="exponent of the soft masks (default: 1.0)")
-    g.add_argument("--residual-model", action="store_true",
-                   help="add a 'residual' stem: what the model's sources leave of the mixture "
-                        "(norbert's residual model)")
-    g.add_argument("--sample-rate", type=int, default=None,
-                   help="model sample rate in Hz (default: the model's, 44100 for x-umx.h5)")
-
-
-def build_parser(mode: str) -> argparse.ArgumentParser:
-    """The parser of one entry module: ``mode`` is 'test', 'train', 'eval', 'synth' or 'export'."""
-    progs = {"test": "python -m xumx.test", "train": "python -m xumx.train",
-             "eval": "python -m xumx.eval", "synth": "python -m xumx.synth",
-             "export": "python -m xumx.export"}
-    if mode not in progs:
-        raise ValueError(f"unknown mode {mode!r}")
-    parser = argparse.ArgumentParser(prog=progs[mode])
-    if mode == "synth":
-        _add_synth_args(parser)
-        return parser
-    if mode == "export":
-        _add_export_args(parser)
-        return parser
-    if mode in ("test", "eval"):
-        _add_separation_args(parser)
-    if mode == "test":
-        _add_test_args(parser)
-    if mode == "train":
-        _add_train_args(parser)
-    if mode == "eval":
-        _add_eval_args(parser)
-    _add_runtime_args(parser)
-    return parser
-
-
-def _add_export_args(parser):
-    g = parser.add_argument_group("export")
-    g.add_argument("--model", default=None,
-                   help="X-UMX parameter file (.h5); with --umx-infer a folder of <target>.h5 "
-                        "(default: the published x-umx.h5, as xumx.test)")
-    g.add_argument("--umx-infer", action="store_true",
-                   help="export independent UMX networks (a folder of <target>.h5)")
-    g.add_argument("--targets", nargs="+", default=None,
-                   help="with --umx-infer: the <target>.h5 files to read (default: bass drums "
-                        "vocals other)")
-    g.add_argument("--out", required=True, help="ONNX file to write (e.g. x-umx.onnx)")
-    g.add_argument("--quiet", action="store_true", help="no download bar and no summary line")
-
-
-def _add_test_args(parser):
-    g = parser.add_argument_group("input and output")
-    g.add_argument("--inputs", nargs="+", required=True,
-                   help="audio files to separate (anything ffmpeg decodes)")
-    g.add_argument("--out-dir", "--outdir", dest="out_dir", default=None,
-                   help="stems go to <out-dir>/<input name>/<target>.<ext> "
-                        "(default: the current folder)")
-    g.add_argument("--start", type=float, default=0.0,
-                   help="separate from this time in seconds (default: 0)")
-    g.add_argument("--duration", type=float, default=-1.0,
-                   help="separate this many seconds; negative: to the end (default: -1)")
-    g.add_argument("--chunk-dur", type=float, default=DEFAULT_CHUNK_DUR,
-                   help=f"separate in overlapping chunks of this many seconds, cross-faded; "
-                        f"0: the whole file at once (default: {DEFAULT_CHUNK_DUR:g})")
-    g.add_argument("--overlap", type=float, default=DEFAULT_CHUNK_OVERLAP,
-                   help=f"seconds shared by neighbouring chunks, cross-faded "
-                        f"(default: {DEFAULT_CHUNK_OVERLAP:g})")
-    g.add_argument("--format", dest="out_format", default="wav", choices=OUTPUT_FORMATS,
-                   help="stem file format (default: wav)")
-    g.add_argument("--bits", default="16", choices=OUTPUT_BITS,
-                   help="sample format of wav/flac stems: 16, 24 (integer) or float "
-                        "(32-bit float, wav only) (default: 16)")
-    g.add_argument("--bitrate", type=int, default=DEFAULT_MP3_BITRATE,
-                   help=f"mp3 bitrate in kbit/s (default: {DEFAULT_MP3_BITRATE})")
-    g.add_argument("--output-rate", default="input",
-                   help="sample rate of the stems: 'input' (the input file's), 'model' "
-                        "(the model's), or a rate in Hz (default: input)")
-    g.add_argument("--quiet", "-q", action="store_true",
-                   help="no progress bar and no summary lines (errors are still printed)")
-
-
-DEFAULT_MP3_BITRATE = 320
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 OUTPUT_BITS = ("16", "24", "float")
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """How ``xumx.test`` reads its inputs and writes the stems.
+    """What ``xumx.test`` reads and how it writes the stems.
 
     ``output_rate``: 'input', 'model' or a rate in Hz. ``bits``: '16', '24' or 'float'
-    (wav/flac). ``chunk_dur``: seconds per chunk, 0 for the whole file at once.
+    (wav/flac).
     """
-    start: float = 0.0
-    duration: float = -1.0
-    chunk_dur: float = DEFAULT_CHUNK_DUR
-    overlap: float = DEFAULT_CHUNK_OVERLAP
-    out_format: str = "wav"
-    bits: str = "16"
-    bitrate: int = DEFAULT_MP3_BITRATE
-    output_rate: str = "input"
-    quiet: bool = False
+    inputs: Tuple[str, ...] = opt((), "--inputs", metavar="FILE", required=True,
+                                  group="input and output",
+                                  help="audio files to separate (anything ffmpeg decodes)")
+    out_dir: Optional[str] = OUT_DIR.field(None, "the current folder")
+    start: float = opt(0.0, "--start", help="separate from this time in seconds",
+                       group="input and output", metavar="SECONDS")
+    duration: float = opt(-1.0, "--duration", help="separate this many seconds; negative: to the end",
+                          group="input and output", metavar="SECONDS")
+    out_format: str = opt("wav", "--format", choices=OUTPUT_FORMATS, group="input and output",
+                          help="stem file format")
+    bits: str = opt("16", "--bits", choices=OUTPUT_BITS, group="input and output",
+                    help="sample format of wav/flac stems: 16, 24 (integer) or float (32-bit float, "
+                         "wav only)")
+    bitrate: int = opt(320, "--bitrate", help="mp3 bitrate in kbit/s", group="input and output",
+                       metavar="KBPS")
+    output_rate: str = opt("input", "--output-rate", group="input and output", metavar="RATE",
+                           help="sample rate of the stems: 'input' (the input file's), 'model' "
+                                "(the model's), or a rate in Hz")
+    quiet: bool = QUIET.field(False)
 
     def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
         problems = []
         if not self.start >= 0:
             problems.append(f"--start must be 0 or more seconds, not {self.start!r}")
         if self.duration == 0:
             problems.append("--duration must be positive (or negative for 'to the end'), not 0")
-        if not self.chunk_dur >= 0:
-            problems.append(f"--chunk-dur must be 0 (no chunking) or positive, not {self.chunk_dur!r}")
-        if not self.overlap >= 0:
-            problems.append(f"chunk overlap must be 0 or more seconds, not {self.overlap!r}")
-        if self.chunk_dur and self.overlap * 2 >= self.chunk_dur:
-            problems.append(f"--chunk-dur must be more than twice the overlap "
-                            f"({2 * self.overlap:g} s), not {self.chunk_dur:g}")
         if self.out_format not in OUTPUT_FORMATS:
             problems.append(f"unknown output format {self.out_format!r}")
         if self.bits not in OUTPUT_BITS:
@@ -358,125 +295,441 @@ class OutputConfig:
                 problems.append(f"--output-rate must be 'input', 'model' or a rate in Hz, "
                                 f"not {self.output_rate!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
 
-def output_config_from_args(args) -> OutputConfig:
-    return OutputConfig(start=float(args.start), duration=float(args.duration),
-                        chunk_dur=float(args.chunk_dur), overlap=float(args.overlap),
-                        out_format=args.out_format,
-                        bits=str(args.bits), bitrate=int(args.bitrate),
-                        output_rate=str(args.output_rate), quiet=bool(args.quiet))
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``xumx.eval`` scores and where it writes (see :mod:`xumx.evaluation`)."""
+    root: Optional[str] = ROOT.field(None, "$MUSDB_PATH")
+    subset: str = opt("test", "--subset", choices=("train", "test"), group="evaluation",
+                      help="MUSDB18 subset to evaluate")
+    is_wav: bool = IS_WAV.field(False)
+    tracks: Optional[Tuple[str, ...]] = opt(None, "--tracks", metavar="NAME", group="evaluation",
+                                            default_text="every track of the subset",
+                                            help="names of the tracks to evaluate")
+    out_dir: Optional[str] = OUT_DIR.field(None, "not written")
+    eval_dir: str = opt("scores", "--eval-dir", "--evaldir", metavar="DIR", group="evaluation",
+                        help="folder for the scores: museval JSON per track, CSV, store, sdr.png")
+    cores: int = opt(1, "--cores", help="tracks separated and scored in parallel processes",
+                     group="evaluation", metavar="N")
+    baseline: bool = opt(False, "--baseline", group="evaluation",
+                         help="also score the mixture as the estimate of every target "
+                              "(the mixture-as-estimate baseline)")
+
+    def __post_init__(self):
+        if self.tracks is not None:
+            object.__setattr__(self, "tracks", tuple(self.tracks))
+        if self.cores < 1:
+            raise ConfigError(f"--cores must be at least 1, not {self.cores}")
 
 
-def _add_eval_args(parser):
-    g = parser.add_argument_group("evaluation")
-    g.add_argument("--root", default=None,
-                   help="MUSDB18 folder (STEMS, or WAV with --is-wav; default: $MUSDB_PATH)")
-    g.add_argument("--subset", default="test", choices=["train", "test"],
-                   help="MUSDB18 subset to evaluate (default: test)")
-    g.add_argument("--is-wav", action="store_true",
-                   help="the dataset is the WAV layout <root>/<subset>/<track>/<source>.wav")
-    g.add_argument("--tracks", nargs="+", default=None,
-                   help="names of the tracks to evaluate (default: every track of the subset)")
-    g.add_argument("--out-dir", "--outdir", dest="out_dir", default=None,
-                   help="folder for the estimates <out-dir>/<subset>/<track>/<target>.wav "
-                        "(default: not written)")
-    g.add_argument("--eval-dir", "--evaldir", dest="eval_dir", default="scores",
-                   help="folder for the scores: museval JSON per track, CSV, store, sdr.png "
-                        "(default: ./scores)")
-    g.add_argument("--cores", type=int, default=1,
-                   help="tracks separated and scored in parallel processes (default: 1)")
-    g.add_argument("--chunk-dur", type=float, default=DEFAULT_CHUNK_DUR,
-                   help="separate in overlapping chunks of this many seconds, as xumx.test, to bound "
-                        f"memory; 0: each track in one piece (default: {DEFAULT_CHUNK_DUR:g})")
-    g.add_argument("--baseline", action="store_true",
-                   help="also score the mixture as the estimate of every target "
-                        "(the mixture-as-estimate baseline)")
+AUGMENTATIONS = ("gain", "channelswap")
 
 
-def separation_config_from_args(args) -> SeparationConfig:
-    return SeparationConfig(targets=tuple(args.targets) if args.targets else None,
-                            niter=args.niter, softmask=bool(args.softmask),
-                            alpha=float(args.alpha), residual_model=bool(args.residual_model))
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything of a training run except the network's shapes (see ``xumx.training``).
+
+    ``bandwidth`` fixes the ``max_bin`` of a new model (:func:`parse` applies it).
+    """
+    root: Optional[str] = ROOT.field(None, "download the 7 s preview")
+    is_wav: bool = IS_WAV.field(False)
+    seq_dur: float = opt(6.0, "--seq-dur", help="training excerpt length in seconds",
+                         group="data", metavar="SECONDS")
+    valid_dur: float = opt(100.0, "--valid-dur", "--valid_dur", group="data", metavar="SECONDS",
+                           help="validation window length in seconds; the last partial window "
+                                "counts")
+    samples_per_track: int = opt(64, "--samples-per-track", help="excerpts per track and epoch",
+                                 group="data", metavar="N")
+    source_augmentations: Tuple[str, ...] = opt(AUGMENTATIONS, "--source-augmentations", nargs="*",
+                                                metavar="NAME", group="data",
+                                                help="per-source augmentations: gain, channelswap")
+    seed: int = SEED.field(42)
+    bandwidth: float = opt(float(DEFAULT_BANDWIDTH), "--bandwidth", group="model", metavar="HZ",
+                           help="highest frequency the network sees, in Hz (fixes max_bin)")
+    output: str = opt("x-umx", "--output", help="output folder of the run", group="training",
+                      metavar="DIR")
+    resume: Optional[str] = opt(None, "--resume", deprecated=("--model",), group="training",
+                                metavar="PATH",
+                                help="continue a run: its output folder (its checkpoint.h5 and "
+                                     "config.yaml) or a checkpoint file; a weights file starts a "
+                                     "new run from its weights (--model: the old spelling)")
+    epochs: int = opt(1000, "--epochs", help="epochs", group="training", metavar="N")
+    batch_size: int = opt(16, "--batch-size", help="excerpts per step and process",
+                          group="training", metavar="N")
+    lr: float = opt(0.001, "--lr", help="Adam learning rate", group="training", metavar="LR")
+    patience: int = opt(1000, "--patience", group="training", metavar="N",
+                        help="early stopping: epochs without validation improvement")
+    lr_decay_patience: int = opt(80, "--lr-decay-patience", group="training", metavar="N",
+                                 help="epochs without improvement before the learning rate decays")
+    lr_decay_gamma: float = opt(0.3, "--lr-decay-gamma", help="learning-rate decay factor",
+                                group="training", metavar="G")
+    weight_decay: float = opt(0.00001, "--weight-decay", help="L2 weight decay", group="training",
+                              metavar="W")
+    mcoef: float = opt(10.0, "--mcoef", group="training", metavar="C",
+                       help="loss = mcoef * time-domain loss + frequency-domain loss")
+    context: str = CONTEXT.field("cpu")
+    device_id: str = DEVICE_ID.field("0")
+
+    def __post_init__(self):
+        object.__setattr__(self, "source_augmentations", tuple(self.source_augmentations))
+        problems = []
+        for name in ("epochs", "batch_size", "samples_per_track"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("seq_dur", "valid_dur", "lr", "bandwidth"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, not {getattr(self, name)}")
+        if self.patience < 1 or self.lr_decay_patience < 0:
+            problems.append("patience must be >= 1 and lr_decay_patience >= 0")
+        if not 0 < self.lr_decay_gamma < 1:
+            problems.append(f"lr_decay_gamma must be in (0, 1), not {self.lr_decay_gamma}")
+        if self.weight_decay < 0 or self.mcoef < 0:
+            problems.append("weight_decay and mcoef must be >= 0")
+        unknown = set(self.source_augmentations) - set(AUGMENTATIONS)
+        if unknown:
+            problems.append(f"unknown source augmentations {sorted(unknown)} (known: "
+                            f"{' '.join(AUGMENTATIONS)})")
+        if problems:
+            raise ConfigError("invalid training configuration: " + "; ".join(problems))
 
 
-def _add_train_args(parser):
-    g = parser.add_argument_group("data")
-    g.add_argument("--root", default=None,
-                   help="MUSDB18 root folder (default: download the 7 s preview)")
-    g.add_argument("--is-wav", action="store_true", help="the dataset is decoded WAV (musdb is_wav layout)")
-    g.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES),
-                   help="sources to separate, in order (default: bass drums vocals other)")
-    g.add_argument("--seq-dur", type=float, default=6.0, help="training excerpt length in s (default: 6.0)")
-    g.add_argument("--valid_dur", "--valid-dur", dest="valid_dur", type=float, default=100.0,
-                   help="validation window length in s; the last partial window counts (default: 100.0)")
-    g.add_argument("--samples-per-track", type=int, default=64,
-                   help="excerpts per track and epoch (default: 64)")
-    g.add_argument("--source-augmentations", nargs="*", default=["gain", "channelswap"],
-                   help="per-source augmentations: gain, channelswap (default: gain channelswap)")
-    g.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    g = parser.add_argument_group("model")
-    g.add_argument("--hidden-size", type=int, default=DEFAULT_HIDDEN, help="hidden units (default: 512)")
-    g.add_argument("--nb-layers", type=int, default=DEFAULT_LAYERS, help="LSTM layers (default: 3)")
-    g.add_argument("--unidirectional", action="store_true", help="unidirectional LSTM (default: bidirectional)")
-    g.add_argument("--nfft", type=int, default=DEFAULT_NFFT, help="STFT size (default: 4096)")
-    g.add_argument("--nhop", type=int, default=DEFAULT_NHOP, help="STFT hop (default: 1024)")
-    g.add_argument("--bandwidth", type=int, default=DEFAULT_BANDWIDTH,
-                   help="highest frequency the network sees, Hz (default: 16000)")
-    g.add_argument("--nb-channels", type=int, default=DEFAULT_NB_CHANNELS,
-                   help="audio channels, 1 or 2 (default: 2)")
-    g.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE,
-                   help="sample rate of the dataset in Hz (default: 44100)")
-    g = parser.add_argument_group("training")
-    g.add_argument("--output", default="x-umx", help="output folder (default: ./x-umx)")
-    g.add_argument("--model", default=None,
-                   help="resume from this checkpoint (or output folder); a plain weights file starts from its weights")
-    g.add_argument("--epochs", type=int, default=1000, help="epochs (default: 1000)")
-    g.add_argument("--batch-size", type=int, default=16, help="excerpts per step and process (default: 16)")
-    g.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default: 0.001)")
-    g.add_argument("--patience", type=int, default=1000,
-                   help="early stopping: epochs without validation improvement (default: 1000)")
-    g.add_argument("--lr-decay-patience", type=int, default=80,
-                   help="epochs without improvement before the LR decays (default: 80)")
-    g.add_argument("--lr-decay-gamma", type=float, default=0.3, help="LR decay factor (default: 0.3)")
-    g.add_argument("--weight-decay", type=float, default=0.00001, help="L2 weight decay (default: 0.00001)")
-    g.add_argument("--mcoef", type=float, default=10.0,
-                   help="loss = mcoef * time-domain loss + frequency-domain loss (default: 10.0)")
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``xumx.export`` writes (the model: :class:`LoadConfig`)."""
+    out: str = OUT.field(None)
+    quiet: bool = QUIET.field(False)
 
 
-def train_configs_from_args(args) -> Tuple[ModelConfig, TrainConfig]:
-    """The model and training configurations of ``python -m xumx.train`` flags."""
-    model = ModelConfig(sources=tuple(args.sources), nb_channels=args.nb_channels,
-                        hidden_size=args.hidden_size, nb_layers=args.nb_layers,
-                        unidirectional=bool(args.unidirectional), nfft=args.nfft, nhop=args.nhop,
-                        max_bin=bandwidth_to_max_bin(args.sample_rate, args.nfft, args.bandwidth),
-                        sample_rate=args.sample_rate)
-    train = TrainConfig(root=args.root, output=args.output, resume=args.model, is_wav=bool(args.is_wav),
-                        epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                        seq_dur=args.seq_dur, lr=args.lr, lr_decay_patience=args.lr_decay_patience,
-                        lr_decay_gamma=args.lr_decay_gamma, weight_decay=args.weight_decay,
-                        seed=args.seed, valid_dur=args.valid_dur,
-                        samples_per_track=args.samples_per_track,
-                        source_augmentations=tuple(args.source_augmentations), mcoef=args.mcoef,
-                        context=args.context, device_id=str(args.device_id))
-    return model, train
+@dataclass(frozen=True)
+class SynthConfig:
+    """The generated data set of ``xumx.synth`` (see :mod:`xumx.synth`)."""
+    out: str = OUT.field(None)
+    train: int = opt(8, "--train", help="training songs", group="generated data set", metavar="N")
+    test: int = opt(3, "--test", help="test songs", group="generated data set", metavar="N")
+    song_dur: float = opt(12.0, "--song-dur", help="length of each song in seconds",
+                          group="generated data set", metavar="SECONDS")
+    seed: int = SEED.field(0)
+
+    def __post_init__(self):
+        if self.train < 0 or self.test < 0 or not self.song_dur > 0:
+            raise ConfigError("--train/--test must be >= 0 and --song-dur > 0")
 
 
-def _add_synth_args(parser):
-    g = parser.add_argument_group("generated dataset")
-    g.add_argument("--out", required=True, help="dataset root to write")
-    g.add_argument("--train", type=int, default=8, help="training songs (default: 8)")
-    g.add_argument("--test", type=int, default=3, help="test songs (default: 3)")
-    g.add_argument("--duration", type=float, default=12.0, help="song length in seconds (default: 12)")
-    g.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where ``xumx.demo`` works (see :mod:`xumx.demo`)."""
+    workdir: str = opt("xumx-demo", "--workdir", metavar="DIR", group="demo",
+                       help="folder for the data, model, stems and scores")
 
 
-def eval_config_from_args(args) -> EvalConfig:
-    return EvalConfig(root=args.root, model=args.model, umx=bool(args.umx_infer),
-                      subset=args.subset, is_wav=bool(args.is_wav),
-                      tracks=tuple(args.tracks) if args.tracks else None, out_dir=args.out_dir,
-                      eval_dir=args.eval_dir, cores=args.cores,
-                      chunk_dur=args.chunk_dur, baseline=bool(args.baseline),
-                      context=args.context, device_id=str(args.device_id),
-                      sample_rate=args.sample_rate)
+# --------------------------------------------------------------------------- the commands
+@dataclass(frozen=True)
+class Command:
+    """An entry module's command line: what it does, and the dataclasses it sets (``fields``:
+    the fields of each that it sets, None for all with a flag), in the order :func:`parse`
+    returns them."""
+    summary: str
+    sections: Tuple[Tuple[type, Optional[Tuple[str, ...]]], ...]
+    recipes: bool = False    # --config FILE.yaml
+
+
+COMMANDS: Dict[str, Command] = {
+    "test": Command("Separate audio files into stems.",
+                    ((OutputConfig, None), (ChunkConfig, None), (LoadConfig, None),
+                     (SeparationConfig, None))),
+    "train": Command("Train X-UMX on MUSDB18 (or any musdb-layout data set), on one machine or "
+                     "with mpirun -n N.", ((ModelConfig, None), (TrainConfig, None)), recipes=True),
+    "eval": Command("Separate MUSDB18 tracks and score them with museval (BSSEval v4).",
+                    ((EvalConfig, None), (ChunkConfig, None), (LoadConfig, None),
+                     (SeparationConfig, None))),
+    "export": Command("Write the network as an ONNX file.",
+                      ((ExportConfig, None), (LoadConfig, ("model", "umx")),
+                       (SeparationConfig, ("targets",)))),
+    "synth": Command("Write a small generated MUSDB-like WAV data set.", ((SynthConfig, None),)),
+    "demo": Command("The whole job, offline, on a CPU: generate data, train, separate, evaluate.",
+                    ((DemoConfig, None),)),
+}
+#: Help groups, in the order they are shown.
+GROUPS = ("input and output", "data", "model", "separation", "training", "evaluation",
+          "generated data set", "demo", "runtime")
+RECIPE_HELP = ("YAML recipe setting any training field by name: a file, or a recipe shipped with "
+               "xumx (x-umx-musdb18: the published one; demo); flags given here override it")
+
+
+def flagged_fields(cls, names: Optional[Sequence[str]] = None) -> list:
+    """The dataclass fields of ``cls`` that have a flag (only ``names``, if given)."""
+    out = [f for f in dataclasses.fields(cls) if "flag" in f.metadata]
+    if names is not None:
+        out = [f for f in out if f.name in names]
+    return out
+
+
+def command_fields(command: str) -> list:
+    """(dataclass, field) of every flag of ``command``, in section order."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}")
+    return [(cls, f) for cls, names in COMMANDS[command].sections
+            for f in flagged_fields(cls, names)]
+
+
+def shown_fields(command: str) -> list:
+    """(dataclass, field) of every flag of ``command`` in the order --help and docs/flags.md
+    show them: by :data:`GROUPS`, then in section order."""
+    fields = command_fields(command)
+    missing = {f.metadata["flag"].group for _, f in fields} - set(GROUPS)
+    assert not missing, f"flag groups not in GROUPS: {missing}"
+    return sorted(fields, key=lambda cf: GROUPS.index(cf[1].metadata["flag"].group))
+
+
+def _value_type(f) -> Tuple[Any, bool]:
+    """(element type, is a list) of a field's annotation."""
+    kind = f.type
+    if typing.get_origin(kind) is typing.Union:   # Optional[X]
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) in (tuple, Tuple):
+        return typing.get_args(kind)[0], True
+    return kind, False
+
+
+def default_text(f) -> str:
+    """The default of a field as the help and docs/flags.md show it."""
+    flag = f.metadata["flag"]
+    if flag.required:
+        return "required"
+    if f.metadata["default_text"]:
+        return f.metadata["default_text"]
+    if f.default is False:
+        return "off"
+    if isinstance(f.default, tuple):
+        return " ".join(map(str, f.default))
+    return "none" if f.default is None else f"{f.default:g}" if isinstance(f.default, float) \
+        else str(f.default)
+
+
+class _Deprecated(argparse.Action):
+    """Stores like the flag it stands for, with a warning naming that flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import warnings
+        warnings.warn(f"{option_string} is deprecated here: use {self.metavar}", XumxWarning)
+        setattr(namespace, self.dest, values)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m xumx.<command>``, generated from :data:`COMMANDS`.
+
+    Flags not given are absent from its namespace (defaults come from the dataclasses)."""
+    from .cli import Parser
+    parser = Parser(prog=f"python -m xumx.{command}", description=COMMANDS[command].summary,
+                    argument_default=argparse.SUPPRESS)
+    groups = {}
+    for _, f in shown_fields(command):
+        flag = f.metadata["flag"]
+        group = groups.get(flag.group) or groups.setdefault(
+            flag.group, parser.add_argument_group(flag.group))
+        kind, many = _value_type(f)
+        kw: Dict[str, Any] = {"dest": f.name}
+        if kind is bool:
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=kind, metavar=flag.metavar if not flag.choices else None,
+                      choices=flag.choices)
+            if many:
+                kw["nargs"] = flag.nargs or "+"
+        if flag.required:
+            kw["required"] = True
+        shown = "" if kind is bool or flag.required else f" (default: {default_text(f)})"
+        group.add_argument(*flag.names, help=flag.help.replace("%", "%%") + shown, **kw)
+        for old in flag.deprecated:
+            group.add_argument(old, dest=f.name, action=_Deprecated, type=kind,
+                               metavar=flag.names[0], help=argparse.SUPPRESS)
+    if COMMANDS[command].recipes:
+        parser.add_argument("--config", metavar="FILE.yaml", help=RECIPE_HELP)
+    return parser
+
+
+def given(command: str, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """{field name: value} of the flags on the command line ``argv`` (default: sys.argv[1:]).
+    Raises ConfigError for a bad command line."""
+    return vars(build_parser(command).parse_args(argv))
+
+
+def build(command: str, values: Dict[str, Any]) -> tuple:
+    """The dataclasses of ``command`` (:data:`COMMANDS` order) from {field name: value}; a
+    field absent from ``values`` keeps its default. Raises ConfigError for invalid values."""
+    values = dict(values)
+    values.pop("config", None)
+    out = []
+    for cls, names in COMMANDS[command].sections:
+        kw = {f.name: _coerce(f, values[f.name], f.name) for f in flagged_fields(cls, names)
+              if f.name in values}
+        try:
+            out.append(cls(**kw))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+    if command == "train":   # the bandwidth fixes the new model's max_bin
+        model, train = out
+        out[0] = dataclasses.replace(model, max_bin=bandwidth_to_max_bin(
+            model.sample_rate, model.nfft, train.bandwidth))
+    return tuple(out)
+
+
+def parse(command: str, argv: Optional[Sequence[str]] = None) -> tuple:
+    """The dataclasses of ``python -m xumx.<command> argv`` (see :data:`COMMANDS`); training
+    recipes and resumed runs are read as :func:`train_values` says."""
+    values = given(command, argv)
+    if command == "train":
+        values = train_values(values)
+    return build(command, values)
+
+
+def from_args(command: str, args: argparse.Namespace) -> tuple:
+    """:func:`build` of a namespace of :func:`build_parser` (for callers that parsed themselves)."""
+    return build(command, vars(args))
+
+
+# --------------------------------------------------------------------------- recipes
+#: The file in a training run's folder that records its effective configuration.
+RUN_CONFIG = "config.yaml"
+#: Fields a recipe does not set: where a run goes and what it continues are the command line's.
+NOT_IN_RECIPES = ("resume",)
+
+
+def _coerce(f, value, where: str):
+    """``value`` (from argparse or YAML) as field ``f`` holds it; ConfigError naming ``where``."""
+    kind, many = _value_type(f)
+    if value is None:
+        return None
+    try:
+        if many:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise TypeError("a list")
+            return tuple(kind(v) for v in value)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError("true or false")
+            return value
+        if kind in (int, float) and isinstance(value, bool):
+            raise TypeError("a number")
+        if kind is int and isinstance(value, float) and value != int(value):
+            raise TypeError("a whole number")
+        return kind(value)
+    except (TypeError, ValueError) as e:
+        want = e.args[0] if isinstance(e, TypeError) and e.args else kind.__name__
+        raise ConfigError(f"{where}: expected {want}, not {value!r}") from None
+
+
+def read_recipe(path: str, command: str = "train") -> Dict[str, Any]:
+    """{field name: value} of a YAML recipe for ``command``; ConfigError naming the file and
+    the key for a missing or malformed file, an unknown key or a bad value."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        from .files import os_reason
+        raise ConfigError(f"{path}: cannot read the recipe ({os_reason(e)})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not a YAML recipe ({' '.join(str(e).split())[:200]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of field names to values")
+    fields = {f.name: f for _, f in command_fields(command) if f.name not in NOT_IN_RECIPES}
+    out = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key {key!r} (the keys are the flag names with "
+                              f"'_' for '-': {', '.join(sorted(fields))})")
+        out[key] = _coerce(fields[key], value, f"{path}: {key}")
+    return out
+
+
+def recipe_path(name: str) -> str:
+    """The file of ``--config NAME``: a path, or the name of a recipe shipped with xumx
+    (``x-umx-musdb18``, ``demo``: recipes/ of the repository, installed as ``xumx/recipes``)."""
+    if os.path.exists(name) or os.sep in name:
+        return name
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(here, "recipes"), os.path.join(os.path.dirname(here), "recipes")):
+        path = os.path.join(folder, name if name.endswith(".yaml") else f"{name}.yaml")
+        if os.path.isfile(path):
+            return path
+    return name   # read_recipe says that it cannot be read
+
+
+def run_config_path(resume: str) -> str:
+    """The recorded configuration of the run that ``--resume`` names (a folder or a file in it)."""
+    folder = resume if os.path.isdir(resume) else os.path.dirname(resume)
+    return os.path.join(folder, RUN_CONFIG)
+
+
+def train_values(cli: Dict[str, Any]) -> Dict[str, Any]:
+    """The training fields of a command line: the resumed run's ``config.yaml`` (with
+    ``--resume``, when there is one), then the recipe (``--config``), then the flags given.
+    Resuming a run folder keeps writing to it unless ``--output`` is given."""
+    values: Dict[str, Any] = {}
+    resume = cli.get("resume")
+    if resume:
+        recorded = run_config_path(resume)
+        if os.path.isfile(recorded):
+            values.update(read_recipe(recorded))
+        if os.path.isdir(resume):
+            values["output"] = resume
+    if cli.get("config"):
+        values.update(read_recipe(recipe_path(cli["config"])))
+    values.update({k: v for k, v in cli.items() if k != "config"})
+    return values
+
+
+def recipe_text(model: ModelConfig, train: TrainConfig) -> str:
+    """The YAML of every training field (what ``config.yaml`` of a run records), by name."""
+    import yaml
+    configs = {ModelConfig: model, TrainConfig: train}
+    data = {}
+    for cls, f in command_fields("train"):
+        if f.name in NOT_IN_RECIPES:
+            continue
+        value = getattr(configs[cls], f.name)
+        data[f.name] = list(value) if isinstance(value, tuple) else value
+    return ("# the effective configuration of this run (python -m xumx.train --config this file)\n"
+            + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+
+
+# --------------------------------------------------------------------------- docs/flags.md
+def flags_markdown(command: str) -> str:
+    """The flag table of ``command``: flag(s), default, meaning (one format for every table)."""
+    rows = ["| Flag | Default | Meaning |", "|---|---|---|"]
+    for _, f in shown_fields(command):
+        flag = f.metadata["flag"]
+        kind, many = _value_type(f)
+        arg = ("{" + ",".join(flag.choices) + "}" if flag.choices
+               else "" if kind is bool else (flag.metavar or f.name.upper()))
+        if many and arg:
+            arg += f" [{arg} ...]"
+        names = [f"`{flag.names[0]}{' ' + arg if arg else ''}`"] + [f"`{n}`" for n in flag.names[1:]]
+        meaning = flag.help + (f" (old spelling: {', '.join(flag.deprecated)})"
+                               if flag.deprecated else "")
+        rows.append(f"| {', '.join(names)} | {default_text(f)} | {_md(meaning)} |")
+    if COMMANDS[command].recipes:
+        rows.append(f"| `--config FILE.yaml` | none | {_md(RECIPE_HELP)} |")
+    return "\n".join(rows)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+
+
+def flags_document() -> str:
+    """docs/flags.md: every command's flag table (tests/test_readme.py keeps it in step)."""
+    parts = ["# Flags of every command", "",
+             "Generated from the parsers (`python scripts/flags_doc.py > docs/flags.md`; "
+             "`tests/test_readme.py` checks that it is current). A flag that several commands "
+             "have means the same in each. Exit statuses: README, \"Errors and exit statuses\"."]
+    for command, spec in COMMANDS.items():
+        parts += ["", f"## python -m xumx.{command}", "", spec.summary, "", flags_markdown(command)]
+    return "\n".join(parts) + "\n"

@@ -12,15 +12,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import ModelConfig
+from .errors import DataError
 
 #: Without the MUSDB18 validation names, every ``HOLDOUT_EVERY``-th track (sorted by name, starting
 #: with the last of each group) is held out for validation, at least one (MUSDB18: 14 of 100).
 HOLDOUT_EVERY = 7
 GAIN_RANGE = (0.25, 1.25)
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used for training (one line for the user)."""
 
 
 # --------------------------------------------------------------------------- augmentations

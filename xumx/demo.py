@@ -1,15 +1,15 @@
 """``python -m xumx.demo --workdir DIR``: the whole job, offline, on a CPU.
 
 1. ``xumx.synth``  generates a small MUSDB-like WAV data set in DIR/data,
-2. ``xumx.train``  trains a small X-UMX on it (DIR/model/best_xumx.h5, training.png),
-3. ``xumx.test``   separates one test song into DIR/stems,
+2. ``xumx.train``  trains a small X-UMX on it with recipes/demo.yaml (DIR/model/best_xumx.h5,
+   training.png),
+3. ``xumx.test``   separates one test song into DIR/stems/<track name>/,
 4. ``xumx.eval``   scores the test set (DIR/scores) together with the mixture-as-estimate baseline,
 
 then prints SDR per target for the trained model next to the baseline. Each step is the
 entry module run as a subprocess with its documented flags; a step that fails stops the demo
 with one line naming it. Steps already completed in DIR are not run again.
 """
-import argparse
 import glob
 import os
 import subprocess
@@ -19,28 +19,14 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 from .config import DEFAULT_SOURCES
+from .errors import DemoError
 
-# The small model and the training budget: about 300 steps of the hidden-64, 3-layer model
-# (the fast CPU kernels of xumx.kernels take about 0.6 s per step on two idle cores; nnabla's
-# own CPU functions took the same wall time for 42 steps of a 1-layer model with hop 512).
-HIDDEN_SIZE = 64
-NFFT = 1024
-NHOP = 256
-NB_LAYERS = 3
-SEQ_DUR = 2.0
-EPOCHS = 14
-BATCH_SIZE = 8
-SAMPLES_PER_TRACK = 24
-LR = 0.003
-VALID_DUR = 10.0
+#: The training recipe of the demo (recipes/demo.yaml: the small model and its budget).
+RECIPE = "demo"
 EVAL_CORES = 2          # museval costs several seconds per track and method: score two at a time
 
 MODEL_FILE = "best_xumx.h5"
 DONE = ".done"          # marker written in a step's output folder once the step succeeded
-
-
-class DemoError(RuntimeError):
-    """A step of the demo failed; the message is one line naming the step."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +53,13 @@ def test_song(data_dir: str) -> str:
 
 def plan(workdir: str) -> List[Step]:
     """The steps, with the flags of each entry module (the test song is resolved when run)."""
+    from .config import recipe_path
     p = paths(workdir)
     model = os.path.join(p["model"], MODEL_FILE)
-    train = ["--root", p["data"], "--is-wav", "--output", p["model"],
-             "--hidden-size", HIDDEN_SIZE, "--nfft", NFFT, "--nhop", NHOP, "--nb-layers", NB_LAYERS,
-             "--seq-dur", SEQ_DUR, "--epochs", EPOCHS, "--batch-size", BATCH_SIZE,
-             "--samples-per-track", SAMPLES_PER_TRACK, "--valid-dur", VALID_DUR, "--lr", LR]
+    train = ["--config", recipe_path(RECIPE), "--root", p["data"], "--is-wav", "--output", p["model"]]
     return [
         Step("synth", ["-m", "xumx.synth", "--out", p["data"]], p["data"]),
-        Step("train", ["-m", "xumx.train", *map(str, train)], p["model"]),
+        Step("train", ["-m", "xumx.train", *train], p["model"]),
         Step("test", ["-m", "xumx.test", "--inputs", "{test_song}", "--model", model,
                       "--outdir", p["stems"]], p["stems"]),
         Step("eval", ["-m", "xumx.eval", "--model", model, "--root", p["data"], "--is-wav",
@@ -112,7 +96,7 @@ def run_step(name: str, argv: Sequence[str], echo=True) -> None:
         raise DemoError(f"step '{name}' failed (exit {rc}): {why}")
 
 
-def run(workdir: str, echo=True, log=print) -> float:
+def run_steps(workdir: str, echo=True, log=print) -> float:
     """Run every step not yet done in ``workdir``; returns the wall time in seconds."""
     start = time.time()
     p = paths(workdir)
@@ -170,22 +154,17 @@ def report(workdir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xumx.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", default="xumx-demo",
-                        help="folder for the data, model, stems and scores (default: ./xumx-demo)")
-    args = parser.parse_args(argv)
-    try:
-        seconds = run(args.workdir)
-        print()
-        print(report(args.workdir))
-        print(f"\nwall time: {seconds / 60:.1f} min")
-    except DemoError as e:
-        print(f"xumx.demo: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("xumx.demo: interrupted (completed steps are kept; run again to go on)",
-              file=sys.stderr)
-        return 130
+    from .cli import run
+    return run("demo", _demo, argv, "completed steps are kept, run again to go on")
+
+
+def _demo(argv) -> int:
+    from .config import parse
+    (cfg,) = parse("demo", argv)
+    seconds = run_steps(cfg.workdir)
+    print()
+    print(report(cfg.workdir))
+    print(f"\nwall time: {seconds / 60:.1f} min")
     return 0
 
 

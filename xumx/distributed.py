@@ -14,15 +14,13 @@ from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .errors import DistributedError
+
 #: Environment variables through which MPI launchers announce the world size / local rank.
 SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
                    "PMI_LOCAL_RANK", "SLURM_LOCALID")
 REFERENCE_BATCH = 16
-
-
-class DistributedError(RuntimeError):
-    """Launched for several processes, but they cannot communicate."""
 
 
 def launcher_world_size(env: Mapping[str, str] = os.environ) -> int:
@@ -147,10 +145,10 @@ def _local_rank(env: Mapping[str, str], rank: int) -> int:
 def make_communicator(context: str = "cpu", device_id: str = "0",
                       env: Mapping[str, str] = os.environ):
     """(communicator, nnabla extension context) for this process; see the module docstring."""
-    from nnabla.ext_utils import get_extension_context
+    from ._nnabla import extension_context
     size = launcher_world_size(env)
     if size <= 1:
-        return SingleProcess(), get_extension_context(context, device_id=str(device_id))
+        return SingleProcess(), extension_context(context, device_id, "training")
     if context == "cpu":
         try:
             from mpi4py import MPI
@@ -161,11 +159,11 @@ def make_communicator(context: str = "cpu", device_id: str = "0",
         if comm.Get_size() != size:
             raise DistributedError(f"the launcher announced {size} processes but MPI sees "
                                    f"{comm.Get_size()} (mpi4py linked to another MPI than mpirun?)")
-        return MpiCpu(comm), get_extension_context(context, device_id=str(device_id))
+        return MpiCpu(comm), extension_context(context, device_id, "training")
     try:
         import nnabla.communicators as C
         local = _local_rank(env, 0)
-        ctx = get_extension_context(context, device_id=str(int(device_id) + local))
+        ctx = extension_context(context, int(device_id) + local, "training")
         comm = C.MultiProcessDataParallelCommunicator(ctx)
         comm.init()
     except Exception as e:

@@ -34,6 +34,7 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import numpy as np
 
 from .config import ModelConfig
+from .errors import EngineError
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -45,10 +46,6 @@ CACHE_ENTRIES = 4
 GPU_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
             "pip install onnxruntime-gpu), with the CUDA and cuDNN versions it names, "
             "or use the CPU (--context cpu; API: context='cpu')")
-
-
-class EngineError(RuntimeError):
-    """The engine cannot run where it was asked to (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +305,6 @@ def _read_digests(folder: str) -> dict:
 def _write_digests(folder: str, memo: dict):
     from .files import write_text
     with contextlib.suppress(OSError):
-        os.makedirs(folder, exist_ok=True)
         for stale in [p for p in memo if not os.path.exists(p)]:
             del memo[stale]
         write_text(os.path.join(folder, DIGESTS), json.dumps(memo))
@@ -319,7 +315,7 @@ def cached_model(key: str, build: Callable[[], bytes],
     """The path of the cached model ``key``, or build it (``build()`` -> serialised model) and
     store it (atomically) and return its path; where the cache cannot be written (that only
     costs time), the bytes."""
-    from .files import replacing
+    from .files import write_bytes
     folder = folder or _cache_folder()
     path = os.path.join(folder, f"xumx-{key[:40]}.onnx")
     if os.path.isfile(path):
@@ -328,9 +324,7 @@ def cached_model(key: str, build: Callable[[], bytes],
         return path
     data = build()
     try:
-        os.makedirs(folder, exist_ok=True)
-        with replacing(path) as tmp, open(tmp, "wb") as f:
-            f.write(data)
+        write_bytes(path, data)
         _trim_cache(folder, CACHE_ENTRIES)
     except OSError:
         return data

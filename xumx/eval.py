@@ -1,32 +1,24 @@
 """``python -m xumx.eval``: separate MUSDB18 tracks and score them with museval (BSSEval v4).
 
-Thin entry module: flags from :func:`xumx.config.build_parser`, work in :mod:`xumx.evaluation`.
+Thin entry module: flags from :mod:`xumx.config`, work in :mod:`xumx.evaluation`, messages and
+exit statuses from :mod:`xumx.cli`.
 """
 import os
 import sys
 
-from .config import build_parser, eval_config_from_args, separation_config_from_args
+KEPT = "scored tracks are kept, run again to go on"
 
 
 def main(argv=None) -> int:
-    args = build_parser("eval").parse_args(argv)
-    from ._nnabla import NnablaMissing
-    from .audio import AudioError
-    from .evaluation import EvalError, evaluate, format_table, sdr_comparison
-    from .interrupt import exit_status, sigterm_as_interrupt
-    try:
-        cfg = eval_config_from_args(args)
-        with sigterm_as_interrupt():
-            results = evaluate(cfg, separation_config_from_args(args))
-    except (EvalError, ValueError) as e:
-        print(f"xumx.eval: error: {e}", file=sys.stderr)
-        return 2
-    except (NnablaMissing, OSError, AudioError) as e:   # no nnabla; outputs that cannot be written
-        print(f"xumx.eval: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as e:
-        print("xumx.eval: interrupted (scored tracks are kept; run again to go on)", file=sys.stderr)
-        return exit_status(e)
+    from .cli import run
+    return run("eval", _evaluate, argv, KEPT)
+
+
+def _evaluate(argv) -> int:
+    from .config import parse
+    from .evaluation import evaluate, format_table, sdr_comparison
+    cfg, chunking, load, separation = parse("eval", argv)
+    results = evaluate(cfg, chunking, load, separation)
     print(format_table(results.tables, results.nb_tracks))
     if len(results.tables) > 1:
         print()

@@ -16,6 +16,7 @@ The per-track JSONs are the layout ``museval.EvalStore.add_eval_dir`` and
 Each file is written to a temporary name and renamed, and a track whose JSON exists and holds
 every target is not scored again, so a run killed half-way loses at most the tracks in progress.
 """
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -25,19 +26,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import files
-from .audio import resample
-from .files import replacing
-from .config import DEFAULT_SOURCES, EvalConfig, SeparationConfig
+from . import files, inference
+from .config import DEFAULT_SOURCES, ChunkConfig, EvalConfig, LoadConfig, SeparationConfig
+from .errors import ConfigError, EvalError, XumxError
+from .separator import load_separator
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 BASELINE = "mixture"
 AGGREGATION_NOTE = ("museval v4, 1 s windows: median over the frames of each track, "
                     "then median over tracks")
-
-
-class EvalError(RuntimeError):
-    """A problem with the evaluation's inputs, with a one-line message for the user."""
 
 
 @dataclass(frozen=True)
@@ -78,74 +75,22 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
 
 
 # --------------------------------------------------------------------------- separation
-def load_separator(cfg: EvalConfig, separation: SeparationConfig):
-    """The Separator of ``cfg.model`` on ``cfg.context`` (EvalError when it cannot be used)."""
-    from .engine import EngineError
-    from .separator import Separator
-    from .weights import WeightsError
-    loading = SeparationConfig(targets=separation.targets if cfg.umx else None)
-    try:
-        sep = Separator.from_file(cfg.model, loading, cfg.umx, cfg.context, device_id=cfg.device_id)
-    except EngineError as e:   # a GPU that cannot be used
-        raise EvalError(f"--context {cfg.context}: {e}") from None
-    except (WeightsError, ValueError, OSError) as e:
-        raise EvalError(f"--model {cfg.model}: {e}") from None
-    unknown = [t for t in separation.targets or () if t not in sep.cfg.sources]
-    if unknown:
-        raise EvalError(f"--targets: unknown target(s) {unknown}: the model separates "
-                        f"{list(sep.cfg.sources)}")
-    sep = sep.with_separation(separation)
-    if cfg.sample_rate and cfg.sample_rate != sep.cfg.sample_rate:
-        raise EvalError(f"--sample-rate {cfg.sample_rate}: the model runs at "
-                        f"{sep.cfg.sample_rate} Hz")
-    if len(sep.targets) < 2:
-        raise EvalError("museval needs at least two targets to score (--targets)")
-    return sep
-
-
-def separate_track(separator, audio: np.ndarray, chunk_dur: float) -> Dict[str, np.ndarray]:
-    """Separate one track at the model rate, in the overlapping, cross-faded chunks of
-    ``xumx.test`` (``chunk_dur`` seconds; 0: in one piece). Shapes: (T, C) -> {target: (T, C)}.
-    """
-    from .chunking import separate_chunked
-    from .config import DEFAULT_CHUNK_OVERLAP
-    rate = separator.cfg.sample_rate
-    chunk = int(round((chunk_dur or 0) * rate))
-    overlap = int(round(min(DEFAULT_CHUNK_OVERLAP, (chunk_dur or 0) / 4) * rate))
-    return separate_chunked(separator.separate, audio, chunk, overlap)
-
-
 def estimate_track(separator, audio: np.ndarray, rate: int,
-                   chunk_dur: float) -> Dict[str, np.ndarray]:
-    """The separator's estimates of a track at the track's rate and length.
+                   chunking: ChunkConfig) -> Dict[str, np.ndarray]:
+    """The separator's estimates of a track at the track's rate and length, by the separation
+    path of ``xumx.test`` (:func:`xumx.inference.separate_audio`: resampled to the model's
+    rate, the same chunks and cross-fades, resampled back).
 
     Shapes: audio (T, C) at ``rate`` -> {target: (T, C) float32}.
     """
-    model_rate = separator.cfg.sample_rate
-    x = resample(np.asarray(audio, dtype=np.float32), rate, model_rate)
-    est = separate_track(separator, x, chunk_dur)
-    return {k: resample(v, model_rate, rate, length=audio.shape[0]).astype(np.float32)
-            for k, v in est.items()}
-
-
-# --------------------------------------------------------------------------- files
-def _replace_atomically(path: str, write) -> None:
-    """Call ``write(tmp_path)`` and rename the temporary file onto ``path`` (folders made)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with replacing(path) as tmp:
-        write(tmp)
-
-
-def write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    files.write_text(path, text)
+    return inference.separate_audio(separator, np.asarray(audio, dtype=np.float32), rate,
+                                    chunking)
 
 
 def write_estimates(estimates: Dict[str, np.ndarray], folder: str, rate: int) -> None:
     """``<folder>/<target>.wav`` (32-bit float) for each estimate, all appearing together
-    (:func:`xumx.audio.write_stems`, the writer of ``xumx.test``)."""
+    (:class:`xumx.audio.StemWriter`, the writer of ``xumx.test``)."""
     from .audio import write_stems
-    os.makedirs(folder, exist_ok=True)
     write_stems({os.path.join(folder, f"{name}.wav"): audio for name, audio in estimates.items()},
                 rate, "wav", "float")
 
@@ -173,13 +118,13 @@ def score_track(track, estimates: Dict[str, np.ndarray], path: str):
     import museval
     store = museval.eval_mus_track(track, estimates)
     store.validate()
-    write_text(path, store.json)
+    files.write_text(path, store.json)
     return store
 
 
 # --------------------------------------------------------------------------- one track
-def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
-                  methods: Sequence[Method]) -> Dict[str, str]:
+def process_track(cfg: EvalConfig, chunking: ChunkConfig, separator, track,
+                  targets: Sequence[str], methods: Sequence[Method]) -> Dict[str, str]:
     """Separate and score one track for each method not scored yet: {method: 'scored'|'skipped'}.
 
     The estimates go to ``cfg.out_dir`` before the JSON, so a JSON on disk means the
@@ -195,7 +140,7 @@ def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
         if method.baseline:
             estimates = {t: audio for t in targets}
         else:
-            estimates = estimate_track(separator, audio, track.rate, cfg.chunk_dur)
+            estimates = estimate_track(separator, audio, track.rate, chunking)
             if cfg.out_dir:
                 write_estimates(estimates, os.path.join(cfg.out_dir, cfg.subset, track.name),
                                 track.rate)
@@ -207,21 +152,31 @@ def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: EvalConfig, separation: SeparationConfig, targets, methods) -> None:
+def _worker_init(cfg: EvalConfig, chunking: ChunkConfig, load: LoadConfig,
+                 separation: SeparationConfig, targets, methods) -> None:
     """Runs once in each worker process: open the data set and build the Separator once."""
     tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav)
-    _WORKER.update(cfg=cfg, targets=targets, methods=methods,
+    _WORKER.update(cfg=cfg, chunking=chunking, targets=targets, methods=methods,
                    tracks={t.name: t for t in tracks},
-                   separator=load_separator(cfg, separation) if cfg.model else None)
+                   separator=eval_separator(load, separation) if load.model else None)
 
 
 def _worker_track(name: str):
     w = _WORKER
     try:
-        return name, process_track(w["cfg"], w["separator"], w["tracks"][name], w["targets"],
-                                   w["methods"])
-    except Exception as e:  # sent back to the parent as one line
-        raise EvalError(f"track {name!r}: {type(e).__name__}: {e}") from None
+        return name, process_track(w["cfg"], w["chunking"], w["separator"], w["tracks"][name],
+                                   w["targets"], w["methods"])
+    except XumxError as e:  # sent back to the parent as one line
+        raise EvalError(f"track {name!r}: {e}") from None
+
+
+def eval_separator(load: LoadConfig, separation: SeparationConfig):
+    """The Separator of ``load`` (:func:`xumx.separator.load_separator`), which must give
+    museval at least two targets to score."""
+    sep = load_separator(**dataclasses.asdict(load), separation=separation)
+    if len(sep.targets) < 2:
+        raise ConfigError("museval needs at least two targets to score (--targets)")
+    return sep
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -324,8 +279,11 @@ def plot_sdr(stores: Dict[str, object], targets: Sequence[str], path: str) -> No
     if names:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        with files.replacing(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 @dataclass
@@ -344,43 +302,44 @@ def summarize(methods: Sequence[Method], subset: str, track_names: Sequence[str]
         raise EvalError(f"no scores found under {eval_dir} for the selected tracks")
     tables = {n: aggregate(s, targets) for n, s in stores.items()}
     plot_sdr(stores, targets, os.path.join(eval_dir, "sdr.png"))
-    write_text(os.path.join(eval_dir, "scores.csv"), results_csv(tables))
+    files.write_text(os.path.join(eval_dir, "scores.csv"), results_csv(tables))
     ms = method_store(stores)
-    _replace_atomically(os.path.join(eval_dir, "scores.pandas"),
-                        lambda tmp: ms.df.to_pickle(tmp, compression=None))
+    with files.replacing(os.path.join(eval_dir, "scores.pandas")) as tmp:
+        ms.df.to_pickle(tmp, compression=None)
     nb_tracks = max(s.df["track"].nunique() for s in stores.values())
     return Results(tables, nb_tracks)
 
 
 # --------------------------------------------------------------------------- the whole run
-def methods_of(cfg: EvalConfig) -> List[Method]:
+def methods_of(cfg: EvalConfig, model: Optional[str]) -> List[Method]:
     out = []
-    if cfg.model:
-        name = os.path.splitext(os.path.basename(os.path.normpath(cfg.model)))[0] or "model"
+    if model:
+        name = os.path.splitext(os.path.basename(os.path.normpath(model)))[0] or "model"
         out.append(Method(name, cfg.eval_dir))
     if cfg.baseline:
         out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
     return out
 
 
-def evaluate(cfg: EvalConfig, separation: SeparationConfig = SeparationConfig(),
-             progress: bool = True, log=None) -> Results:
-    """Separate and score the tracks of ``cfg``, then aggregate (see the module docstring).
-
-    Raises EvalError for bad input.
-    """
+def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadConfig = LoadConfig(),
+             separation: SeparationConfig = SeparationConfig(), progress: bool = True,
+             log=None) -> Results:
+    """Separate (the model of ``load``, in the chunks of ``chunking``) and score the tracks of
+    ``cfg``, then aggregate (see the module docstring). Raises XumxError subclasses."""
     from tqdm import tqdm
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if load.model is None and not cfg.baseline:
+        raise ConfigError("no --model given (or pass --baseline to score only the mixture)")
     tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav, cfg.tracks)
-    separator = load_separator(cfg, separation) if cfg.model else None
+    separator = eval_separator(load, separation) if load.model else None
     targets = tuple(separator.targets) if separator else tuple(separation.targets or DEFAULT_SOURCES)
     known = set(tracks[0].sources)
     missing = [t for t in targets if t not in known]
     if missing:
         raise EvalError(f"the data set has no reference for target(s) {missing}")
     if len(targets) < 2:
-        raise EvalError("museval needs at least two targets to score (--targets)")
-    methods = methods_of(cfg)
+        raise ConfigError("museval needs at least two targets to score (--targets)")
+    methods = methods_of(cfg, load.model)
     pending = [t for t in tracks if any(
         read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
     if len(pending) < len(tracks):
@@ -392,14 +351,15 @@ def evaluate(cfg: EvalConfig, separation: SeparationConfig = SeparationConfig(),
         if cfg.cores == 1 or len(pending) <= 1:
             for track in pending:
                 bar.set_postfix_str(track.name[:30])
-                process_track(cfg, separator, track, targets, methods)
+                process_track(cfg, chunking, separator, track, targets, methods)
                 bar.update()
         else:
             del separator  # each worker builds its own
             ctx = multiprocessing.get_context("spawn")
             worker_cfg = replace(cfg, tracks=None)
             with ctx.Pool(min(cfg.cores, len(pending)), initializer=_worker_init,
-                          initargs=(worker_cfg, separation, targets, methods)) as pool:
+                          initargs=(worker_cfg, chunking, load, separation, targets,
+                                    methods)) as pool:
                 for name, _ in pool.imap_unordered(_worker_track, [t.name for t in pending]):
                     bar.set_postfix_str(name[:30])
                     bar.update()

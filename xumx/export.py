@@ -4,37 +4,31 @@
 
 Without ``--model`` the published weights are used (downloaded once, as by ``xumx.test``);
 ``--umx-infer`` exports a folder of Open-Unmix ``<target>.h5`` files. The file maps a mixture
-magnitude spectrogram to the sources' masks (see :mod:`xumx.onnxnet` and the README's
-"ONNX export" section for its inputs, outputs and an onnxruntime example).
+magnitude spectrogram to the sources' masks (see :mod:`xumx.onnxnet` and docs/onnx-engine.md
+for its inputs, outputs and an onnxruntime example).
 """
 import os
 import sys
 
-PROG = "xumx.export"
-
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status."""
-    from .config import build_parser
+    """Run the command line; returns the exit status (:mod:`xumx.cli`)."""
+    from .cli import run
+    return run("export", _export, argv, "nothing was written")
+
+
+def _export(argv) -> int:
+    from .config import parse
     from .onnxnet import INPUT, OPSET, OUTPUT, export
-    from .test import model_path
-    from .weights import WeightsError
-    args = build_parser("export").parse_args(argv)
-    try:
-        model = model_path(args.model, args.umx_infer, args.quiet)
-        cfg = export(model, args.out, args.umx_infer, args.targets)
-    except (ValueError, OSError) as e:   # WeightsError is a ValueError
-        what = "cannot load the model" if isinstance(e, WeightsError) else "export failed"
-        if isinstance(e, OSError):
-            e = f"{args.out}: {e.strerror or e}"
-        print(f"{PROG}: {what}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    if not args.quiet:
+    from .pretrained import model_path
+    from .weights import cannot_load
+    out, load, separation = parse("export", argv)
+    model = model_path(load.model, load.umx, out.quiet)
+    with cannot_load(model):
+        cfg = export(model, out.out, load.umx, separation.targets)
+    if not out.quiet:
         c, f = cfg.nb_channels, cfg.nb_bins
-        print(f"{args.out}: {os.path.getsize(args.out) / 1e6:.0f} MB, ONNX opset {OPSET}: "
+        print(f"{out.out}: {os.path.getsize(out.out) / 1e6:.0f} MB, ONNX opset {OPSET}: "
               f"{INPUT} float32 (frames, batch, {c}, {f}) -> {OUTPUT} float32 "
               f"({len(cfg.sources)}, frames, batch, {c}, {f}) for sources "
               f"{', '.join(cfg.sources)}; STFT {cfg.nfft}/{cfg.nhop} at {cfg.sample_rate} Hz")

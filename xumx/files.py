@@ -1,8 +1,9 @@
 """Atomic file writes: a file is either its old whole self or its new whole self.
 
-Every writer of the package (stems, weights, checkpoints, training history, evaluation outputs,
-the downloaded weights) writes to a temporary file beside its destination and renames it onto
-the destination when it is whole. The temporary of ``<folder>/<name>`` is
+Every writer of the package (stems, weights, checkpoints, training history and configuration,
+evaluation outputs, the downloaded weights, the model cache, exported ONNX files, generated
+songs) writes through :func:`replacing` (or :class:`Together` for files that appear together):
+to a temporary beside its destination, renamed onto the destination when it is whole. The temporary of ``<folder>/<name>`` is
 ``<folder>/.<name>.<pid>-<host>-<random>.xumx-tmp`` (``<host>``: 8 hex digits of the host
 name's SHA-1). An interrupted writer removes its temporary; a killed one (SIGKILL, a crash)
 cannot, so each write first removes the temporaries of the same destination whose writer is
@@ -20,14 +21,9 @@ import secrets
 import socket
 from typing import List, Optional, Tuple
 
+from .errors import WriteError
+
 SUFFIX = ".xumx-tmp"
-
-
-class WriteError(OSError):
-    """A file could not be written; ``str()`` is one line naming it and the OS's reason."""
-
-    def __str__(self):
-        return self.strerror
 
 
 def error_number(error: BaseException) -> Optional[int]:
@@ -117,37 +113,87 @@ def remove_stale(path: str) -> List[str]:
     return removed
 
 
-@contextlib.contextmanager
-def temporary(path: str):
-    """A new, empty temporary file beside ``path`` (mode as ``open`` would make it); removed
-    when the block ends unless the caller renamed it. Stale temporaries of ``path`` go first."""
-    remove_stale(path)
-    tmp = temporary_name(path)
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise write_error(path, e) from None
-    try:
-        yield tmp
-    finally:
-        if os.path.exists(tmp):
+def _remove(tmp: str):
+    """Remove a temporary file or folder if it is there."""
+    import shutil
+    if os.path.isdir(tmp) and not os.path.islink(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(tmp)
 
 
 @contextlib.contextmanager
-def replacing(path: str):
-    """A temporary name beside ``path`` to write to: renamed onto ``path`` when the block ends,
-    removed when it fails or is interrupted (Ctrl-C, SIGTERM), so ``path`` is always whole.
+def temporary(path: str, folder: bool = False):
+    """A new, empty temporary file (a folder with ``folder``) beside ``path``, whose parent
+    folders are made first; removed when the block ends unless the caller renamed it. Stale
+    temporaries of ``path`` go first. Creating it is inside the block's clean-up, so a
+    signal that arrives just after it was made still removes it."""
+    tmp = temporary_name(path)
+    try:
+        try:
+            os.makedirs(os.path.dirname(path) or os.curdir, exist_ok=True)
+            remove_stale(path)
+            if folder:
+                os.mkdir(tmp)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as e:
+            raise write_error(path, e) from None
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
+@contextlib.contextmanager
+def replacing(path: str, folder: bool = False):
+    """A temporary name beside ``path`` to write to (a file, or with ``folder`` a folder to
+    fill): renamed onto ``path`` when the block ends, removed when it fails or is interrupted
+    (Ctrl-C, SIGTERM), so ``path`` is always whole. The one atomic writer of the package.
     An OSError inside the block (or from the rename) becomes a :class:`WriteError`."""
-    with temporary(path) as tmp:
+    with temporary(path, folder) as tmp:
         try:
             yield tmp
+            if folder and os.path.isdir(path):
+                _remove(path)   # a folder cannot be renamed onto a full one
             os.replace(tmp, path)
         except OSError as e:
             raise write_error(path, e) from None
 
 
+class Together:
+    """Several files that appear together: ``with Together() as t: tmp = t.temporary(path)``
+    gives each destination a temporary (:func:`temporary`) to write; when the block ends
+    normally every one is renamed into place, and on any exception (KeyboardInterrupt
+    included) every temporary is removed and no destination changes."""
+
+    def __enter__(self) -> "Together":
+        self._stack = contextlib.ExitStack()
+        self._temps = {}
+        return self
+
+    def temporary(self, path: str) -> str:
+        if path not in self._temps:
+            self._temps[path] = self._stack.enter_context(temporary(path))
+        return self._temps[path]
+
+    def __exit__(self, kind, value, tb):
+        with self._stack:   # removes the temporaries not renamed
+            if kind is None:
+                for path, tmp in self._temps.items():
+                    try:
+                        os.replace(tmp, path)
+                    except OSError as e:
+                        raise write_error(path, e) from None
+        return False
+
+
 def write_text(path: str, text: str):
     """Write ``text`` to ``path`` atomically."""
-    with replacing(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data) -> None:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)

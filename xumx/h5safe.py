@@ -13,7 +13,7 @@ the process read elsewhere or allocate without bound (docs/weights-files.md):
 
 What the walk gives (:attr:`H5File.datasets`: name, shape, dtype, nnabla's ``index``
 attribute) is what a caller compares with what it expects (for parameters:
-:func:`xumx.model.parameter_spec`). :meth:`H5File.read` then allocates exactly the declared
+:func:`xumx.spec.parameter_spec`). :meth:`H5File.read` then allocates exactly the declared
 size of one dataset; its chunks must be at most the dataset's size (or 1 MiB), and compressed
 chunks are decoded with a bound before HDF5 reads them and must give exactly the chunk's size:
 a small file cannot make a large allocation (HDF5's gzip filter grows its buffer until the
@@ -29,6 +29,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .errors import WeightsError  # noqa: F401  (raised here; also xumx.weights.WeightsError)
+
 #: Most links walked in one file (the published x-umx.h5 has 88 datasets in 45 groups).
 MAX_OBJECTS = 4096
 #: Deepest group nesting walked.
@@ -41,11 +43,6 @@ MAX_CHUNKS = 1 << 16
 MAX_TEXT = 64 << 20
 #: Longest object name quoted in a message.
 _NAME_CHARS = 120
-
-
-class WeightsError(ValueError):
-    """A parameter file that cannot be used, with a one-line message naming the file and the
-    cause (also ``xumx.weights.WeightsError``)."""
 
 
 def _brief(error: BaseException) -> str:

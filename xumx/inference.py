@@ -1,8 +1,11 @@
-"""Separating audio files: decode, resample, chunked separation, resample back, write stems.
+"""The separation path of signals and files: resample to the model's rate, separate in
+cross-faded chunks, resample back (:func:`separate_blocks`; :func:`separate_audio` for a whole
+signal, :func:`separate_file` to decode a file and write its stems). ``xumx.test``,
+``xumx.eval`` and benchmarks use it with a Separator from :func:`xumx.separator.load_separator`.
 
 Output layout: ``<out_dir>/<input name>/<target>.<ext>`` for one or many inputs, where
-``<input name>`` is the input's file name without its extension (``out_dir`` defaults to the
-current folder). Inputs with the same name get ``<name>_2``, ``<name>_3``... in the order given.
+``<input name>`` is the input's file name without its extension, or the track's folder name
+for a MUSDB-layout ``<track>/mixture.<ext>`` (``out_dir`` defaults to the current folder). Inputs with the same name get ``<name>_2``, ``<name>_3``... in the order given.
 Every stem has exactly the duration of the selected span of its input, at the input's rate
 unless ``OutputConfig.output_rate`` says otherwise.
 """
@@ -17,8 +20,11 @@ import numpy as np
 
 from . import audio as audio_io
 from . import interrupt
-from .chunking import chunk_bounds, separate_chunked, separate_stream
-from .config import OutputConfig
+from .chunking import chunk_bounds, separate_stream
+from .config import ChunkConfig, OutputConfig
+
+#: The mixture's file name in the MUSDB18 layout (its stems are named after the track).
+MIXTURE = "mixture"
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,20 @@ def output_folders(inputs: Sequence[str], out_dir: Optional[str] = None) -> List
     seen: Dict[str, int] = {}
     folders = []
     for path in inputs:
-        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "input"
+        name = input_name(path)
         seen[name] = seen.get(name, 0) + 1
         folders.append(os.path.join(base, name if seen[name] == 1 else f"{name}_{seen[name]}"))
     return folders
+
+
+def input_name(path: str) -> str:
+    """The name of an input's stems folder: the file name without its extension, or for a
+    MUSDB-layout ``<track>/mixture.<ext>`` the track's folder name."""
+    path = os.path.normpath(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name == MIXTURE and os.path.basename(os.path.dirname(os.path.abspath(path))):
+        name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return name or "input"
 
 
 def output_rate(options: OutputConfig, input_rate: int, model_rate: int) -> int:
@@ -66,42 +82,41 @@ def output_rate(options: OutputConfig, input_rate: int, model_rate: int) -> int:
     return int(options.output_rate)
 
 
-def separate_audio(separator, audio: np.ndarray, rate: int, options: OutputConfig,
-                   model_rate: Optional[int] = None, progress=None) -> Dict[str, np.ndarray]:
-    """Separate a decoded mixture.
+def separate_audio(separator, audio: np.ndarray, rate: Optional[int] = None,
+                   chunking: ChunkConfig = ChunkConfig(), out_rate: Optional[int] = None,
+                   progress=None) -> Dict[str, np.ndarray]:
+    """Separate a whole signal, at any rate, in the cross-faded chunks of ``chunking``.
 
-    Shapes: audio (T, C) float32 at ``rate`` (C = 1 or 2) -> {stem: (T_out, C) float32} with
-    T_out = T at the output rate of ``options`` (``output_rate``), i.e. the same duration.
-    ``model_rate`` defaults to the separator's. ``progress(1)`` is called per chunk.
+    Shapes: audio (T, C) float at ``rate`` (default: the separator's; C = 1 or 2) ->
+    {stem: (T_out, C) float32} at ``out_rate`` (default: ``rate``) with T_out samples of the
+    same duration (T when the rates are equal). This is :func:`separate_blocks` of one block:
+    the same resampling, chunks and cross-fades as a file streamed by :func:`separate_file`.
+    ``progress(1)`` is called per chunk.
     """
-    model_rate = int(model_rate or separator.cfg.sample_rate)
-    nb = audio.shape[0]
-    x = audio_io.resample(audio, rate, model_rate,
-                          length=audio_io.resampled_length(nb, rate, model_rate))
-    chunk = int(round(options.chunk_dur * model_rate))
-    overlap = int(round(options.overlap * model_rate))
-    stems = separate_chunked(separator.separate, x, chunk, overlap, progress)
-    out_rate = output_rate(options, rate, model_rate)
-    length = nb if out_rate == rate else audio_io.resampled_length(nb, rate, out_rate)
-    return {name: audio_io.resample(y, model_rate, out_rate, length=length)
-            for name, y in stems.items()}
+    pieces: Dict[str, list] = {}
+    for piece in separate_blocks(separator, [audio], rate, chunking, out_rate, progress):
+        for name, y in piece.items():
+            pieces.setdefault(name, []).append(y)
+    return {name: ys[0] if len(ys) == 1 else np.concatenate(ys) for name, ys in pieces.items()}
 
 
-def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: int, options: OutputConfig,
-                    model_rate: Optional[int] = None, progress=None
-                    ) -> Iterator[Dict[str, np.ndarray]]:
-    """:func:`separate_audio` of a mixture that arrives in blocks, in bounded memory.
+def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: Optional[int] = None,
+                    chunking: ChunkConfig = ChunkConfig(), out_rate: Optional[int] = None,
+                    progress=None) -> Iterator[Dict[str, np.ndarray]]:
+    """:func:`separate_audio` of a mixture that arrives in blocks, in bounded memory: the
+    one separation path of signals and files.
 
     Shapes: blocks (t, C) float32 at ``rate``, in order -> pieces {stem: (t', C) float32} at
-    the output rate, in order. The pieces of each stem concatenated equal
-    :func:`separate_audio` of the blocks concatenated: the resampling to the model's rate and
-    back is the same polyphase filter computed block by block
-    (:class:`xumx.audio.StreamResampler`), the chunks and cross-fades are the same
-    (:func:`xumx.chunking.separate_stream`). Memory: one chunk and its overlap, the
-    resamplers' filter spans and the pieces in flight; not the song.
+    ``out_rate``, in order. The audio is resampled to the separator's rate
+    (``separator.cfg.sample_rate``) block by block (:class:`xumx.audio.StreamResampler`, the
+    same polyphase filter as on the whole signal), cut into the chunks of ``chunking`` at that
+    rate and separated with cross-fades (:func:`xumx.chunking.separate_stream`), and
+    resampled back. Memory: one chunk and its overlap, the resamplers' filter spans and the
+    pieces in flight; not the song.
     """
-    model_rate = int(model_rate or separator.cfg.sample_rate)
-    out_rate = output_rate(options, rate, model_rate)
+    model_rate = int(separator.cfg.sample_rate)
+    rate = int(rate or model_rate)
+    out_rate = int(out_rate or rate)
     into = audio_io.StreamResampler(rate, model_rate)
     back: Dict[str, audio_io.StreamResampler] = {}
     nb = 0
@@ -117,8 +132,7 @@ def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: int, options:
         if x.shape[0] or nb == 0:
             yield x
 
-    chunk = int(round(options.chunk_dur * model_rate))
-    overlap = int(round(options.overlap * model_rate))
+    chunk, overlap = chunking.samples(model_rate)
     for piece in separate_stream(separator.separate, at_model_rate(), chunk, overlap, progress):
         out = {}
         for name, y in piece.items():
@@ -130,11 +144,10 @@ def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: int, options:
     yield {name: r.finish(length) for name, r in back.items()}
 
 
-def nb_chunks(nb_samples: int, rate: int, options: OutputConfig, model_rate: int) -> int:
-    """How many chunks :func:`separate_audio` will run for ``nb_samples`` at ``rate``."""
+def nb_chunks(nb_samples: int, rate: int, chunking: ChunkConfig, model_rate: int) -> int:
+    """How many chunks :func:`separate_blocks` will run for ``nb_samples`` at ``rate``."""
     n = audio_io.resampled_length(nb_samples, rate, model_rate)
-    return len(chunk_bounds(n, int(round(options.chunk_dur * model_rate)),
-                            int(round(options.overlap * model_rate))))
+    return len(chunk_bounds(n, *chunking.samples(model_rate)))
 
 
 #: frames decoded at a time by :func:`separate_file` (about 1.5 s at 44.1 kHz)
@@ -204,7 +217,7 @@ class WriteBehind:
 
 
 def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig,
-                  model_rate: Optional[int] = None) -> FileResult:
+                  chunking: ChunkConfig = ChunkConfig()) -> FileResult:
     """Separate one file and write its stems to ``out_folder/<stem>.<ext>``, in bounded memory.
 
     The file is decoded, resampled, separated, resampled back and encoded block by block
@@ -217,7 +230,7 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     """
     from tqdm import tqdm
     t0 = time.perf_counter()
-    model_rate = int(model_rate or separator.cfg.sample_rate)
+    model_rate = int(separator.cfg.sample_rate)
     info = audio_io.probe(in_path)
     rate = info.rate
     decoded = audio_io.stream(in_path, options.start, options.duration, info, DECODE_BLOCK)
@@ -242,7 +255,7 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
             if not os.access(out_folder, os.W_OK):
                 raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
             expected = _expected_samples(info, options)
-            total = nb_chunks(expected, rate, options, model_rate) if expected else None
+            total = nb_chunks(expected, rate, chunking, model_rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
             paths: Dict[str, str] = {}
             with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk",
@@ -253,8 +266,8 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
                 def progress(n):   # per chunk: also re-raise an interrupt a finaliser swallowed
                     interrupt.check()
                     bar.update(n)
-                for piece in separate_blocks(separator, blocks(first), rate, options,
-                                             model_rate, progress):
+                for piece in separate_blocks(separator, blocks(first), rate, chunking, out_rate,
+                                             progress):
                     for name, y in piece.items():
                         paths.setdefault(name, os.path.join(out_folder,
                                                             f"{name}.{options.out_format}"))

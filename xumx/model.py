@@ -5,46 +5,16 @@ names of the published ``x-umx.h5`` (see :func:`parameter_spec`), so the publish
 with no conversion and several models can coexist in one process.
 """
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict
 
+import nnabla as nn
+import nnabla.functions as F
 import numpy as np
+from nnabla.initializer import ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot
+from nnabla.parameter import get_parameter, get_parameter_or_create
 
 from .config import ModelConfig
-
-#: LSTM gates per cell, in nnabla's order: input, forget, cell candidate, output.
-LSTM_GATES = 4
-
-
-def parameter_spec(cfg: ModelConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
-    """(name, shape, need_grad) of every parameter, in the published creation order.
-
-    For the default configuration this is exactly the layout of ``x-umx.h5``: 88 arrays,
-    35,548,816 trainable values.
-    """
-    spec = []
-    for kind, width in (("input_mean", cfg.max_bin), ("input_scale", cfg.max_bin),
-                        ("output_scale", cfg.nb_bins), ("output_mean", cfg.nb_bins)):
-        spec += [(f"{kind}_{s}", (width,), True) for s in cfg.sources]
-
-    def fc_bn(name, n_in, n_out):
-        return [(f"{name}/affine/W", (n_in, n_out), True)] + [
-            (f"{name}/bn/{p}", (1, 1, n_out), p in ("beta", "gamma"))
-            for p in ("beta", "gamma", "mean", "var")]
-
-    for s in cfg.sources:
-        spec += fc_bn(f"fc1_{s}", cfg.nb_channels * cfg.max_bin, cfg.hidden_size)
-    h, d = cfg.lstm_hidden, cfg.nb_directions
-    for s in cfg.sources:
-        spec.append((f"lstm_{s}/lstm/weight_l0", (d, LSTM_GATES, h, cfg.hidden_size + h), True))
-        if cfg.nb_layers > 1:
-            spec.append((f"lstm_{s}/lstm/weight", (cfg.nb_layers - 1, d, LSTM_GATES, h, d * h + h), True))
-        spec.append((f"lstm_{s}/lstm/bias", (cfg.nb_layers, d, LSTM_GATES, h), True))
-    lstm_out = h * d
-    for s in cfg.sources:
-        spec += fc_bn(f"fc2_{s}", cfg.hidden_size + lstm_out, cfg.hidden_size)
-    for s in cfg.sources:
-        spec += fc_bn(f"fc3_{s}", cfg.hidden_size, cfg.nb_channels * cfg.nb_bins)
-    return spec
+from .spec import LSTM_GATES, parameter_spec
 
 
 class OpenUnmixCrossNet:
@@ -74,7 +44,6 @@ class OpenUnmixCrossNet:
         self._init = {"input_mean": -mean, "input_scale": 1.0 / scale,
                       "output_scale": np.ones(cfg.nb_bins), "output_mean": np.ones(cfg.nb_bins)}
         # the per-source vectors come first, as in the published creation order
-        from nnabla.parameter import get_parameter_or_create
         with self.scope():
             for kind, values in self._init.items():
                 for s in cfg.sources:
@@ -84,18 +53,15 @@ class OpenUnmixCrossNet:
     # ----------------------------------------------------------------- parameters
     def scope(self):
         """Context manager making this model's dictionary the current parameter scope."""
-        import nnabla as nn
         return nn.parameter_scope("", self.params)
 
     def get_parameters(self, grad_only: bool = False) -> "OrderedDict":
         """Flat {name: nn.Variable} of the parameters created so far, in creation order."""
-        import nnabla as nn
         with self.scope():
             return nn.get_parameters(grad_only=grad_only)
 
     def set_parameters(self, arrays: Dict[str, np.ndarray]):
         """Create every parameter of :func:`parameter_spec` from ``arrays`` (name -> array)."""
-        from nnabla.parameter import get_parameter_or_create
         with self.scope():
             for name, shape, need_grad in parameter_spec(self.cfg):
                 value = np.asarray(arrays[name], dtype=np.float32).reshape(shape)
@@ -103,15 +69,11 @@ class OpenUnmixCrossNet:
                 var.d = value
 
     def _vector(self, kind, source, width):
-        from nnabla.parameter import get_parameter_or_create
         return get_parameter_or_create(f"{kind}_{source}", (width,))
 
     def _fc_bn_parameters(self, name, n_in, n_out):
         """[W, beta, gamma, mean, var] of one fc + batch-norm layer, created as ``PF.affine`` and
         ``PF.batch_normalization`` create them (same names, initialisers and random draws)."""
-        import nnabla as nn
-        from nnabla.initializer import ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot
-        from nnabla.parameter import get_parameter_or_create
         with nn.parameter_scope(name):
             with nn.parameter_scope("affine"):
                 w_init = UniformInitializer(calc_uniform_lim_glorot(n_in, n_out), rng=self.rng)
@@ -130,7 +92,6 @@ class OpenUnmixCrossNet:
         ``post``: (scale, shift) vectors: the output reshaped to ``out_shape`` times scale plus
         shift. On CPU contexts the whole chain is one function (:mod:`xumx.kernels.layers`).
         """
-        import nnabla.functions as F
         from . import kernels
         width = pre[0].shape[0] if pre else x.shape[-1]
         n_in = int(np.prod(x.shape[2:-1])) * width
@@ -159,9 +120,6 @@ class OpenUnmixCrossNet:
     def _lstm_parameters(self, source, input_size):
         """[weight_l0, (weight,) bias] of one source's LSTM, created as ``PF.lstm`` creates them
         (same names, initialisers and random draws)."""
-        import nnabla as nn
-        from nnabla.initializer import UniformInitializer, calc_uniform_lim_glorot
-        from nnabla.parameter import get_parameter, get_parameter_or_create
         cfg = self.cfg
         h, d, layers = cfg.lstm_hidden, cfg.nb_directions, cfg.nb_layers
 
@@ -187,8 +145,6 @@ class OpenUnmixCrossNet:
         """The LSTM outputs (N, B, D h) of every source; ``inputs``: one (N, B, hidden) Variable
         shared by all sources (crossing) or one per source. On CPU contexts all sources run in
         one fused function (:mod:`xumx.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
-        import nnabla as nn
-        import nnabla.functions as F
         from . import kernels
         cfg = self.cfg
         params = [self._lstm_parameters(s, inputs[0].shape[2]) for s in cfg.sources]
@@ -213,7 +169,6 @@ class OpenUnmixCrossNet:
         Shapes: mix_spec Variable (N, B, C, F) with C = cfg.nb_channels, F = cfg.nb_bins
         -> list over ``cfg.sources`` of non-negative masks (N, B, C, F).
         """
-        import nnabla.functions as F
         cfg = self.cfg
         frames, batch, channels, bins = mix_spec.shape
         if channels != cfg.nb_channels or bins != cfg.nb_bins:
@@ -245,7 +200,6 @@ class OpenUnmixCrossNet:
         (N, B, C, F), (real, imag) of the mixture STFT, each (N, B, C_in, F)). With a mono
         model (C = 1) the magnitude is averaged over the input channels.
         """
-        import nnabla.functions as F
         from .dsp import graph_spectrogram
         mix_spec, real, imag = graph_spectrogram(audio, self.cfg.nfft, self.cfg.nhop)
         if self.cfg.nb_channels == 1:

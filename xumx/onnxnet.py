@@ -1,7 +1,7 @@
 """The X-UMX network (magnitude to masks, test mode) as an ONNX graph, written with ``onnx``.
 
 :func:`build_model` turns a configuration and its parameter arrays (the names of
-:func:`xumx.model.parameter_spec`) into an ONNX ``ModelProto`` that computes
+:func:`xumx.spec.parameter_spec`) into an ONNX ``ModelProto`` that computes
 :meth:`xumx.model.OpenUnmixCrossNet.masks` in test mode. nnabla's own converter cannot: it has
 no mapping for LSTM and fixes the frame count. The constant parts are folded when the graph is
 written (in float64, then stored as float32):
@@ -27,6 +27,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from .config import ModelConfig
+from .spec import gate_permutation
 
 #: ONNX operator set of the graph: every operator used (MatMul, Gemm, Add, Tanh, Relu, LSTM,
 #: Mean, ReduceMean, Gather, Concat, Slice, Reshape, Transpose, Shape, Unsqueeze) is in opset 13,
@@ -39,8 +40,8 @@ IR_VERSION = 7
 INPUT = "magnitude"
 OUTPUT = "masks"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
-#: nnabla's gate order i, f, g, o -> ONNX's i, o, f, c (indices into nnabla's gates)
-ONNX_GATE_ORDER = (0, 3, 1, 2)
+#: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.spec`)
+ONNX_GATE_ORDER = gate_permutation("iofc")
 
 
 def _affine_bn(arrays, name: str, scale_in=None, shift_in=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -237,8 +238,7 @@ def file_model(path: str, umx: bool = False, targets=None) -> Tuple[ModelConfig,
 def export(model: str, out: str, umx: bool = False, targets=None) -> ModelConfig:
     """Write the network of the parameter file ``model`` (or, with ``umx``, of the folder of
     ``<target>.h5`` for ``targets``) to the ONNX file ``out``, atomically; its config."""
-    from .files import replacing
+    from .files import write_bytes
     cfg, data = file_model(model, umx, targets)
-    with replacing(out) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    write_bytes(out, data)
     return cfg

@@ -9,14 +9,13 @@ import os
 import urllib.request
 from typing import Callable, Optional
 
-from .config import PUBLISHED_SHA1, PUBLISHED_URL
-from .files import os_reason, temporary
+from .errors import DownloadError
+from .files import os_reason, replacing
 
+#: Where the published weights live and their SHA-1 (the file Spleeter Web verifies).
+PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
+PUBLISHED_SHA1 = "6414e08527d37bd1d08130c4b87255830af819bf"
 FILENAME = "x-umx.h5"
-
-
-class DownloadError(Exception):
-    """The published weights could not be fetched or verified (one-line message)."""
 
 
 def cache_dir() -> str:
@@ -66,8 +65,7 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
     if os.path.isfile(path) and sha1_of(path) == sha1:
         return path
     try:
-        os.makedirs(folder, exist_ok=True)
-        with temporary(path) as tmp:
+        with replacing(path) as tmp:   # renamed into place only when whole and verified
             h = hashlib.sha1()
             with open(tmp, "wb") as out:
                 try:
@@ -91,8 +89,32 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
             if h.hexdigest() != sha1:
                 raise DownloadError(f"the download from {url} has SHA-1 {h.hexdigest()}, not {sha1} "
                                     f"(damaged or changed); {manual_hint(url, sha1)}")
-            os.replace(tmp, path)
     except OSError as e:   # the cache cannot be written: a full disk, no permission
         raise DownloadError(f"cannot write the model cache {folder} ({os_reason(e)}); "
                             f"set XUMX_CACHE to another folder or {manual_hint(url, sha1)}") from None
     return path
+
+
+def model_path(model: Optional[str] = None, umx: bool = False, quiet: bool = False) -> str:
+    """``model``, or without one the published weights (downloaded once into the cache, with
+    a byte bar on stderr unless ``quiet``). Raises DownloadError, or ConfigError for UMX
+    without a folder."""
+    if model:
+        return model
+    if umx:
+        from .errors import ConfigError
+        raise ConfigError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
+    import sys
+    from tqdm import tqdm
+    bars = []
+
+    def progress(nb, total):   # a bar once bytes arrive (none when offline)
+        if not bars:
+            bars.append(tqdm(desc=FILENAME, total=total, unit="B", unit_scale=True,
+                             file=sys.stderr, disable=quiet, leave=False))
+        bars[0].update(nb)
+    try:
+        return published_model(progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()

@@ -1,5 +1,6 @@
 """The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
 import contextlib
+import dataclasses
 import threading
 from typing import Dict, Optional
 
@@ -7,9 +8,9 @@ import numpy as np
 
 from . import dsp
 from .config import MAX_AMPLITUDE, ModelConfig, SeparationConfig
+from .errors import ConfigError, InputError
 from .engine import OnnxNet, device_of, load_net
 from .filtering import wiener_blocks
-from .model import OpenUnmixCrossNet
 
 #: 'auto' is 'onnxruntime', the separation engine; 'nnabla' runs the NNabla graph (the
 #: reference and training's engine; it needs nnabla).
@@ -20,45 +21,45 @@ def resolve_backend(backend: str) -> str:
     """'onnxruntime' or 'nnabla' for ``backend`` in :data:`BACKENDS`."""
     if backend not in BACKENDS:
         hint = " (the numpy path was replaced by onnxruntime)" if backend == "numpy" else ""
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}{hint}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}{hint}")
     return "nnabla" if backend == "nnabla" else "onnxruntime"
 
 
 def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
     """Validate a waveform for separation and return it as float (T, C).
 
-    Raises ValueError naming what was expected: a 2-D float array of shape
+    Raises InputError (a ValueError) naming what was expected: a 2-D float array of shape
     (nb_timesteps, nb_channels) with 1 or 2 channels, finite, not empty and with samples
     within +-:data:`~xumx.config.MAX_AMPLITUDE` (full scale is 1).
     """
     if not isinstance(audio, np.ndarray):
-        raise ValueError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
+        raise InputError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
                          f"not {type(audio).__name__}")
     if audio.dtype.kind != "f":
-        raise ValueError(f"audio must be floating point (float32, float64 or float16) around "
+        raise InputError(f"audio must be floating point (float32, float64 or float16) around "
                          f"[-1, 1], not {audio.dtype}")
     if audio.ndim == 1:
-        raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
+        raise InputError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
                          f"{audio.shape}: use audio[:, None] for mono")
     if audio.ndim != 2:
-        raise ValueError(f"audio must be 2-D (nb_timesteps, nb_channels), got shape {audio.shape}")
+        raise InputError(f"audio must be 2-D (nb_timesteps, nb_channels), got shape {audio.shape}")
     if audio.shape[0] in (1, 2) and audio.shape[1] > 2:
-        raise ValueError(f"audio has shape {audio.shape}, which looks like (channels, samples); "
+        raise InputError(f"audio has shape {audio.shape}, which looks like (channels, samples); "
                          f"expected (nb_timesteps, nb_channels): pass audio.T")
     if audio.shape[1] not in (1, 2):
-        raise ValueError(f"audio must have 1 or 2 channels (shape (nb_timesteps, 2)), "
+        raise InputError(f"audio must have 1 or 2 channels (shape (nb_timesteps, 2)), "
                          f"got shape {audio.shape}")
     if audio.shape[0] == 0:
-        raise ValueError(f"audio is empty (shape {audio.shape}): expected at least one sample "
+        raise InputError(f"audio is empty (shape {audio.shape}): expected at least one sample "
                          f"of shape (nb_timesteps, nb_channels)")
     finite = np.isfinite(audio)
     if not np.all(finite):
         bad, count = np.argwhere(~finite)[0], int(finite.size - finite.sum())
-        raise ValueError(f"audio contains NaN or infinite samples ({count}, first at sample "
+        raise InputError(f"audio contains NaN or infinite samples ({count}, first at sample "
                          f"{bad[0]}, channel {bad[1]}): expected finite samples")
     peak = float(np.max(np.abs(audio)))
     if peak > MAX_AMPLITUDE:
-        raise ValueError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
+        raise InputError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
                          f"(at most {MAX_AMPLITUDE:g})")
     return audio
 
@@ -69,11 +70,11 @@ def nnabla_scope(context=None, device_id=None):
     ``device_id``, an nnabla Context, or None for the caller's default); the caller's settings
     come back after."""
     import nnabla as nn
+    from ._nnabla import extension_context
     with contextlib.ExitStack() as stack:
         if context is not None:
             if isinstance(context, str):
-                from nnabla.ext_utils import get_extension_context
-                context = get_extension_context(context, device_id=str(device_id or 0))
+                context = extension_context(context, device_id or 0)
             stack.enter_context(nn.context_scope(context))
         stack.enter_context(nn.auto_forward(True))
         stack.enter_context(nn.no_grad())
@@ -113,7 +114,7 @@ def _targets(cfg: ModelConfig, separation: SeparationConfig) -> tuple:
     targets = separation.targets or cfg.sources
     unknown = [t for t in targets if t not in cfg.sources]
     if unknown:
-        raise ValueError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
+        raise InputError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
     return tuple(targets)
 
 
@@ -122,7 +123,7 @@ class Separator:
 
     Args:
         cfg: the model's configuration.
-        arrays: {parameter name: array} (see :func:`xumx.model.parameter_spec`); may be None
+        arrays: {parameter name: array} (see :func:`xumx.spec.parameter_spec`); may be None
             when ``net`` is given.
         separation: targets and Wiener settings.
         context: where the network runs: 'cpu', 'cuda'/'cudnn', an nnabla Context, or None
@@ -166,12 +167,13 @@ class Separator:
             self.model  # build the graph's parameters now, so copies share them
 
     @property
-    def model(self) -> OpenUnmixCrossNet:
+    def model(self):
         """The NNabla network (the reference; built on first use with the onnxruntime engine)."""
         if self._model is None:
             if self._arrays is None:
                 raise ValueError("this Separator was loaded from the ONNX model cache and holds no "
                                  "parameter arrays: use backend='nnabla' for the NNabla graph")
+            from .model import OpenUnmixCrossNet
             self._model = OpenUnmixCrossNet(self.cfg)
             self._model.set_parameters(self._arrays)
         return self._model
@@ -180,19 +182,9 @@ class Separator:
     def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
                   umx: bool = False, context=None, backend: str = "auto", device_id=None,
                   threads: Optional[int] = None) -> "Separator":
-        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``).
-
-        With the onnxruntime engine the network's ONNX graph comes from the model cache
-        (:func:`xumx.engine.load_net`) when it was built before from the same files.
-        """
-        from .config import DEFAULT_SOURCES
-        from .weights import load_umx, load_xumx
-        targets = separation.targets or DEFAULT_SOURCES
-        if resolve_backend(backend) == "onnxruntime":
-            net = load_net(path, umx, targets, device_of(context, device_id), threads)
-            return cls(net.cfg, None, separation, context, backend, device_id, net=net)
-        cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
-        return cls(cfg, arrays, separation, context, backend, device_id)
+        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``): see
+        :func:`load_separator`."""
+        return load_separator(path, separation, umx, None, context, device_id, backend, threads)
 
     def with_separation(self, separation: SeparationConfig) -> "Separator":
         """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
@@ -200,6 +192,13 @@ class Separator:
         other.__dict__.update(self.__dict__)
         other.separation = separation
         other.targets = _targets(self.cfg, separation)
+        return other
+
+    def with_rate(self, sample_rate: int) -> "Separator":
+        """A Separator sharing this one's network that runs at ``sample_rate`` Hz (audio is
+        resampled to it by :mod:`xumx.inference`)."""
+        other = self.with_separation(self.separation)
+        other.cfg = dataclasses.replace(self.cfg, sample_rate=int(sample_rate))
         return other
 
     # ---------------------------------------------------------------- stages
@@ -265,3 +264,43 @@ class Separator:
                 for k, name in enumerate(wanted)}
 
     __call__ = separate
+
+
+def load_separator(model: Optional[str] = None, separation: SeparationConfig = SeparationConfig(),
+                   umx: bool = False, sample_rate: Optional[int] = None, context=None,
+                   device_id=None, backend: str = "auto", threads: Optional[int] = None,
+                   quiet: bool = True) -> Separator:
+    """The one way to a ready :class:`Separator` (xumx.test, xumx.eval, the function API and
+    ``Separator.from_file`` all come here).
+
+    Args:
+        model: an X-UMX ``.h5`` (with ``umx``, a folder of ``<target>.h5``); None: the
+            published weights, downloaded once into the cache (a byte bar unless ``quiet``).
+        separation: targets (checked against the model's sources) and Wiener settings.
+        sample_rate: the rate the model runs at (default: the model's, from its sidecar).
+        context, device_id, threads: where the network runs (:func:`xumx.engine.device_of`:
+            None follows the caller's nnabla default context, else the CPU).
+        backend: 'auto'/'onnxruntime' (the engine; the graph comes from the model cache when
+            it was built before from the same files) or 'nnabla' (the reference graph).
+
+    Each failure is one :class:`~xumx.errors.XumxError` line: DownloadError, WeightsError
+    ("cannot load the model: <path>: <why>"), EngineError (a GPU that cannot be used),
+    NnablaMissing (backend 'nnabla' without nnabla), InputError (a target the model does not
+    have), ConfigError (UMX without a folder).
+    """
+    from .config import DEFAULT_SOURCES
+    from .pretrained import model_path
+    from .weights import cannot_load, load_umx, load_xumx
+    path = model_path(model, umx, quiet)
+    loading = SeparationConfig(targets=separation.targets)   # UMX reads one file per target
+    targets = loading.targets or DEFAULT_SOURCES
+    with cannot_load(path):
+        if resolve_backend(backend) == "onnxruntime":
+            net = load_net(path, umx, targets, device_of(context, device_id), threads)
+            sep = Separator(net.cfg, None, loading, context, backend, device_id, net=net)
+        else:
+            cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
+            sep = Separator(cfg, arrays, loading, context, backend, device_id)
+    if sample_rate:
+        sep = sep.with_rate(sample_rate)
+    return sep.with_separation(separation)

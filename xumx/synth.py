@@ -23,6 +23,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from .config import DEFAULT_NB_CHANNELS, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES
+from .files import replacing
 
 SUBSETS = ("train", "test")
 
@@ -153,14 +154,9 @@ def write_song(folder: str, stems: Dict[str, np.ndarray], rate: int):
     scale = 0.9 / max(np.max(np.abs(total)), 1e-9)
     ints = {s: np.round(a * scale * 32767).astype(np.int32) for s, a in stems.items()}
     mix = sum(ints.values())
-    tmp = folder + ".tmp"
-    os.makedirs(tmp, exist_ok=True)
-    for name, a in list(ints.items()) + [("mixture", mix)]:
-        sf.write(os.path.join(tmp, f"{name}.wav"), a.astype(np.int16), rate, subtype="PCM_16")
-    if os.path.isdir(folder):
-        import shutil
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with replacing(folder, folder=True) as tmp:   # the song appears whole
+        for name, a in list(ints.items()) + [("mixture", mix)]:
+            sf.write(os.path.join(tmp, f"{name}.wav"), a.astype(np.int16), rate, subtype="PCM_16")
 
 
 def song_name(subset: str, index: int, seed: int) -> str:
@@ -184,17 +180,15 @@ def make_dataset(out: str, nb_train: int = 8, nb_test: int = 3, duration: float 
 
 
 def main(argv=None) -> int:
-    from .config import build_parser
-    args = build_parser("synth").parse_args(argv)
-    if args.train < 0 or args.test < 0 or not args.duration > 0:
-        print("error: --train/--test must be >= 0 and --duration > 0", file=sys.stderr)
-        return 2
-    try:
-        written = make_dataset(args.out, args.train, args.test, args.duration, args.seed)
-    except OSError as e:
-        print(f"error: cannot write the dataset: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written['train'])} train and {len(written['test'])} test songs to {args.out}")
+    from .cli import run
+    return run("synth", _synth, argv, "finished songs are kept")
+
+
+def _synth(argv) -> int:
+    from .config import parse
+    (cfg,) = parse("synth", argv)
+    written = make_dataset(cfg.out, cfg.train, cfg.test, cfg.song_dur, cfg.seed)
+    print(f"wrote {len(written['train'])} train and {len(written['test'])} test songs to {cfg.out}")
     return 0
 
 

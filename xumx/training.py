@@ -4,12 +4,14 @@ atomic checkpoints and resume, data parallelism over MPI ranks.
 The library entry point is :func:`train` (``python -m xumx.train`` only parses flags into
 :class:`~xumx.config.ModelConfig` and :class:`~xumx.config.TrainConfig`).
 
-Files in ``TrainConfig.output`` (only rank 0 writes, each atomically: temp name + os.replace):
+Files in ``TrainConfig.output`` (only rank 0 writes, each atomically with :mod:`xumx.files`):
 
 - ``best_xumx.h5`` + ``best_xumx.json``: the parameters of the best validation epoch with their
   configuration (``Separator.from_file`` / ``xumx.test`` load it with no size flags);
 - ``checkpoint.h5``: parameters, Adam states, the epoch, scheduler, early-stopping and loss history
   (the data generators are functions of (seed, epoch, rank), so the epoch fixes them);
+- ``config.yaml``: the effective configuration (every training field, as a recipe), which
+  ``--resume <folder>`` reads back;
 - ``history.json`` / ``history.csv``: per-epoch training and validation loss, learning rate, time;
 - ``training.png``: the loss curves and the learning rate, redrawn every epoch.
 """
@@ -21,20 +23,20 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
 import numpy as np
 
-from .config import ModelConfig, TrainConfig
+from .config import RUN_CONFIG, ModelConfig, TrainConfig, recipe_text
 from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
-from .schedule import EarlyStopping, ReduceLROnPlateau
 from .files import replacing, write_text
+from .schedule import EarlyStopping, ReduceLROnPlateau
+from .weights import WeightsError, read_checkpoint, write_checkpoint
 
 BEST_NAME = "best_xumx.h5"
 CHECKPOINT_NAME = "checkpoint.h5"
-CHECKPOINT_FORMAT = "xumx-checkpoint/1"
 
 
 @dataclass
@@ -109,25 +111,6 @@ def restore_solver(solver, arrays: Dict[str, np.ndarray]):
     solver.set_states(states)
 
 
-def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray], meta: dict):
-    """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
-    from .weights import writing_h5
-    with writing_h5(path) as f:   # interrupted: the old one stays
-        f.attrs["format"] = CHECKPOINT_FORMAT
-        f.attrs["meta"] = json.dumps(meta)
-        for group, arrays in (("params", params), ("solver", solver)):
-            g = f.create_group(group)
-            for index, (name, value) in enumerate(arrays.items()):
-                g.create_dataset(name, data=value).attrs["index"] = index
-
-
-def read_checkpoint(path: str) -> Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], dict]]:
-    """(params, solver, meta) of a checkpoint, or None when ``path`` is not one; checked like
-    a weights file before anything is read (:func:`xumx.weights.load_checkpoint`)."""
-    from .weights import load_checkpoint
-    return load_checkpoint(path, CHECKPOINT_FORMAT)
-
-
 def write_history(output: str, history: List[dict]):
     """history.json and history.csv (one row per epoch)."""
     write_text(os.path.join(output, "history.json"), json.dumps(history, indent=1))
@@ -173,7 +156,7 @@ def resolve_resume(path: str) -> str:
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        raise WeightsError(f"{path}: no checkpoint to resume from")
     return path
 
 
@@ -232,8 +215,8 @@ class Trainer:
         import nnabla.solvers as S
         from .model import OpenUnmixCrossNet
         cfg, mcfg, comm = self.cfg, self.model_cfg, self.comm
-        if comm.rank == 0:
-            os.makedirs(cfg.output, exist_ok=True)
+        if comm.rank == 0:   # the effective configuration, which --resume reads back
+            write_text(os.path.join(cfg.output, RUN_CONFIG), recipe_text(mcfg, cfg))
         meta = None
         if self._resume is None:
             mean, std = self._statistics()

@@ -5,7 +5,7 @@ nnabla's format: one dataset per parameter at the path of its name, with the att
 unpickled), and they come from strangers: :class:`xumx.h5safe.H5File` walks the metadata first
 and refuses links, external storage, virtual datasets and non-numeric data; the configuration is
 inferred from a few shapes, every declared shape is compared with
-:func:`xumx.model.parameter_spec`, and a model beyond :func:`max_values` is refused, all before
+:func:`xumx.spec.parameter_spec`, and a model beyond :func:`max_values` is refused, all before
 any value is read (docs/weights-files.md). What shapes cannot tell (hop size, sample rate) is
 read from ``<file>.json`` beside the weights, written by training; the published defaults apply
 when it is absent.
@@ -21,12 +21,14 @@ import numpy as np
 
 from .config import (DEFAULT_NHOP, DEFAULT_NFFT, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES,
                      ModelConfig)
-from .files import os_reason, replacing  # noqa: F401  (replacing: also used by training)
+from .files import os_reason, write_bytes, write_text
+from .errors import XumxError
 from .h5safe import H5File, WeightsError, show
-from .model import parameter_spec
+from .spec import parameter_spec
 
-__all__ = ["WeightsError", "load_xumx", "load_umx", "load_checkpoint", "save_model", "write_h5",
-           "infer_config", "check_arrays", "random_arrays", "max_values", "sidecar_path"]
+__all__ = ["WeightsError", "load_xumx", "load_umx", "cannot_load", "load_checkpoint",
+           "read_checkpoint", "write_checkpoint", "save_model", "write_h5", "infer_config",
+           "check_arrays", "random_arrays", "max_values", "sidecar_path"]
 
 #: Parameters old nnabla versions saved for their Python STFT/ISTFT; ignored on load.
 _LEGACY_KEYS = {"conv_r", "conv_i", "conv_cos", "conv_sin"}
@@ -111,8 +113,7 @@ def writing_h5(path: str):
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         yield f
-    with replacing(path) as tmp, open(tmp, "wb") as out:
-        out.write(image.getbuffer())
+    write_bytes(path, image.getbuffer())
 
 
 def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
@@ -308,7 +309,44 @@ def load_umx(folder: str, targets) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
     return cfg, arrays
 
 
-def load_checkpoint(path: str, format_name: str):
+@contextlib.contextmanager
+def cannot_load(path: str):
+    """Failures to load the model ``path`` inside the block as one WeightsError line,
+    "cannot load the model: <path>: <why>" (the wording of every command)."""
+    try:
+        yield
+    except WeightsError as e:
+        raise WeightsError(f"cannot load the model: {e}") from None
+    except XumxError:   # a write that failed, a GPU that cannot be used...: their own line
+        raise
+    except OSError as e:
+        where = e.filename or path
+        raise WeightsError(f"cannot load the model: {where}: {os_reason(e)}") from None
+
+
+#: The format marker of training checkpoints (one HDF5 file: params/, solver/, meta).
+CHECKPOINT_FORMAT = "xumx-checkpoint/1"
+
+
+def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray],
+                     meta: dict):
+    """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
+    with writing_h5(path) as f:   # interrupted: the old one stays
+        f.attrs["format"] = CHECKPOINT_FORMAT
+        f.attrs["meta"] = json.dumps(meta)
+        for group, arrays in (("params", params), ("solver", solver)):
+            g = f.create_group(group)
+            for index, (name, value) in enumerate(arrays.items()):
+                g.create_dataset(name, data=value).attrs["index"] = index
+
+
+def read_checkpoint(path: str):
+    """(params, solver states, meta) of a training checkpoint, or None when ``path`` is not
+    one (see :func:`load_checkpoint`)."""
+    return load_checkpoint(path, CHECKPOINT_FORMAT)
+
+
+def load_checkpoint(path: str, format_name: str = CHECKPOINT_FORMAT):
     """(params, solver states, meta) of a training checkpoint written with the format marker
     ``format_name``, or None when ``path`` is not one. Like :func:`load_xumx`, every
     dataset is checked before any value is read: ``params/<name>`` against the spec of the
@@ -364,8 +402,7 @@ def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
     check_arrays(cfg, arrays)
     write_h5(path, {name: arrays[name] for name, _, _ in spec},
              {name: ng for name, _, ng in spec})
-    with replacing(sidecar_path(path)) as tmp, open(tmp, "w") as f:
-        f.write(cfg.to_json())
+    write_text(sidecar_path(path), cfg.to_json())
 
 
 def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:

@@ -1,0 +1,87 @@
+"""The command-line convention shared by every entry module (test, train, eval, export, synth,
+demo): messages, exit statuses, signals.
+
+=====  ==============================================================================
+ 0     done
+ 1     the run failed: one line ``xumx.<command>: error: <why>`` on stderr
+ 2     a bad command line or recipe: one line ``xumx.<command>: error: <why>``
+130    interrupted with Ctrl-C (SIGINT): one line ``xumx.<command>: interrupted; <what is kept>``
+143    terminated with SIGTERM: one line ``xumx.<command>: terminated; <what is kept>``
+=====  ==============================================================================
+
+"Failed" means an expected failure (:class:`xumx.errors.XumxError`, an operating-system error
+such as a full disk, running out of memory). Any other exception is a bug in xumx: it is not
+caught and Python prints its traceback. Warnings of the package
+(:class:`xumx.errors.XumxWarning`) are printed as ``xumx.<command>: warning: <line>``.
+"""
+import argparse
+import sys
+import warnings
+from typing import Callable, List, Optional, Union
+
+from .errors import ConfigError, XumxError, XumxWarning
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors (an unknown flag, a missing or malformed value) raise
+    :class:`ConfigError` instead of printing the usage and exiting, so they take the one path
+    of :func:`run`."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def say(command: str, message: str):
+    """``xumx.<command>: <message>`` on stderr."""
+    print(f"xumx.{command}: {message}", file=sys.stderr, flush=True)
+
+
+def failure(error: BaseException) -> str:
+    """The one line of an expected failure."""
+    if isinstance(error, MemoryError):
+        return "out of memory (a smaller --chunk-dur or --batch-size needs less)"
+    if isinstance(error, OSError) and not isinstance(error, XumxError):
+        from .files import os_reason
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        return where + os_reason(error)
+    return str(error) or type(error).__name__
+
+
+def _warning_printer(command: str, default):
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, XumxWarning):
+            say(command, f"warning: {message}")
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
+def run(command: str, body: Callable[[Optional[List[str]]], int], argv=None,
+        kept: Union[str, Callable[[], str]] = "") -> int:
+    """Run ``body(argv)`` (the command's work, returning its exit status) under the convention
+    of the module docstring. ``kept`` (or what it returns, asked after the signal) says what
+    an interruption leaves, e.g. "scored tracks are kept; run again to go on"."""
+    from .interrupt import Terminated, check, exit_status, sigterm_as_interrupt
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(command, warnings.showwarning)
+        warnings.simplefilter("always", XumxWarning)
+        try:
+            with sigterm_as_interrupt():
+                try:
+                    return body(argv)
+                except Exception:
+                    check()   # an error that a signal caused (a pipe it broke) is the signal's
+                    raise
+        except ConfigError as e:
+            say(command, f"error: {failure(e)}")
+            return USAGE
+        except (XumxError, OSError, MemoryError) as e:
+            say(command, f"error: {failure(e)}")
+            return FAILED
+        except KeyboardInterrupt as e:
+            word = "terminated" if isinstance(e, Terminated) else "interrupted"
+            note = kept() if callable(kept) else kept
+            say(command, f"{word}; {note}" if note else word)
+            return exit_status(e)
