@@ -106,9 +106,10 @@ def opt(default, *names: str, help: str, group: str, default_text: Optional[str]
 
 
 # The flags that several commands share: one object each, so one meaning and one help.
-MODEL = Flag(("--model",), "X-UMX weights file (.h5); with --umx-infer a folder of <target>.h5 "
-             "(xumx.test and xumx.export without --model: the published x-umx.h5, downloaded once "
-             "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)", "model", metavar="PATH")
+MODEL = Flag(("--model",), "X-UMX weights file (.h5) or a training run's folder (its "
+             "best_xumx.h5); with --umx-infer a folder of <target>.h5; without --model: the "
+             "published x-umx.h5, downloaded once into $XUMX_CACHE or ~/.cache/xumx and checked "
+             "by SHA-1", "model", metavar="PATH")
 UMX = Flag(("--umx-infer",), "independent Open-Unmix (UMX) networks, a folder of <target>.h5, "
            "instead of X-UMX", "model")
 SAMPLE_RATE = Flag(("--sample-rate",), "the rate the model runs at, in Hz: audio is resampled to "

@@ -291,7 +291,8 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
             total = nb_chunks(expected, rate, chunking, model_rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
             paths: Dict[str, str] = {}
-            with progress_bar(total, os.path.basename(in_path), options.quiet, "chunk") as bar, \
+            with progress_bar(total, os.path.basename(in_path), options.quiet, "chunk",
+                              leave=False, lines=False) as bar, \
                     audio_io.StemWriter(out_rate, options.out_format, options.bits,
                                         options.bitrate) as stems, \
                     WriteBehind(stems) as writer:

@@ -114,7 +114,8 @@ def model_path(model: Optional[str] = None, umx: bool = False, quiet: bool = Fal
 
     def progress(nb, total):   # a bar once bytes arrive (none when offline)
         if not bars:
-            bars.append(progress_bar(total, FILENAME, quiet, "B", unit_scale=True))
+            bars.append(progress_bar(total, FILENAME, quiet, "B", leave=False, lines=False,
+                                     unit_scale=True))
         bars[0].update(nb)
     try:
         return published_model(progress=progress)

@@ -269,7 +269,8 @@ class Trainer:
         from .progress import progress_bar
         cfg, comm = self.cfg, self.comm
         total, count = 0.0, 0
-        bar = progress_bar(steps, f"epoch {epoch}", comm.rank != 0 or not self.progress, "step")
+        bar = progress_bar(steps, f"epoch {epoch}", comm.rank != 0 or not self.progress, "step",
+                           leave=False, lines=False)   # each epoch's own line says it
         for x, y in self.data.batches(epoch, cfg.seed, cfg.batch_size, comm.rank, comm.n_procs):
             graph.feed(x, y)
             solver.zero_grad()
