@@ -53,3 +53,14 @@ def test_a_closed_or_odd_stream_is_not_a_terminal():
     closed = io.StringIO()
     closed.close()
     assert not on_terminal(closed) and not on_terminal(object())
+
+
+def test_off_a_terminal_a_bar_of_numbers_says_nothing(monkeypatch, capsys):
+    """Training's running loss (``set_postfix``) is a bar's decoration: no line per step."""
+    from xumx import progress
+    monkeypatch.setattr(progress, "on_terminal", lambda stream=None: False)
+    with progress_bar(3, "epoch 1", unit="step", lines=False) as bar:
+        for _ in range(3):
+            bar.update(1)
+            bar.set_postfix(loss="0.1")
+    assert capsys.readouterr().err == ""

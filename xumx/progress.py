@@ -21,7 +21,7 @@ class Lines:
     """tqdm's interface (``update``, ``set_postfix_str``, ``close``, a context manager) as
     plain lines on stderr: one when opened (``<desc>: <total> <unit>(s)``), one per
     ``set_postfix_str`` (``<desc> <i>/<total>: <text>``, ``i`` the item in progress), none per
-    ``update``. With ``quiet``, nothing."""
+    ``update`` or ``set_postfix``. With ``quiet``, nothing."""
 
     def __init__(self, total: Optional[int], desc: str, unit: str = "it", quiet: bool = False):
         self.total, self.desc, self.unit, self.quiet = total, desc, unit, quiet
@@ -39,6 +39,9 @@ class Lines:
         at = self.n + 1 if self.total is None else min(self.n + 1, self.total)
         self._say(f"{self.desc} {at}" + ("" if self.total is None else f"/{self.total}")
                   + f": {text}")
+
+    def set_postfix(self, *args, **kw):
+        """Numbers a bar would show beside itself (a running loss): no line."""
 
     def close(self):
         pass
