@@ -102,7 +102,8 @@ def test_separator_reuses_its_network(tiny_cfg, backend):
 @pytest.mark.parametrize("bad,match", [
     (np.zeros((2, 8000), np.float32), r"looks like \(channels, samples\)"),
     (np.zeros(8000, np.float32), "2-D"),
-    (np.zeros((8000, 2), np.int16), "floating point"),
+    (np.zeros((8000, 2), bool), "numbers"),
+    (np.zeros((8000, 2), np.complex64), "numbers"),
     (np.zeros((0, 2), np.float32), "empty"),
     (np.zeros((100, 3), np.float32), "1 or 2 channels"),
     (np.full((100, 2), np.nan, np.float32), "NaN"),
@@ -118,3 +119,52 @@ def test_missing_model_key_and_file(tmp_path):
         api.separate_args_dict(sine_mix(100, 8000), {"niter": 1})
     with pytest.raises(ValueError, match="no such file"):
         api.separate_args_dict(sine_mix(100, 8000), {"model": str(tmp_path / "nope.h5")})
+
+
+# ----------------------------------------------------------------- rates, integer audio, targets
+def test_a_rate_resamples_in_and_out_as_the_command_line_does(tiny_model):
+    """The audio's rate (44.1 kHz here, the tiny model runs at 8 kHz): stems at that rate and
+    length, equal to xumx.inference.separate_audio without chunks (the command line's path)."""
+    from xumx.config import ChunkConfig
+    from xumx.inference import separate_audio
+    audio = sine_mix(44100 // 2 + 3, 44100)
+    sep = Separator.from_file(tiny_model)
+    want = separate_audio(sep, audio, 44100, ChunkConfig(chunk_dur=0))
+    outs = [sep.separate(audio, rate=44100),
+            api.separate_args_dict(audio, _dict(tiny_model, rate=44100)),
+            api.separate(audio, model_path=tiny_model, rate=44100),
+            api.separate(audio, argparse.Namespace(**_dict(tiny_model), rate=44100))]
+    for out in outs:
+        assert list(out) == SOURCES
+        for k in SOURCES:
+            assert out[k].shape == audio.shape
+            np.testing.assert_array_equal(out[k], want[k])
+    # the model's own rate, given or not, is the plain separation
+    at_8k = sine_mix(4000, 8000)
+    np.testing.assert_array_equal(sep.separate(at_8k, rate=8000)["bass"], sep.separate(at_8k)["bass"])
+    with pytest.raises(ValueError, match="rate"):
+        sep.separate(audio, rate=0)
+
+
+@pytest.mark.parametrize("dtype,scale,centre", [("int16", 32768, 0), ("int32", 2 ** 31, 0),
+                                                ("uint8", 128, 128), ("int8", 128, 0)])
+def test_integer_audio_is_scaled_by_its_full_scale(tiny_model, dtype, scale, centre):
+    info = np.iinfo(dtype)
+    floats = np.clip(sine_mix(4000, 8000), -0.99, 0.99)
+    ints = np.clip(np.round(floats * scale + centre), info.min, info.max).astype(dtype)
+    want = api.separate_args_dict((ints.astype(np.float64) - centre) / scale, _dict(tiny_model))
+    for out in (api.separate_args_dict(ints, _dict(tiny_model)),
+                Separator.from_file(tiny_model).separate(ints)):
+        for k in SOURCES:
+            assert out[k].dtype == np.float32
+            np.testing.assert_allclose(out[k], want[k], atol=1e-6)
+
+
+def test_a_string_of_targets_is_one_target(tiny_model):
+    audio = sine_mix(4000, 8000)
+    assert SeparationConfig(targets="vocals").targets == ("vocals",)
+    full = api.separate_args_dict(audio, _dict(tiny_model))
+    for out in (api.separate_args_dict(audio, _dict(tiny_model, targets="vocals")),
+                api.separate(audio, argparse.Namespace(**_dict(tiny_model, targets="vocals")))):
+        assert list(out) == ["vocals"]
+        np.testing.assert_allclose(out["vocals"], full["vocals"], atol=1e-6)

@@ -36,6 +36,13 @@ def song(tmp_path):
     return path
 
 
+@pytest.fixture
+def terminal(monkeypatch):
+    """stderr counts as a terminal: progress bars are drawn."""
+    from xumx import progress
+    monkeypatch.setattr(progress, "on_terminal", lambda stream=None: True)
+
+
 def run(*argv, model=None):
     argv = list(argv) + (["--model", model] if model else [])
     return main(argv)
@@ -55,7 +62,35 @@ def test_wav_in_four_stems_out_with_exact_length(song, tiny_model, tmp_path, cap
         assert (info.frames, info.samplerate, info.channels, info.subtype) == (N, 44100, 2, "PCM_16")
     captured = capsys.readouterr()
     assert "real time" in captured.out and folder in captured.out      # the summary line
-    assert "chunk" in captured.err                                     # the progress bar
+    assert captured.err == ""          # stderr is not a terminal here: no progress frames
+
+
+def test_progress_bar_only_on_a_terminal(song, tiny_model, tmp_path, request, capsys):
+    """Redirected stderr (a log file) gets no '\r' frames, only the plain summary line on
+    stdout; a terminal gets the bar."""
+    log = tmp_path / "log.txt"
+    r = subprocess.run([sys.executable, "-m", "xumx.test", str(song), "--model", tiny_model,
+                        "--outdir", str(tmp_path / "a")], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=open(log, "w"))
+    assert r.returncode == 0 and "real time" in r.stdout.decode()
+    assert "\r" not in log.read_text() and "chunk" not in log.read_text()
+    request.getfixturevalue("terminal")
+    assert run("--inputs", song, "--outdir", str(tmp_path / "b"), model=tiny_model) == 0
+    assert "chunk" in capsys.readouterr().err
+
+
+def test_ctrl_c_on_a_terminal_starts_a_new_line(monkeypatch, capsys):
+    from xumx import cli, config
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt()
+    monkeypatch.setattr(config, "parse", interrupted)
+    assert main(["x.wav"]) == 130
+    assert capsys.readouterr().err.startswith("xumx.test: interrupted")   # a log: no blank line
+    monkeypatch.setattr(cli, "on_terminal", lambda stream=None: True)
+    assert main(["x.wav"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("\nxumx.test: interrupted") and err.count("\n") == 2, repr(err)
 
 
 @pytest.mark.parametrize("kind", ["mp3", "ogg", "m4a", "flac", "wav24", "wav32f"])
@@ -105,12 +140,13 @@ def test_six_channels_use_the_first_two_with_a_warning(tiny_model, tmp_path, cap
                                   sf.read(os.path.join(out, "two", "bass.wav"))[0])
 
 
-@pytest.mark.parametrize("fmt,bits,subtype", [("wav", "24", "PCM_24"), ("wav", "float", "FLOAT"),
-                                              ("flac", "24", "PCM_24"), ("mp3", "16", None)])
-def test_output_formats(song, tiny_model, tmp_path, fmt, bits, subtype):
+@pytest.mark.parametrize("fmt,quality,subtype", [("wav", "24", "PCM_24"), ("wav", "float", "FLOAT"),
+                                                 ("flac", "24", "PCM_24"), ("mp3", "128", None)])
+def test_output_formats(song, tiny_model, tmp_path, fmt, quality, subtype):
     out = str(tmp_path / "out")
-    assert run("--inputs", song, "--outdir", out, "--format", fmt, "--bits", bits, "--bitrate",
-               "128", "--quiet", model=tiny_model) == 0
+    flag = "--bitrate" if fmt == "mp3" else "--bits"
+    assert run("--inputs", song, "--outdir", out, "--format", fmt, flag, quality, "--quiet",
+               model=tiny_model) == 0
     folder = os.path.join(out, "song")
     assert stems_of(folder) == STEMS
     for s in STEMS:
@@ -197,7 +233,7 @@ def test_umx_infer_reads_a_folder_of_target_files(song, tmp_path):
     assert stems_of(os.path.join(out, "song")) == STEMS
 
 
-def test_chunked_run_and_model_rate_output(song, tiny_model, tmp_path, capsys):
+def test_chunked_run_and_model_rate_output(song, tiny_model, tmp_path, capsys, terminal):
     out = str(tmp_path / "out")
     assert run("--inputs", song, "--outdir", out, "--chunk-dur", "0.1", "--overlap", "0.02",
                "--output-rate", "model", "--bits", "float", model=tiny_model) == 0
@@ -246,14 +282,16 @@ def test_bad_inputs_one_line_each_others_still_separated(song, tiny_model, tmp_p
     text.write_text("not audio at all\n" * 20)
     missing = str(tmp_path / "missing.flac")
     out = str(tmp_path / "out")
-    code = run("--inputs", str(empty), song, str(text), missing, str(tmp_path), "--outdir", out,
+    folder = tmp_path / "no-audio"
+    folder.mkdir()
+    code = run("--inputs", str(empty), song, str(text), missing, str(folder), "--outdir", out,
                "--quiet", model=tiny_model)
     assert code == 1
     assert stems_of(os.path.join(out, "song")) == STEMS
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("xumx.test")]
     assert len(err) == 5, "\n".join(err)
     for path, cause in [(empty, "empty"), (text, "not an audio file"), (missing, "no such file"),
-                        (tmp_path, "folder")]:
+                        (folder, "folder without audio files")]:
         assert any(str(path) in ln and cause in ln for ln in err), (path, err)
     assert "4 of 5 inputs failed" in err[-1]
     assert not os.path.exists(os.path.join(out, "readme"))
@@ -397,3 +435,160 @@ def test_a_musdb_mixture_is_named_after_its_track(tmp_path):
     song = str(track / "mixture.wav")
     assert output_folders([song, str(tmp_path / "mix.flac")], "out") == [
         os.path.join("out", "Artist - Title"), os.path.join("out", "mix")]
+
+
+# ----------------------------------------------------------------- issue 15: flags and times
+def test_a_sample_rate_that_contradicts_the_model_is_refused(song, tiny_model, tmp_path, capsys):
+    """tiny_model's sidecar says 8000 Hz: --sample-rate 16000 is one line, status 2; the same
+    rate is accepted; a file without a sidecar runs at the rate given."""
+    out = str(tmp_path / "out")
+    assert run("--inputs", song, "--outdir", out, "--sample-rate", "16000", model=tiny_model) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--sample-rate 16000" in err[0] and "8000 Hz" in err[0], err
+    assert not os.path.exists(out)
+    assert run("--inputs", song, "--outdir", out, "--sample-rate", "8000", "--quiet",
+               model=tiny_model) == 0
+    bare = str(tmp_path / "bare.h5")
+    with open(tiny_model, "rb") as f, open(bare, "wb") as g:
+        g.write(f.read())
+    from xumx.separator import load_separator
+    assert load_separator(bare).cfg.sample_rate == 44100          # no sidecar: the default
+    assert load_separator(bare, sample_rate=8000).cfg.sample_rate == 8000
+
+
+@pytest.mark.parametrize("bad,words", [(["--format", "mp3", "--bits", "24"], ["--bits", "mp3"]),
+                                       (["--format", "wav", "--bitrate", "128"], ["--bitrate", "mp3"]),
+                                       (["--format", "flac", "--bits", "float"], ["flac"])])
+def test_format_flags_that_do_not_apply_are_errors(song, tiny_model, bad, words, capsys):
+    from xumx.config import OutputConfig
+    assert run("--inputs", song, *bad, model=tiny_model) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("xumx.test: error: "), err
+    assert all(w in err[0] for w in words), err
+    with pytest.raises(ValueError):   # the dataclass checks them, not the command line
+        OutputConfig(inputs=("a.wav",), out_format="mp3", bits="24")
+    OutputConfig(inputs=("a.wav",), out_format="mp3", bitrate=128)
+    OutputConfig(inputs=("a.wav",), out_format="flac", bits="24")
+
+
+@pytest.mark.parametrize("text,seconds", [("90", 90.0), ("1:30", 90.0), ("1:02.5", 62.5),
+                                          ("0:00.250", 0.25), ("1:00:05", 3605.0), ("2.5", 2.5)])
+def test_times_as_seconds_or_clock(text, seconds):
+    from xumx.config import parse
+    output = parse("test", ["--inputs", "a.wav", "--start", text, "--duration", text])[0]
+    assert output.start == output.duration == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["1:60", "a:10", "1::2", "1:2:3:4", ":30"])
+def test_a_malformed_time_is_a_usage_error(song, tiny_model, text, capsys):
+    assert run("--inputs", song, "--start", text, model=tiny_model) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--start" in err[0] and "m:ss" in err[0], err
+
+
+def test_times_past_the_end_say_the_length(tiny_model, tmp_path, capsys):
+    """A 2 s file: --start 3 says that it is 2 s long; --start 1.5 --duration 1 warns (one
+    line) that it gives 0.5 s, and gives it."""
+    path = str(tmp_path / "two.wav")
+    sf.write(path, sine_mix(88200, 44100), 44100, subtype="PCM_16")
+    out = str(tmp_path / "out")
+    assert run("--inputs", path, "--outdir", out, "--start", "3", "--quiet", model=tiny_model) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "0:02.000" in err[0] and "--start" in err[0], err
+    assert run("--inputs", path, "--outdir", out, "--start", "0:01.5", "--duration", "1",
+               "--quiet", model=tiny_model) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("xumx.test: warning: ") and "0:00.500" in err[0], err
+    assert sf.info(os.path.join(out, "two", "bass.wav")).frames == 22050
+    assert run("--inputs", path, "--outdir", out, "--start", "1", "--duration", "1",
+               "--quiet", model=tiny_model) == 0
+    assert capsys.readouterr().err == ""   # exactly to the end: no warning
+
+
+# ----------------------------------------------------------------- issue 15: inputs and names
+def test_positional_inputs_folders_and_wildcards(song, tiny_model, tmp_path, capsys):
+    """Inputs without --inputs (as umx and demucs take them), a folder as its audio files and
+    a quoted wildcard as its matches give the same stems as the files named one by one."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for name in ("b.wav", "a.flac"):
+        sf.write(str(songs / name), sine_mix(N, 44100), 44100)
+    (songs / "notes.txt").write_text("not audio")
+    (songs / "sub").mkdir()
+    for argv in ([str(songs)], [str(songs / "*.wav"), str(songs / "a.*")],
+                 ["--inputs", str(songs / "[ab].*")], [str(songs / "a.flac"), "--inputs",
+                                                   str(songs / "b.wav")]):
+        out = tmp_path / "out"
+        assert run(*argv, "--outdir", str(out), "--quiet", model=tiny_model) == 0, argv
+        assert sorted(os.listdir(out)) == ["a", "b"], argv
+        assert stems_of(str(out / "a")) == STEMS
+        import shutil
+        shutil.rmtree(out)
+    assert run(str(songs / "sub"), model=tiny_model) == 1
+    assert "without audio files" in capsys.readouterr().err
+    assert run(str(songs / "*.mp3"), model=tiny_model) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "matches no file" in err[0], err
+    assert run("--outdir", str(tmp_path), model=tiny_model) == 2
+    assert "python -m xumx.test FILE" in capsys.readouterr().err
+
+
+def test_a_musdb_track_folder_is_its_mixture(tiny_model, tmp_path):
+    track = tmp_path / "Artist - Title"
+    track.mkdir()
+    for name in ("mixture", "bass", "vocals"):
+        sf.write(str(track / f"{name}.wav"), sine_mix(N, 44100), 44100)
+    from xumx.inference import expand_inputs
+    assert expand_inputs([str(track)]) == [str(track / "mixture.wav")]
+
+
+@pytest.mark.parametrize("typo,right", [("--outdri", "--outdir"), ("--quite", "--quiet"),
+                                        ("--taregts", "--targets")])
+def test_a_mistyped_flag_suggests_the_close_one(song, typo, right, capsys):
+    assert run(song, typo) == 2 if typo == "--quite" else run(song, typo, "x") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"did you mean {right}?" in err[0], err
+
+
+def test_a_training_run_folder_as_model_uses_its_best_weights(song, tiny_model, tmp_path):
+    import shutil
+    from xumx.weights import BEST_NAME, sidecar_path
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(tiny_model, run_dir / BEST_NAME)
+    shutil.copy(sidecar_path(tiny_model), sidecar_path(str(run_dir / BEST_NAME)))
+    assert run(song, "--outdir", str(tmp_path / "a"), "--quiet", model=tiny_model) == 0
+    assert run(song, "--outdir", str(tmp_path / "b"), "--quiet", model=str(run_dir)) == 0
+    for s in STEMS:
+        a, _ = sf.read(str(tmp_path / "a" / "song" / f"{s}.wav"))
+        b, _ = sf.read(str(tmp_path / "b" / "song" / f"{s}.wav"))
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_folder_without_best_weights_says_so(song, tmp_path, capsys):
+    assert run(song, model=str(tmp_path)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "best_xumx.h5" in err[0] and "--umx-infer" in err[0], err
+
+
+def test_a_stem_mp4_is_named_without_stem_and_one_target_prints_its_file(tiny_model, tmp_path,
+                                                                        capsys):
+    from xumx.inference import input_name
+    assert input_name("/data/Artist - Song.stem.mp4") == "Artist - Song"
+    assert input_name("/data/.stem.mp4") == ".stem"
+    path = str(tmp_path / "Artist - Song.stem.mp4")
+    wav = str(tmp_path / "x.wav")
+    sf.write(wav, sine_mix(N, 44100), 44100)
+    ffmpeg("-i", wav, "-c:a", "aac", path)
+    out = tmp_path / "out"
+    assert run(path, "--outdir", str(out), "--targets", "vocals", model=tiny_model) == 0
+    assert os.listdir(out) == ["Artist - Song"]
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(os.path.join(str(out), "Artist - Song", "vocals.wav")), line
+    assert "{" not in line
+
+
+@pytest.mark.parametrize("command", ["test", "train", "eval", "export", "synth", "demo"])
+def test_help_is_plain_text(command):
+    text = build_parser(command).format_help()
+    assert not re.search(r"``|:(func|class|mod|data):|^\s*\.\. ", text, re.M), text

@@ -148,6 +148,29 @@ def test_offline_preview_download_is_one_clear_line(tmp_path):
     lines = [l for l in p.stderr.splitlines() if "[nnabla]" not in l]
     assert p.returncode == 1
     assert len(lines) == 1 and lines[0].startswith("xumx.train: error:") and "--root" in lines[0], p.stderr
+    assert not (tmp_path / "MUSDB18").exists()   # musdb made ~/MUSDB18/MUSDB18-7 before failing
+
+
+def test_a_failed_preview_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """Issue 15: offline, musdb makes ~/MUSDB18/MUSDB18-7 and then fails; the folders it made
+    go (and only those: a ~/MUSDB18 of the user's stays)."""
+    import urllib.error
+    import musdb
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(os.path.isdir(tmp_path / "MUSDB18" / "MUSDB18-7"))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(musdb, "urlopen", offline)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(D.DataError, match="cannot be downloaded.*--root"):
+        D.open_musdb(None, False)
+    assert calls == [True] and os.listdir(tmp_path) == []
+    (tmp_path / "MUSDB18").mkdir()
+    (tmp_path / "MUSDB18" / "notes.txt").write_text("mine")
+    with pytest.raises(D.DataError):
+        D.open_musdb(None, False)
+    assert os.listdir(tmp_path / "MUSDB18") == ["notes.txt"]
 
 
 def test_synth_cli(tmp_path, capsys):

@@ -148,8 +148,8 @@ def test_cores_2_gives_the_same_scores_as_cores_1(data, scored, tmp_path):
 
 
 def test_tracks_selects_by_name(data, tmp_path, capsys):
-    args = ["--root", data["root"], "--is-wav", "--evaldir", str(tmp_path), "--baseline",
-            "--targets", *TARGETS]
+    args = ["--model", data["model"], "--root", data["root"], "--is-wav", "--evaldir",
+            str(tmp_path), "--baseline", "--targets", *TARGETS]
     assert eval_cli.main(args + ["--tracks", TRACKS[1]]) == 0
     assert os.listdir(tmp_path / "mixture" / "test") == [f"{TRACKS[1]}.json"]
     assert "over 1 track(s)" in capsys.readouterr().out
@@ -168,6 +168,17 @@ def test_resample_round_trip_keeps_length_and_band_limited_signal():
     assert np.max(np.abs(z - x)[2000:-2000]) < 1e-2
 
 
+def offline(monkeypatch, tmp_path):
+    """No network: every download fails at once; an empty weights cache."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(url, timeout=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
+
+
 def one_error_line(capsys):
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
@@ -175,7 +186,7 @@ def one_error_line(capsys):
     return lines[0]
 
 
-def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys):
+def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys, monkeypatch):
     def run(*argv):
         return eval_cli.main(["--evaldir", str(tmp_path / "s"), *argv])
     assert run("--model", data["model"], "--root", str(tmp_path / "missing"), "--is-wav") != 0
@@ -187,8 +198,9 @@ def test_bad_input_is_one_line_and_nonzero(data, tmp_path, capsys):
     bad.write_text("not an h5 file")
     assert run("--model", str(bad), "--root", data["root"], "--is-wav") != 0
     assert str(bad) in one_error_line(capsys)
-    assert run("--root", data["root"], "--is-wav") != 0
-    assert "--model" in one_error_line(capsys)
+    offline(monkeypatch, tmp_path)   # without --model: the published weights, which it cannot fetch
+    assert run("--root", data["root"], "--is-wav") == 1
+    assert "cannot download the published X-UMX weights" in one_error_line(capsys)
     assert run("--model", data["model"], "--root", data["root"], "--is-wav", "--cores", "0") != 0
     assert "--cores" in one_error_line(capsys)
     assert run("--model", data["model"], "--root", data["root"], "--is-wav",
@@ -259,3 +271,143 @@ def test_tracks_are_separated_in_the_chunks_of_xumx_test(tiny_cfg):
     for k in ref:
         assert chunked[k].shape == audio.shape
         np.testing.assert_array_equal(chunked[k], ref[k])
+
+
+# ----------------------------------------------------------------- what made the scores
+def copy_model(data, path):
+    """A copy of the tiny model (and its sidecar) under another name: the same content."""
+    import shutil
+    from xumx.weights import sidecar_path
+    shutil.copyfile(data["model"], path)
+    shutil.copyfile(sidecar_path(data["model"]), sidecar_path(str(path)))
+    return str(path)
+
+
+def test_scores_of_another_model_or_settings_are_refused(data, scored, tmp_path, capsys):
+    """Issue 15: a second model in the same --eval-dir got the first one's scores under its
+    name. Now the folder records what made its scores, and anything else is refused."""
+    evaldir, _ = scored
+    with open(evaldir / "identity.json") as f:
+        recorded = json.load(f)["identity"]
+    assert recorded["model_sha256"] == files_sha256(data["model"])
+    assert recorded["targets"] == list(TARGETS) and recorded["chunk_dur"] == 30.0
+    csv = (evaldir / "scores.csv").read_bytes()
+    other = str(tmp_path / "other.h5")
+    cfg = tiny_config()
+    save_model(other, cfg, random_arrays(cfg, seed=4))
+    refused = {("--model", other): "the model file",
+               ("--niter", "2"): "--niter: 1 there, 2 now",
+               ("--chunk-dur", "0.5", "--overlap", "0.1"): "--chunk-dur: 30.0 there, 0.5 now",
+               ("--softmask",): "--softmask: False there, True now",
+               ("--targets", "vocals", "drums", "bass"):   # the last --targets counts
+                   "--targets: vocals drums there, vocals drums bass now"}
+    for extra, words in refused.items():
+        argv = ["--root", data["root"], "--is-wav", "--evaldir", str(evaldir), "--targets",
+                *TARGETS, "--model", data["model"], *extra]
+        assert eval_cli.main(argv) == 1, extra
+        line = one_error_line(capsys)
+        assert line.startswith(f"xumx.eval: error: --eval-dir {evaldir} holds the scores of "
+                               f"another model or other settings"), line
+        assert words in line and "pick another --eval-dir" in line, line
+    assert (evaldir / "scores.csv").read_bytes() == csv
+    # the other model in its own folder is scored, and scores differently
+    assert eval_cli.main(["--model", other, "--root", data["root"], "--is-wav", "--evaldir",
+                          str(tmp_path / "s2"), "--targets", *TARGETS]) == 0
+    assert sdr_by_track(tmp_path / "s2") != pytest.approx(sdr_by_track(evaldir), abs=1e-3)
+
+
+def files_sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_the_same_model_under_another_name_reuses_the_scores(data, scored, monkeypatch, capsys):
+    evaldir, _ = scored
+    calls = []
+    monkeypatch.setattr(evaluation, "estimate_track", lambda *a: calls.append(1))
+    same = copy_model(data, data["base"] / "renamed.h5")
+    assert eval_cli.main(["--model", same, "--root", data["root"], "--is-wav", "--evaldir",
+                          str(evaldir), "--targets", *TARGETS, "--tracks", TRACKS[0]]) == 0
+    assert calls == [] and "1 of 1 track(s) already scored" in capsys.readouterr().err
+
+
+def test_an_eval_dir_with_scores_and_no_record_is_refused(data, scored, tmp_path, capsys):
+    import shutil
+    evaldir, _ = scored
+    old = tmp_path / "old"
+    shutil.copytree(evaldir / "test", old / "test")     # scores of an older xumx: no record
+    assert run_eval(data, old) == 1
+    line = one_error_line(capsys)
+    assert f"--eval-dir {old} holds scores with no record" in line and "identity.json" in line
+    assert not (old / "identity.json").exists()
+    # a folder of baseline scores only: those are the mixture's whatever the model, so kept
+    identity = {"model_sha256": "0" * 64}
+    shutil.copytree(evaldir / "mixture", tmp_path / "base" / "mixture")
+    evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")
+    evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")     # the same: fine
+    with pytest.raises(evaluation.EvalError, match="the model file: SHA-256 000000000000... "
+                                                   "there, SHA-256 111111111111... now"):
+        evaluation.check_identity(str(tmp_path / "base"), {"model_sha256": "1" * 64}, "m.h5")
+    (tmp_path / "base" / "identity.json").write_text("{not json")
+    with pytest.raises(evaluation.EvalError, match="cannot read the record"):
+        evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")
+
+
+def test_without_model_the_published_weights_are_scored(data, tmp_path, monkeypatch, capsys):
+    """Issue 15 item 9: as in xumx.test, no --model means the published weights (here a
+    stand-in placed in the cache: the real download is impossible offline)."""
+    from xumx import pretrained
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    published = copy_model(data, cache / pretrained.FILENAME)
+    monkeypatch.setattr(pretrained, "published_model", lambda **kw: published)
+    evaldir = tmp_path / "s"
+    argv = ["--root", data["root"], "--is-wav", "--evaldir", str(evaldir), "--targets", *TARGETS,
+            "--tracks", TRACKS[0]]
+    assert eval_cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "\nx-umx\n" in out   # the table of the method named after the weights
+    with open(evaldir / "identity.json") as f:
+        assert json.load(f)["identity"]["model_sha256"] == files_sha256(published)
+    # its scores are the published weights', whichever way they are named
+    assert eval_cli.main(argv + ["--model", published]) == 0
+    assert "1 of 1 track(s) already scored" in capsys.readouterr().err
+
+
+def test_progress_says_separating_and_scoring_per_track(data, tmp_path, capsys):
+    """Issue 15 item 12: with stderr not a terminal, one plain line per track and phase (no
+    bar frames); museval's scoring is named, as it is the long part."""
+    assert eval_cli.main(["--model", data["model"], "--root", data["root"], "--is-wav",
+                          "--evaldir", str(tmp_path), "--targets", *TARGETS, "--baseline"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    name = os.path.splitext(os.path.basename(data["model"]))[0]
+    want = ["tracks: 2 track(s)"] + [
+        f"tracks {i + 1}/2: {track}: {phase}" for i, track in enumerate(TRACKS)
+        for phase in ("separating", f"scoring {name} (museval)", "scoring mixture (museval)")]
+    assert err.splitlines() == want
+
+
+def test_identity_of_a_umx_folder_hashes_each_target_file(tmp_path):
+    """--umx-infer: the model is a folder of <target>.h5; each file read is in the identity."""
+    from types import SimpleNamespace
+    from xumx.config import ChunkConfig, SeparationConfig
+    for name in ("vocals", "drums", "bass"):
+        (tmp_path / f"{name}.h5").write_bytes(name.encode())
+    (tmp_path / "vocals.json").write_text("{}")
+    sep = SimpleNamespace(targets=("vocals", "drums"), cfg=SimpleNamespace(sample_rate=44100))
+
+    def identity():
+        return evaluation.identity_of(str(tmp_path), True, sep, SeparationConfig(), ChunkConfig())
+    first = identity()
+    assert first["model_sha256"] == {t: files_sha256(tmp_path / f"{t}.h5") for t in sep.targets}
+    assert first["sidecar_sha256"] == {"vocals": files_sha256(tmp_path / "vocals.json"),
+                                       "drums": None}
+    (tmp_path / "bass.h5").write_bytes(b"not read")       # not a target: no part of it
+    assert identity() == first
+    (tmp_path / "drums.h5").write_bytes(b"retrained")
+    second = identity()
+    assert second["model_sha256"]["drums"] != first["model_sha256"]["drums"]
+    assert second["model_sha256"]["vocals"] == first["model_sha256"]["vocals"]
+    assert json.loads(json.dumps(second)) == second   # compares equal once recorded

@@ -7,7 +7,7 @@ RuntimeError) subclasses of :mod:`xumx.errors`, one line each.
 """
 import os
 import threading
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -48,43 +48,51 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
 
 
 def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarray]:
-    """Separate ``audio`` (T, 2) float at 44.1 kHz with settings from a dict.
+    """Separate ``audio`` (T, 2) with settings from a dict.
 
-    Keys (as Spleeter Web 3.12+ passes them): model, umx_infer, targets, softmask,
-    alpha, residual_model, niter. Returns {target: (T, 2) float32} for exactly the targets
-    asked for, plus 'residual' with residual_model.
+    Keys (as Spleeter Web 3.12+ passes them): model, umx_infer, targets (a list of names, or
+    one name as a string), softmask, alpha, residual_model, niter; and ``rate``, the audio's
+    sample rate in Hz (default: the model's, 44100 for x-umx.h5; another rate is resampled to
+    it and back). ``audio`` is float around [-1, 1] or integer samples (int16 / 32768, int32 /
+    2**31, uint8 centred). Returns {target: (T, 2) float32} at ``rate`` for exactly the
+    targets asked for, plus 'residual' with residual_model.
     """
     d = dict(args_dict)
     if "model" not in d:
         raise InputError("args_dict needs a 'model' key: the path of the X-UMX .h5 file")
     targets = d.get("targets")
-    separation = SeparationConfig(targets=tuple(targets) if targets else None,
+    separation = SeparationConfig(targets=targets or None,
                                   niter=int(d.get("niter", DEFAULT.niter)),
                                   softmask=bool(d.get("softmask", DEFAULT.softmask)),
                                   alpha=float(d.get("alpha", DEFAULT.alpha)),
                                   residual_model=bool(d.get("residual_model", DEFAULT.residual_model)))
     sep = get_separator(d["model"], separation, umx=bool(d.get("umx_infer", False)))
-    return sep.separate(audio)
+    return sep.separate(audio, d.get("rate"))
 
 
 def separate(audio: np.ndarray, args=None, model_path: str = "models/x-umx.h5",
              niter: int = DEFAULT.niter, softmask: bool = DEFAULT.softmask,
              alpha: float = DEFAULT.alpha, residual_model: bool = DEFAULT.residual_model,
-             **kwargs) -> Dict[str, np.ndarray]:
-    """Separate ``audio`` (T, 2) float at 44.1 kHz.
+             rate: Optional[int] = None, **kwargs) -> Dict[str, np.ndarray]:
+    """Separate ``audio`` (T, 2) at ``rate`` Hz (default: the model's, 44100 for x-umx.h5),
+    as :func:`separate_args_dict` does.
 
     Two call forms:
       * ``separate(audio, args)`` with an argparse Namespace carrying model, umx_infer,
-        targets, softmask, alpha, residual_model and niter (the published code);
+        targets, softmask, alpha, residual_model and niter (the published code), and
+        optionally rate;
       * ``separate(audio, model_path=..., niter=1, softmask=False, alpha=1.0,
-        residual_model=False)`` (Spleeter Web up to 3.11).
+        residual_model=False, rate=None)`` (Spleeter Web up to 3.11).
     """
     if args is not None and not isinstance(args, (str, os.PathLike)):
-        keys = ("model", "umx_infer", "targets", "softmask", "alpha", "residual_model", "niter")
-        return separate_args_dict(audio, {k: getattr(args, k) for k in keys if hasattr(args, k)})
+        keys = ("model", "umx_infer", "targets", "softmask", "alpha", "residual_model", "niter",
+                "rate")
+        d = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+        return separate_args_dict(audio, d if rate is None else dict(d, rate=rate))
     if args is not None:
         model_path = args
     if kwargs:
         raise TypeError(f"separate() got unexpected arguments {sorted(kwargs)}")
     return separate_args_dict(audio, {"model": model_path, "niter": niter, "softmask": softmask,
-                                      "alpha": alpha, "residual_model": residual_model})
+                                      "alpha": alpha, "residual_model": residual_model,
+                                      "rate": rate})

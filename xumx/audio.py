@@ -27,7 +27,8 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 
 from . import files
-from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE, OutputConfig
+from .config import (DEFAULT_BITRATE, DEFAULT_BITS, DEFAULT_NB_CHANNELS, MAX_AMPLITUDE,
+                     OutputConfig, clock)
 from .errors import AudioError, XumxWarning
 
 #: Channels the separation keeps; more are dropped (with a warning).
@@ -61,9 +62,10 @@ def _tool(name: str) -> str:
 
 def _check_input_path(path: str):
     if not os.path.exists(path):
-        raise AudioError(f"{path}: no such file")
+        wildcard = any(c in os.path.basename(path) for c in "*?[")
+        raise AudioError(f"{path}: {'matches no file' if wildcard else 'no such file'}")
     if os.path.isdir(path):
-        raise AudioError(f"{path}: is a folder, not an audio file")
+        raise AudioError(f"{path}: a folder without audio files")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied")
     if os.path.getsize(path) == 0:
@@ -129,7 +131,7 @@ def stream(path: str, start: float = 0.0, duration: float = -1.0,
     """
     info = info or probe(path)
     first = int(round(start * info.rate))
-    count = int(round(duration * info.rate)) if duration > 0 else None
+    count = asked = int(round(duration * info.rate)) if duration > 0 else None
     if duration > 0 and count == 0:
         raise AudioError(f"{path}: --duration {duration:g} s is shorter than one sample")
     if info.nb_samples is not None and info.nb_samples > 0:   # drop the codec's end padding
@@ -176,10 +178,17 @@ def stream(path: str, start: float = 0.0, duration: float = -1.0,
         if rc != 0 and not stopped_early:
             err.seek(0)
             raise AudioError(f"{path}: ffmpeg could not decode it ({_last_line(err.read(), path)})")
+    # the file's length: the container's count, else what was decoded (all of it, when short)
+    length = (info.nb_samples or (first * frame - skip + got) // frame) / info.rate
     if got < frame:
         if first > 0:
-            raise AudioError(f"{path}: --start {start:g} s is at or after the end of the audio")
+            raise AudioError(f"{path}: --start {clock(start)} is at or after the end of the "
+                             f"audio, which is {clock(length)} long")
         raise AudioError(f"{path}: contains no audio samples")
+    if asked is not None and got // frame < asked:
+        warnings.warn(f"{path}: the audio is {clock(length)} long, so --start {clock(start)} "
+                      f"--duration {clock(duration)} gives only {clock(got // frame / info.rate)}",
+                      AudioWarning, stacklevel=3)
 
 
 def _samples(data: bytes, info: AudioInfo, path: str) -> np.ndarray:
@@ -504,8 +513,11 @@ class StemWriter:
     the module docstring).
     """
 
-    def __init__(self, rate: int, fmt: str = OutputConfig.out_format, bits: str = OutputConfig.bits,
-                 bitrate: int = OutputConfig.bitrate):
+    def __init__(self, rate: int, fmt: str = OutputConfig.out_format,
+                 bits: Optional[str] = OutputConfig.bits, bitrate: Optional[int] = OutputConfig.bitrate):
+        """``bits``/``bitrate`` None: their defaults (:class:`~xumx.config.OutputConfig`); the
+        one that does not apply to ``fmt`` is ignored (the command line refuses it)."""
+        bits, bitrate = bits or DEFAULT_BITS, bitrate or DEFAULT_BITRATE
         self.rate, self.fmt, self.bits, self.bitrate = int(rate), fmt, bits, bitrate
         self._integer = not (fmt == "wav" and bits == "float")
         self._together = None
@@ -559,7 +571,8 @@ class StemWriter:
 
 
 def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = OutputConfig.out_format,
-                bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
+                bits: Optional[str] = OutputConfig.bits,
+                bitrate: Optional[int] = OutputConfig.bitrate):
     """Write whole signals with :class:`StemWriter`: {destination path: audio (T, C) float},
     all appearing together."""
     with StemWriter(rate, fmt, bits, bitrate) as writer:
@@ -568,6 +581,6 @@ def write_stems(paths_audio: Dict[str, np.ndarray], rate: int, fmt: str = Output
 
 
 def write(path: str, audio: np.ndarray, rate: int, fmt: str = OutputConfig.out_format,
-          bits: str = OutputConfig.bits, bitrate: int = OutputConfig.bitrate):
+          bits: Optional[str] = OutputConfig.bits, bitrate: Optional[int] = OutputConfig.bitrate):
     """Write one file atomically (:func:`write_stems`). Shapes: audio (T, C)."""
     write_stems({path: audio}, rate, fmt, bits, bitrate)

@@ -6,6 +6,7 @@ demo): messages, exit statuses, signals.
  1     the run failed: one line ``xumx.<command>: error: <why>`` on stderr
  2     a bad command line or recipe: one line ``xumx.<command>: error: <why>``
 130    interrupted with Ctrl-C (SIGINT): one line ``xumx.<command>: interrupted; <what is kept>``
+       (on a terminal after a line break, so not on the terminal's ``^C``)
 143    terminated with SIGTERM: one line ``xumx.<command>: terminated; <what is kept>``
 =====  ==============================================================================
 
@@ -20,6 +21,7 @@ import warnings
 from typing import Callable, List, Optional, Union
 
 from .errors import ConfigError, XumxError, XumxWarning
+from .progress import on_terminal
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -30,7 +32,25 @@ class Parser(argparse.ArgumentParser):
     of :func:`run`."""
 
     def error(self, message):
-        raise ConfigError(message)
+        raise ConfigError(message + self._suggestion(message))
+
+    def _suggestion(self, message: str) -> str:
+        """``" (did you mean --outdir?)"`` for a mistyped flag, else ``""``."""
+        import difflib
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        hints = {}
+        for word in message[len(prefix):].split():
+            flag = word.split("=")[0]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) \
+                if flag.startswith("-") else []
+            if close:
+                hints[flag] = f"did you mean {close[0]}?"
+        if len(hints) == 1:
+            return f" ({next(iter(hints.values()))})"
+        return " (" + "; ".join(f"{k}: {v}" for k, v in hints.items()) + ")" if hints else ""
 
 
 def say(command: str, message: str):
@@ -83,5 +103,7 @@ def run(command: str, body: Callable[[Optional[List[str]]], int], argv=None,
         except KeyboardInterrupt as e:
             word = "terminated" if isinstance(e, Terminated) else "interrupted"
             note = kept() if callable(kept) else kept
+            if word == "interrupted" and on_terminal():   # not on the terminal's "^C" line
+                print(file=sys.stderr, flush=True)
             say(command, f"{word}; {note}" if note else word)
             return exit_status(e)

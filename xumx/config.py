@@ -23,7 +23,7 @@ import json
 import os
 import typing
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .errors import ConfigError, XumxWarning
 from .spec import bandwidth_to_max_bin
@@ -40,6 +40,39 @@ DEFAULT_BANDWIDTH = 16000
 MAX_AMPLITUDE = 1e6
 
 
+# --------------------------------------------------------------------------- times
+TIME_FORMS = "seconds (90, 2.5) or [h:]m:ss[.fff] (1:30, 1:02.5)"
+
+
+def seconds(text: str) -> float:
+    """A time given on the command line, in seconds: ``90``, ``2.5``, ``1:30``, ``1:02.5`` or
+    ``1:00:05`` (minutes and seconds below 60 after the first field). Negative plain numbers
+    pass (``--duration -1``). Raises ``argparse.ArgumentTypeError`` naming the forms."""
+    text = str(text).strip()
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            return float(text)
+        if len(parts) <= 3 and all(p and p.lstrip("0123456789.") == "" for p in parts):
+            values = [float(p) for p in parts]
+            if all(v < 60 for v in values[1:]) and all(v == int(v) for v in values[:-1]):
+                total = 0.0
+                for v in values:
+                    total = total * 60 + v
+                return total
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected {TIME_FORMS}, not {text!r}")
+
+
+def clock(value: float) -> str:
+    """``value`` seconds as ``m:ss.fff`` (how summaries and messages print times)."""
+    m, s = divmod(max(float(value), 0.0), 60.0)
+    if round(s, 3) >= 60:
+        m, s = m + 1, 0.0
+    return f"{int(m)}:{s:06.3f}"
+
+
 # --------------------------------------------------------------------------- flags
 @dataclass(frozen=True)
 class Flag:
@@ -47,6 +80,8 @@ class Flag:
     help, help group and argparse details. The default is the field's (:meth:`field`).
 
     ``deprecated``: older spellings still accepted, each with a warning naming the new one.
+    ``parse``: turns the command line's text into the value (default: the field's type).
+    ``positional``: the values may also be given without the flag (``xumx.test song.mp3``).
     """
     names: Tuple[str, ...]
     help: str
@@ -56,6 +91,8 @@ class Flag:
     required: bool = False
     nargs: Optional[str] = None          # lists: '+' unless given ('*': may be empty)
     deprecated: Tuple[str, ...] = ()
+    parse: Optional[Callable[[str], Any]] = None
+    positional: bool = False
 
     def field(self, default, default_text: Optional[str] = None):
         """A dataclass field with this flag; ``default_text`` says what a None default means."""
@@ -69,9 +106,10 @@ def opt(default, *names: str, help: str, group: str, default_text: Optional[str]
 
 
 # The flags that several commands share: one object each, so one meaning and one help.
-MODEL = Flag(("--model",), "X-UMX weights file (.h5); with --umx-infer a folder of <target>.h5 "
-             "(xumx.test and xumx.export without --model: the published x-umx.h5, downloaded once "
-             "into $XUMX_CACHE or ~/.cache/xumx and checked by SHA-1)", "model", metavar="PATH")
+MODEL = Flag(("--model",), "X-UMX weights file (.h5) or a training run's folder (its "
+             "best_xumx.h5); with --umx-infer a folder of <target>.h5; without --model: the "
+             "published x-umx.h5, downloaded once into $XUMX_CACHE or ~/.cache/xumx and checked "
+             "by SHA-1", "model", metavar="PATH")
 UMX = Flag(("--umx-infer",), "independent Open-Unmix (UMX) networks, a folder of <target>.h5, "
            "instead of X-UMX", "model")
 SAMPLE_RATE = Flag(("--sample-rate",), "the rate the model runs at, in Hz: audio is resampled to "
@@ -177,7 +215,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SeparationConfig:
-    """How estimates are post-processed (norbert 0.2.1 semantics) and which are returned."""
+    """How estimates are post-processed (norbert 0.2.1 semantics) and which are returned
+    (``targets``: names, or one name as a string; None: every source of the model)."""
     targets: Optional[Tuple[str, ...]] = TARGETS.field(None, "all sources of the model")
     niter: int = opt(1, "--niter", help="Wiener EM iterations, 0 or more", group="separation",
                      metavar="N")
@@ -191,7 +230,9 @@ class SeparationConfig:
                                     "mixture (norbert's residual model)")
 
     def __post_init__(self):
-        if self.targets is not None:
+        if isinstance(self.targets, str):   # one name, not its letters
+            object.__setattr__(self, "targets", (self.targets,))
+        elif self.targets is not None:
             object.__setattr__(self, "targets", tuple(self.targets))
         if int(self.niter) != self.niter or self.niter < 0:
             raise ConfigError(f"niter must be a whole number >= 0, not {self.niter!r}")
@@ -242,30 +283,39 @@ class ChunkConfig:
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
 OUTPUT_BITS = ("16", "24", "float")
+#: Sample format of wav/flac stems and bitrate of mp3 stems when not given.
+DEFAULT_BITS, DEFAULT_BITRATE = "16", 320
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     """What ``xumx.test`` reads and how it writes the stems.
 
-    ``output_rate``: 'input', 'model' or a rate in Hz. ``bits``: '16', '24' or 'float'
-    (wav/flac).
+    ``inputs``: files, folders (their audio files) or quoted wildcard patterns
+    (:func:`xumx.inference.expand_inputs`). ``output_rate``: 'input', 'model' or a rate in
+    Hz. ``bits``: '16', '24' or 'float' (wav/flac; None: :data:`DEFAULT_BITS`); ``bitrate``:
+    kbit/s (mp3; None: :data:`DEFAULT_BITRATE`).
     """
-    inputs: Tuple[str, ...] = opt((), "--inputs", metavar="FILE", required=True,
+    inputs: Tuple[str, ...] = opt((), "--inputs", metavar="FILE", required=True, positional=True,
                                   group="input and output",
-                                  help="audio files to separate (anything ffmpeg decodes)")
+                                  help="audio files to separate (anything ffmpeg decodes), "
+                                       "folders of them or quoted wildcards ('songs/*.mp3'); "
+                                       "also without --inputs: xumx.test song.mp3")
     out_dir: Optional[str] = OUT_DIR.field(None, "the current folder")
-    start: float = opt(0.0, "--start", help="separate from this time in seconds",
-                       group="input and output", metavar="SECONDS")
-    duration: float = opt(-1.0, "--duration", help="separate this many seconds; negative: to the end",
-                          group="input and output", metavar="SECONDS")
+    start: float = opt(0.0, "--start", help=f"separate from this time: {TIME_FORMS}",
+                       group="input and output", metavar="TIME", parse=seconds)
+    duration: float = opt(-1.0, "--duration", help="separate this long (same forms as --start); "
+                          "negative: to the end", group="input and output", metavar="TIME",
+                          parse=seconds)
     out_format: str = opt("wav", "--format", choices=OUTPUT_FORMATS, group="input and output",
                           help="stem file format")
-    bits: str = opt("16", "--bits", choices=OUTPUT_BITS, group="input and output",
-                    help="sample format of wav/flac stems: 16, 24 (integer) or float (32-bit float, "
-                         "wav only)")
-    bitrate: int = opt(320, "--bitrate", help="mp3 bitrate in kbit/s", group="input and output",
-                       metavar="KBPS")
+    bits: Optional[str] = opt(None, "--bits", choices=OUTPUT_BITS, group="input and output",
+                              default_text=f"{DEFAULT_BITS}",
+                              help="sample format of wav/flac stems: 16, 24 (integer) or float "
+                                   "(32-bit float, wav only)")
+    bitrate: Optional[int] = opt(None, "--bitrate", help="bitrate of mp3 stems in kbit/s",
+                                 group="input and output", metavar="KBPS",
+                                 default_text=f"{DEFAULT_BITRATE}")
     output_rate: str = opt("input", "--output-rate", group="input and output", metavar="RATE",
                            help="sample rate of the stems: 'input' (the input file's), 'model' "
                                 "(the model's), or a rate in Hz")
@@ -280,11 +330,17 @@ class OutputConfig:
             problems.append("--duration must be positive (or negative for 'to the end'), not 0")
         if self.out_format not in OUTPUT_FORMATS:
             problems.append(f"unknown output format {self.out_format!r}")
-        if self.bits not in OUTPUT_BITS:
+        if self.bits is not None and self.bits not in OUTPUT_BITS:
             problems.append(f"--bits must be one of {list(OUTPUT_BITS)}, not {self.bits!r}")
+        if self.out_format == "mp3" and self.bits is not None:
+            problems.append(f"--bits {self.bits} applies to wav and flac stems, not mp3 "
+                            f"(mp3 has --bitrate)")
+        if self.out_format != "mp3" and self.bitrate is not None:
+            problems.append(f"--bitrate applies to mp3 stems only, not {self.out_format} "
+                            f"(use --format mp3, or --bits)")
         if self.out_format == "flac" and self.bits == "float":
             problems.append("flac stores integers only: use --bits 16 or 24 (or --format wav)")
-        if not 8 <= self.bitrate <= 320:
+        if self.bitrate is not None and not 8 <= self.bitrate <= 320:
             problems.append(f"--bitrate must be 8..320 kbit/s, not {self.bitrate}")
         if self.output_rate not in ("input", "model"):
             try:
@@ -296,6 +352,16 @@ class OutputConfig:
                                 f"not {self.output_rate!r}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def sample_bits(self) -> str:
+        """The sample format of wav/flac stems (``bits`` or its default)."""
+        return self.bits or DEFAULT_BITS
+
+    @property
+    def mp3_bitrate(self) -> int:
+        """The bitrate of mp3 stems in kbit/s (``bitrate`` or its default)."""
+        return self.bitrate or DEFAULT_BITRATE
 
 
 @dataclass(frozen=True)
@@ -534,12 +600,15 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         if kind is bool:
             kw["action"] = "store_true"
         else:
-            kw.update(type=kind, metavar=flag.metavar if not flag.choices else None,
+            kw.update(type=flag.parse or kind, metavar=flag.metavar if not flag.choices else None,
                       choices=flag.choices)
             if many:
                 kw["nargs"] = flag.nargs or "+"
-        if flag.required:
+        if flag.required and not flag.positional:
             kw["required"] = True
+        if flag.positional:   # also without the flag; given() joins the two
+            group.add_argument(f"{POSITIONAL}{f.name}", nargs="*", type=kw["type"],
+                               metavar=kw["metavar"], help=argparse.SUPPRESS, default=[])
         shown = "" if kind is bool or flag.required else f" (default: {default_text(f)})"
         group.add_argument(*flag.names, help=flag.help.replace("%", "%%") + shown, **kw)
         for old in flag.deprecated:
@@ -550,10 +619,27 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+#: The destination prefix of a flag's positional form (:attr:`Flag.positional`).
+POSITIONAL = "positional_"
+
+
 def given(command: str, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """{field name: value} of the flags on the command line ``argv`` (default: sys.argv[1:]).
-    Raises ConfigError for a bad command line."""
-    return vars(build_parser(command).parse_args(argv))
+    """{field name: value} of the flags on the command line ``argv`` (default: sys.argv[1:]);
+    a positional form's values come before the flag's. Raises ConfigError for a bad command
+    line (a required flag given neither way included)."""
+    values = vars(build_parser(command).parse_intermixed_args(argv))
+    for _, f in command_fields(command):
+        flag = f.metadata["flag"]
+        if not flag.positional:
+            continue
+        loose = list(values.pop(POSITIONAL + f.name, []))
+        if loose or f.name in values:
+            values[f.name] = loose + list(values.get(f.name, []))
+        elif flag.required:
+            raise ConfigError(f"the following arguments are required: {flag.names[0]} "
+                              f"(or give them without it: python -m xumx.{command} "
+                              f"{flag.metavar or f.name.upper()} ...)")
+    return values
 
 
 def build(command: str, values: Dict[str, Any]) -> tuple:

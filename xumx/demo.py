@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 from .config import DEFAULT_SOURCES
+from .weights import BEST_NAME
 from .errors import DemoError
 
 #: The training recipe of the demo (recipes/demo.yaml: the small model and its budget).
 RECIPE = "demo"
 EVAL_CORES = 2          # museval costs several seconds per track and method: score two at a time
 
-MODEL_FILE = "best_xumx.h5"
 DONE = ".done"          # marker written in a step's output folder once the step succeeded
 
 
@@ -55,7 +55,7 @@ def plan(workdir: str) -> List[Step]:
     """The steps, with the flags of each entry module (the test song is resolved when run)."""
     from .config import recipe_path
     p = paths(workdir)
-    model = os.path.join(p["model"], MODEL_FILE)
+    model = os.path.join(p["model"], BEST_NAME)
     train = ["--config", recipe_path(RECIPE), "--root", p["data"], "--is-wav", "--output", p["model"]]
     return [
         Step("synth", ["-m", "xumx.synth", "--out", p["data"]], p["data"]),

@@ -8,6 +8,7 @@ Layout of what :func:`evaluate` writes (``S`` is the subset, usually ``test``)::
     <eval_dir>/scores.csv                     the aggregate table, one row per method and target
     <eval_dir>/scores.pandas                  a museval MethodStore (pandas pickle), every frame
     <eval_dir>/sdr.png                        boxplots of per-track SDR, per target and method
+    <eval_dir>/identity.json                  what made the model's scores (see below)
 
 The per-track JSONs are the layout ``museval.EvalStore.add_eval_dir`` and
 ``museval.MethodStore.add_eval_dir`` read. Aggregation is the SiSEC one: the median over the
@@ -15,19 +16,27 @@ The per-track JSONs are the layout ``museval.EvalStore.add_eval_dir`` and
 
 Each file is written to a temporary name and renamed, and a track whose JSON exists and holds
 every target is not scored again, so a run killed half-way loses at most the tracks in progress.
+
+Scores are tied to what made them: ``identity.json`` records the SHA-256 of the model's files
+(the published weights' when no model is given), the separation settings (targets, Wiener
+settings, UMX or X-UMX, the rate the model runs at) and the chunking. A run reuses the scores
+of an eval folder only when its identity is the same; another model or other settings are
+refused (:func:`check_identity`), as is a folder holding model scores without a record. The
+mixture baseline is the same whatever the model, so its scores are always reused.
 """
 import dataclasses
+import glob
 import json
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import files, inference
-from .config import DEFAULT_SOURCES, ChunkConfig, EvalConfig, LoadConfig, SeparationConfig
+from .config import ChunkConfig, EvalConfig, LoadConfig, SeparationConfig
 from .errors import ConfigError, EvalError, XumxError
 from .separator import load_separator
 
@@ -122,14 +131,91 @@ def score_track(track, estimates: Dict[str, np.ndarray], path: str):
     return store
 
 
+# --------------------------------------------------------------------------- identity
+IDENTITY = "identity.json"
+
+#: How each field of an identity is named in the message of a refused folder.
+IDENTITY_WORDS = {"model_sha256": "the model file", "sidecar_sha256": "the model's .json sidecar",
+                  "umx": "--umx-infer", "sample_rate": "the model's rate", "targets": "--targets",
+                  "niter": "--niter", "softmask": "--softmask", "alpha": "--alpha",
+                  "residual_model": "--residual-model", "chunk_dur": "--chunk-dur",
+                  "overlap": "--overlap"}
+
+
+def identity_of(model: str, umx: bool, separator, separation: SeparationConfig,
+                chunking: ChunkConfig) -> dict:
+    """What makes the model's scores: the SHA-256 of the model's files (the ``.h5``, or with
+    ``umx`` each target's ``<target>.h5``; and their ``.json`` sidecars, None where absent), the
+    rate the model runs at, the targets and Wiener settings of ``separation``, and the chunking.
+    Only JSON types, so that it compares equal to itself read back."""
+    from .pretrained import digest_of
+    from .weights import sidecar_path
+    paths = {t: os.path.join(model, f"{t}.h5") for t in separator.targets} if umx else {"": model}
+
+    def digests(file_of):   # {target: SHA-256 or None} with umx, else the one SHA-256
+        out = {k: digest_of(file_of(p), "sha256") if os.path.isfile(file_of(p)) else None
+               for k, p in paths.items()}
+        return out if umx else out[""]
+    return {"model_sha256": digests(str), "sidecar_sha256": digests(sidecar_path), "umx": bool(umx),
+            "sample_rate": int(separator.cfg.sample_rate), "targets": list(separator.targets),
+            "niter": int(separation.niter), "softmask": bool(separation.softmask),
+            "alpha": float(separation.alpha), "residual_model": bool(separation.residual_model),
+            "chunk_dur": float(chunking.chunk_dur), "overlap": float(chunking.overlap)}
+
+
+def _shown(value) -> str:
+    if isinstance(value, str) and len(value) == 64:   # a SHA-256
+        return f"SHA-256 {value[:12]}..."
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def check_identity(eval_dir: str, identity: dict, model: str) -> None:
+    """Refuse ``eval_dir`` (EvalError, one line) when it holds model scores made by another
+    identity (:func:`identity_of`), or model scores with no record of what made them; else
+    record ``identity`` there (from then on its scores are this identity's)."""
+    path = os.path.join(eval_dir, IDENTITY)
+    advice = f"pick another --eval-dir, or delete {eval_dir} to score again"
+    try:
+        with open(path) as f:
+            recorded = json.load(f)["identity"]
+        if not isinstance(recorded, dict):
+            raise TypeError("not a JSON object")
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EvalError(f"{path}: cannot read the record of what made the scores of {eval_dir} "
+                        f"({e}): {advice}") from None
+    if recorded is None:
+        scored = [p for p in glob.glob(os.path.join(glob.escape(eval_dir), "*", "*.json"))
+                  if os.path.basename(os.path.dirname(p)) != BASELINE]
+        if scored:
+            raise EvalError(f"--eval-dir {eval_dir} holds scores with no record of the model and "
+                            f"settings that made them ({IDENTITY}): {advice}")
+        files.write_text(path, json.dumps({"identity": identity, "model": model}, indent=2) + "\n")
+        return
+    differs = [f"{IDENTITY_WORDS.get(key, key)}: {_shown(recorded.get(key))} there, "
+               f"{_shown(value)} now"
+               for key, value in identity.items() if recorded.get(key) != value]
+    if differs:
+        raise EvalError(f"--eval-dir {eval_dir} holds the scores of another model or other "
+                        f"settings ({'; '.join(differs)}): {advice}")
+
+
 # --------------------------------------------------------------------------- one track
 def process_track(cfg: EvalConfig, chunking: ChunkConfig, separator, track,
-                  targets: Sequence[str], methods: Sequence[Method]) -> Dict[str, str]:
+                  targets: Sequence[str], methods: Sequence[Method],
+                  phase: Optional[Callable[[str], None]] = None) -> Dict[str, str]:
     """Separate and score one track for each method not scored yet: {method: 'scored'|'skipped'}.
 
-    The estimates go to ``cfg.out_dir`` before the JSON, so a JSON on disk means the
-    track is complete.
+    ``phase(text)`` is told each step as it starts ("<track>: separating", "<track>: scoring
+    <method>"). The estimates go to ``cfg.out_dir`` before the JSON, so a JSON on disk means
+    the track is complete.
     """
+    phase = phase or (lambda text: None)
     status = {}
     for method in methods:
         path = score_path(method, cfg.subset, track.name)
@@ -140,10 +226,12 @@ def process_track(cfg: EvalConfig, chunking: ChunkConfig, separator, track,
         if method.baseline:
             estimates = {t: audio for t in targets}
         else:
+            phase(f"{track.name}: separating")
             estimates = estimate_track(separator, audio, track.rate, chunking)
             if cfg.out_dir:
                 write_estimates(estimates, os.path.join(cfg.out_dir, cfg.subset, track.name),
                                 track.rate)
+        phase(f"{track.name}: scoring {method.name} (museval)")
         score_track(track, {t: estimates[t] for t in targets}, path)
         status[method.name] = "scored"
     return status
@@ -154,11 +242,11 @@ _WORKER: dict = {}
 
 def _worker_init(cfg: EvalConfig, chunking: ChunkConfig, load: LoadConfig,
                  separation: SeparationConfig, targets, methods) -> None:
-    """Runs once in each worker process: open the data set and build the Separator once."""
+    """Runs once in each worker process: open the data set and build the Separator once
+    (``load.model`` is the parent's resolved path: workers download nothing)."""
     tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav)
     _WORKER.update(cfg=cfg, chunking=chunking, targets=targets, methods=methods,
-                   tracks={t.name: t for t in tracks},
-                   separator=eval_separator(load, separation) if load.model else None)
+                   tracks={t.name: t for t in tracks}, separator=eval_separator(load, separation))
 
 
 def _worker_track(name: str):
@@ -311,11 +399,10 @@ def summarize(methods: Sequence[Method], subset: str, track_names: Sequence[str]
 
 
 # --------------------------------------------------------------------------- the whole run
-def methods_of(cfg: EvalConfig, model: Optional[str]) -> List[Method]:
-    out = []
-    if model:
-        name = os.path.splitext(os.path.basename(os.path.normpath(model)))[0] or "model"
-        out.append(Method(name, cfg.eval_dir))
+def methods_of(cfg: EvalConfig, model: str) -> List[Method]:
+    """The model's method (named after its file), then the baseline with ``cfg.baseline``."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(model)))[0] or "model"
+    out = [Method(name, cfg.eval_dir)]
     if cfg.baseline:
         out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
     return out
@@ -324,45 +411,47 @@ def methods_of(cfg: EvalConfig, model: Optional[str]) -> List[Method]:
 def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadConfig = LoadConfig(),
              separation: SeparationConfig = SeparationConfig(), progress: bool = True,
              log=None) -> Results:
-    """Separate (the model of ``load``, in the chunks of ``chunking``) and score the tracks of
-    ``cfg``, then aggregate (see the module docstring). Raises XumxError subclasses."""
-    from tqdm import tqdm
+    """Separate (the model of ``load``, by default the published weights, in the chunks of
+    ``chunking``) and score the tracks of ``cfg``, then aggregate (see the module docstring).
+    Raises XumxError subclasses; EvalError for an eval folder holding other scores
+    (:func:`check_identity`)."""
+    from .pretrained import model_path
+    from .progress import progress_bar
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if load.model is None and not cfg.baseline:
-        raise ConfigError("no --model given (or pass --baseline to score only the mixture)")
     tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav, cfg.tracks)
-    separator = eval_separator(load, separation) if load.model else None
-    targets = tuple(separator.targets) if separator else tuple(separation.targets or DEFAULT_SOURCES)
+    load = replace(load, model=model_path(load.model, load.umx, quiet=not progress))
+    separator = eval_separator(load, separation)
+    targets = tuple(separator.targets)
     known = set(tracks[0].sources)
     missing = [t for t in targets if t not in known]
     if missing:
         raise EvalError(f"the data set has no reference for target(s) {missing}")
-    if len(targets) < 2:
-        raise ConfigError("museval needs at least two targets to score (--targets)")
+    check_identity(cfg.eval_dir, identity_of(load.model, load.umx, separator, separation, chunking),
+                   load.model)
     methods = methods_of(cfg, load.model)
     pending = [t for t in tracks if any(
         read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
     if len(pending) < len(tracks):
         log(f"{len(tracks) - len(pending)} of {len(tracks)} track(s) already scored in "
             f"{cfg.eval_dir}: skipped")
-    bar = tqdm(total=len(pending), desc="tracks", unit="track", disable=not progress,
-               file=sys.stderr)
-    try:
+    if not pending:
+        return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)
+    with progress_bar(len(pending), "tracks", not progress, "track") as bar:
         if cfg.cores == 1 or len(pending) <= 1:
             for track in pending:
-                bar.set_postfix_str(track.name[:30])
-                process_track(cfg, chunking, separator, track, targets, methods)
+                process_track(cfg, chunking, separator, track, targets, methods,
+                              bar.set_postfix_str)
                 bar.update()
         else:
             del separator  # each worker builds its own
             ctx = multiprocessing.get_context("spawn")
             worker_cfg = replace(cfg, tracks=None)
-            with ctx.Pool(min(cfg.cores, len(pending)), initializer=_worker_init,
+            processes = min(cfg.cores, len(pending))
+            bar.set_postfix_str(f"separating and scoring in {processes} processes")
+            with ctx.Pool(processes, initializer=_worker_init,
                           initargs=(worker_cfg, chunking, load, separation, targets,
                                     methods)) as pool:
                 for name, _ in pool.imap_unordered(_worker_track, [t.name for t in pending]):
-                    bar.set_postfix_str(name[:30])
+                    bar.set_postfix_str(f"{name}: scored")
                     bar.update()
-    finally:
-        bar.close()
     return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)

@@ -136,8 +136,8 @@ class H5File:
         except FileNotFoundError:
             raise self.error("no such file") from None
         except IsADirectoryError:
-            raise self.error("is a folder, not a parameter file (use --umx-infer for UMX "
-                             "folders)") from None
+            raise self.error("is a folder without best_xumx.h5, so not a training run's "
+                             "folder (use --umx-infer for UMX folders)") from None
         except OSError as e:
             raise self.error(f"cannot be read ({os_reason(e)})") from None
         if not magic:

@@ -11,7 +11,6 @@ unless ``OutputConfig.output_rate`` says otherwise.
 """
 import contextlib
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
@@ -21,10 +20,12 @@ import numpy as np
 from . import audio as audio_io
 from . import interrupt
 from .chunking import chunk_bounds, separate_stream
-from .config import ChunkConfig, OutputConfig
+from .config import ChunkConfig, OutputConfig, clock
 
 #: The mixture's file name in the MUSDB18 layout (its stems are named after the track).
 MIXTURE = "mixture"
+#: MUSDB18's stem files are ``<track>.stem.mp4``: the stems' folder is ``<track>``, as in eval.
+STEM_SUFFIX = ".stem"
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,38 @@ class FileResult:
     def summary(self) -> str:
         first = next(iter(self.paths.values()), "?")
         folder, ext = os.path.dirname(first), os.path.splitext(first)[1]
-        return (f"{self.input}: {_clock(self.duration)} separated in {self.wall:.1f} s "
-                f"({self.realtime_factor:.2f}x real time) -> {folder}/{{{','.join(self.paths)}}}{ext}")
+        names = ",".join(self.paths)
+        stems = names if len(self.paths) == 1 else f"{{{names}}}"
+        return (f"{self.input}: {clock(self.duration)} separated in {self.wall:.1f} s "
+                f"({self.realtime_factor:.2f}x real time) -> {folder}/{stems}{ext}")
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60.0)
-    return f"{int(m)}:{s:06.3f}"
+#: File name endings taken from a folder given as an input (:func:`expand_inputs`).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".aif",
+                    ".aiff", ".wma", ".webm", ".mka")
+_WILDCARDS = "*?["
+
+
+def expand_inputs(inputs: Sequence[str]) -> List[str]:
+    """The files that ``inputs`` name, in order: a file as it is; a folder as its audio files
+    (:data:`AUDIO_EXTENSIONS`, sorted by name, not its sub-folders; a MUSDB-layout track
+    folder as its ``mixture`` file); a wildcard pattern that names no file as the files it
+    matches, sorted (``'songs/*.mp3'``, quoted so that no shell expanded it). A folder without
+    audio files and a pattern that matches nothing stay as they are: each is then one failed
+    input (:func:`xumx.audio.probe` says which), and the others are still separated."""
+    import glob
+    out: List[str] = []
+    for item in inputs:
+        found: List[str] = []
+        if os.path.isdir(item):
+            names = sorted(n for n in os.listdir(item) if n.lower().endswith(AUDIO_EXTENSIONS)
+                           and os.path.isfile(os.path.join(item, n)))
+            mixture = [n for n in names if os.path.splitext(n)[0] == MIXTURE]
+            found = [os.path.join(item, n) for n in (mixture[:1] or names)]
+        elif not os.path.exists(item) and any(c in item for c in _WILDCARDS):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+        out += found or [item]
+    return out
 
 
 def output_folders(inputs: Sequence[str], out_dir: Optional[str] = None) -> List[str]:
@@ -69,6 +95,8 @@ def input_name(path: str) -> str:
     MUSDB-layout ``<track>/mixture.<ext>`` the track's folder name."""
     path = os.path.normpath(path)
     name = os.path.splitext(os.path.basename(path))[0]
+    if name.lower().endswith(STEM_SUFFIX) and len(name) > len(STEM_SUFFIX):   # x.stem.mp4
+        name = name[:-len(STEM_SUFFIX)]
     if name == MIXTURE and os.path.basename(os.path.dirname(os.path.abspath(path))):
         name = os.path.basename(os.path.dirname(os.path.abspath(path)))
     return name or "input"
@@ -91,8 +119,12 @@ def separate_audio(separator, audio: np.ndarray, rate: Optional[int] = None,
     {stem: (T_out, C) float32} at ``out_rate`` (default: ``rate``) with T_out samples of the
     same duration (T when the rates are equal). This is :func:`separate_blocks` of one block:
     the same resampling, chunks and cross-fades as a file streamed by :func:`separate_file`.
-    ``progress(1)`` is called per chunk.
+    ``progress(1)`` is called per chunk. Integer samples are scaled by their type's full
+    scale (:func:`xumx.separator.check_audio`).
     """
+    if audio.dtype.kind in "iu":
+        from .separator import integer_to_float
+        audio = integer_to_float(audio)
     pieces: Dict[str, list] = {}
     for piece in separate_blocks(separator, [audio], rate, chunking, out_rate, progress):
         for name, y in piece.items():
@@ -223,12 +255,13 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     The file is decoded, resampled, separated, resampled back and encoded block by block
     (:func:`separate_blocks`, :class:`xumx.audio.StemWriter`): memory does not grow with its
     length. The separator (network and weights) is the caller's, built once for all files. A
-    tqdm bar over chunks goes to stderr unless ``options.quiet``. All stems of the file appear
+    bar over chunks goes to stderr when it is a terminal, unless ``options.quiet``
+    (:func:`xumx.progress.progress_bar`). All stems of the file appear
     together (temporary names, then renamed), and none on an error or an interruption. Raises
     :class:`xumx.audio.AudioError` with a one-line message for unreadable inputs and
     unwritable outputs.
     """
-    from tqdm import tqdm
+    from .progress import progress_bar
     t0 = time.perf_counter()
     model_rate = int(separator.cfg.sample_rate)
     info = audio_io.probe(in_path)
@@ -258,8 +291,8 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
             total = nb_chunks(expected, rate, chunking, model_rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
             paths: Dict[str, str] = {}
-            with tqdm(total=total, desc=os.path.basename(in_path), unit="chunk",
-                      file=sys.stderr, disable=options.quiet, leave=False) as bar, \
+            with progress_bar(total, os.path.basename(in_path), options.quiet, "chunk",
+                              leave=False, lines=False) as bar, \
                     audio_io.StemWriter(out_rate, options.out_format, options.bits,
                                         options.bitrate) as stems, \
                     WriteBehind(stems) as writer:

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from .errors import DownloadError
 from .files import os_reason, replacing
+from .weights import BEST_NAME
 
 #: Where the published weights live and their SHA-1 (the file Spleeter Web verifies).
 PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
@@ -96,22 +97,25 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
 
 
 def model_path(model: Optional[str] = None, umx: bool = False, quiet: bool = False) -> str:
-    """``model``, or without one the published weights (downloaded once into the cache, with
+    """``model`` (a training run's folder: its ``best_xumx.h5``), or without one the published
+    weights (downloaded once into the cache, with
     a byte bar on stderr unless ``quiet``). Raises DownloadError, or ConfigError for UMX
     without a folder."""
     if model:
+        best = os.path.join(model, BEST_NAME)
+        if not umx and os.path.isdir(model) and os.path.isfile(best):
+            return best   # a training run's folder: its best weights
         return model
     if umx:
         from .errors import ConfigError
         raise ConfigError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
-    import sys
-    from tqdm import tqdm
+    from .progress import progress_bar
     bars = []
 
     def progress(nb, total):   # a bar once bytes arrive (none when offline)
         if not bars:
-            bars.append(tqdm(desc=FILENAME, total=total, unit="B", unit_scale=True,
-                             file=sys.stderr, disable=quiet, leave=False))
+            bars.append(progress_bar(total, FILENAME, quiet, "B", leave=False, lines=False,
+                                     unit_scale=True))
         bars[0].update(nb)
     try:
         return published_model(progress=progress)

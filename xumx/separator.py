@@ -28,16 +28,20 @@ def resolve_backend(backend: str) -> str:
 def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
     """Validate a waveform for separation and return it as float (T, C).
 
-    Raises InputError (a ValueError) naming what was expected: a 2-D float array of shape
+    Integer samples (int16 as soundfile or pydub give them, int32, uint8...) are scaled by
+    their type's full scale (int16 / 32768, int32 / 2**31, uint8 centred on 128 / 128) to
+    float32. Raises InputError (a ValueError) naming what was expected: a 2-D array of shape
     (nb_timesteps, nb_channels) with 1 or 2 channels, finite, not empty and with samples
     within +-:data:`~xumx.config.MAX_AMPLITUDE` (full scale is 1).
     """
     if not isinstance(audio, np.ndarray):
         raise InputError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
                          f"not {type(audio).__name__}")
-    if audio.dtype.kind != "f":
-        raise InputError(f"audio must be floating point (float32, float64 or float16) around "
-                         f"[-1, 1], not {audio.dtype}")
+    if audio.dtype.kind in "iu":
+        audio = integer_to_float(audio)
+    elif audio.dtype.kind != "f":
+        raise InputError(f"audio must hold real numbers: floating point around [-1, 1] or "
+                         f"integer samples (int16, int32, uint8...), not {audio.dtype}")
     if audio.ndim == 1:
         raise InputError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
                          f"{audio.shape}: use audio[:, None] for mono")
@@ -62,6 +66,28 @@ def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
         raise InputError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
                          f"(at most {MAX_AMPLITUDE:g})")
     return audio
+
+
+def audio_rate(rate) -> int:
+    """``rate`` (the audio's sample rate in Hz, a whole number) as an int; InputError if not."""
+    try:
+        ok = not isinstance(rate, (bool, str)) and int(rate) == rate and rate > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"rate must be the audio's sample rate in Hz, a positive whole "
+                         f"number, not {rate!r}")
+    return int(rate)
+
+
+def integer_to_float(audio: np.ndarray) -> np.ndarray:
+    """Integer samples as float32 around [-1, 1]: divided by the type's full scale
+    (2**(bits-1)), unsigned types centred first (uint8: (x - 128) / 128)."""
+    full = float(2 ** (8 * audio.dtype.itemsize - 1))
+    x = audio.astype(np.float64 if audio.dtype.itemsize > 2 else np.float32)
+    if audio.dtype.kind == "u":
+        x -= full
+    return (x / full).astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -226,13 +252,21 @@ class Separator:
                 return np.stack([m.d[:, 0] for m in out])
         return call_with_large_stack(forward)
 
-    def separate(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
+    def separate(self, audio: np.ndarray, rate: Optional[int] = None) -> Dict[str, np.ndarray]:
         """Separate one mixture.
 
-        Shapes: audio (T, C) float with C = 1 or 2 at ``cfg.sample_rate`` ->
-        {target: (T, C) float32} for each target (plus 'residual' with residual_model).
+        Shapes: audio (T, C) with C = 1 or 2, float around [-1, 1] or integer samples (scaled
+        by their type's full scale, see :func:`check_audio`), at ``rate`` Hz (default: the
+        model's, ``cfg.sample_rate``) -> {target: (T, C) float32} at ``rate`` for each target
+        (plus 'residual' with residual_model). Another rate is resampled to the model's and
+        back by the separation path of the command line
+        (:func:`xumx.inference.separate_audio`, in one piece).
         """
         audio = check_audio(audio)
+        if rate is not None and audio_rate(rate) != int(self.cfg.sample_rate):
+            from .config import ChunkConfig
+            from .inference import separate_audio
+            return separate_audio(self, audio, audio_rate(rate), ChunkConfig(chunk_dur=0))
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
@@ -277,7 +311,9 @@ def load_separator(model: Optional[str] = None, separation: SeparationConfig = S
         model: an X-UMX ``.h5`` (with ``umx``, a folder of ``<target>.h5``); None: the
             published weights, downloaded once into the cache (a byte bar unless ``quiet``).
         separation: targets (checked against the model's sources) and Wiener settings.
-        sample_rate: the rate the model runs at (default: the model's, from its sidecar).
+        sample_rate: the rate the model runs at (default: the model's, from its sidecar; a
+            rate that contradicts the sidecar is a ConfigError, for a file without one it is
+            the rate the model was trained at).
         context, device_id, threads: where the network runs (:func:`xumx.engine.device_of`:
             None follows the caller's nnabla default context, else the CPU).
         backend: 'auto'/'onnxruntime' (the engine; the graph comes from the model cache when
@@ -301,6 +337,12 @@ def load_separator(model: Optional[str] = None, separation: SeparationConfig = S
         else:
             cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
             sep = Separator(cfg, arrays, loading, context, backend, device_id)
-    if sample_rate:
+    if sample_rate and int(sample_rate) != int(sep.cfg.sample_rate):
+        from .weights import stated_rate
+        stated = None if umx else stated_rate(path)
+        if stated:
+            raise ConfigError(f"--sample-rate {sample_rate} contradicts the model: {path} was "
+                              f"trained at {stated} Hz (its sidecar says so); leave "
+                              f"--sample-rate out, audio at any rate is resampled to the model's")
         sep = sep.with_rate(sample_rate)
     return sep.with_separation(separation)

@@ -1,8 +1,9 @@
 """``python -m xumx.test``: separate audio files into stems.
 
-    python -m xumx.test --inputs song.mp3 other.flac --model x-umx.h5 --outdir out/
+    python -m xumx.test song.mp3 other.flac --model x-umx.h5 --outdir out/
 
-writes ``out/song/{bass,drums,vocals,other}.wav`` and ``out/other/...``. Without ``--model``
+writes ``out/song/{bass,drums,vocals,other}.wav`` and ``out/other/...`` (``--inputs`` may
+name the files too; folders and quoted wildcards are expanded). Without ``--model``
 the published weights are downloaded to the user cache (see :mod:`xumx.pretrained`).
 
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
@@ -29,9 +30,10 @@ def _separate_files(argv) -> int:
     from .cli import FAILED, OK, failure, say
     from .config import parse
     from .errors import AudioError, XumxError
-    from .inference import limit_heap_arenas, output_folders, separate_file
+    from .inference import expand_inputs, limit_heap_arenas, output_folders, separate_file
     from .separator import load_separator
     output, chunking, load, separation = parse("test", argv)
+    output = dataclasses.replace(output, inputs=expand_inputs(output.inputs))
     limit_heap_arenas()
     separator = load_separator(**dataclasses.asdict(load), separation=separation,
                                quiet=output.quiet)

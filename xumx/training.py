@@ -33,10 +33,7 @@ from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
 from .files import replacing, write_text
 from .schedule import EarlyStopping, ReduceLROnPlateau
-from .weights import WeightsError, read_checkpoint, write_checkpoint
-
-BEST_NAME = "best_xumx.h5"
-CHECKPOINT_NAME = "checkpoint.h5"
+from .weights import BEST_NAME, CHECKPOINT_NAME, WeightsError, read_checkpoint, write_checkpoint
 
 
 @dataclass
@@ -269,11 +266,11 @@ class Trainer:
                 "rank": comm.rank}
 
     def _train_epoch(self, epoch, graph, solver, params, steps) -> float:
-        from tqdm import tqdm
+        from .progress import progress_bar
         cfg, comm = self.cfg, self.comm
         total, count = 0.0, 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=comm.rank != 0 or not self.progress,
-                   leave=False, file=sys.stderr)
+        bar = progress_bar(steps, f"epoch {epoch}", comm.rank != 0 or not self.progress, "step",
+                           leave=False, lines=False)   # each epoch's own line says it
         for x, y in self.data.batches(epoch, cfg.seed, cfg.batch_size, comm.rank, comm.n_procs):
             graph.feed(x, y)
             solver.zero_grad()

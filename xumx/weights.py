@@ -222,6 +222,12 @@ def _read_meta(path: str) -> dict:
     return meta
 
 
+def stated_rate(path: str) -> Optional[int]:
+    """The sample rate that the sidecar of ``path`` states (None: no sidecar, or it does not
+    say)."""
+    return _read_meta(path).get("sample_rate")
+
+
 def _source_order(entries) -> list:
     """Sources in nnabla's creation order (the ``index`` attributes), else by name."""
     ordered = sorted(entries.values(), key=lambda e: (e.index is None, e.index or 0, e.name))
@@ -326,6 +332,9 @@ def cannot_load(path: str):
 
 #: The format marker of training checkpoints (one HDF5 file: params/, solver/, meta).
 CHECKPOINT_FORMAT = "xumx-checkpoint/1"
+#: The files of a training run's folder: the best weights (what ``--model FOLDER`` reads) and
+#: the checkpoint (what ``--resume FOLDER`` reads).
+BEST_NAME, CHECKPOINT_NAME = "best_xumx.h5", "checkpoint.h5"
 
 
 def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray],
