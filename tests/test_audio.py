@@ -1,6 +1,7 @@
 """xumx.audio: ffmpeg decoding, sample-accurate spans, resampling, atomic stem writing."""
 import os
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -165,3 +166,32 @@ def test_unwritable_folder_is_an_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(audio.AudioError, match="cannot write"):
         audio.write(str(blocker / "bass.wav"), sine_mix(100, 8000), 8000)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"),
+                                         ("WAV", "PCM_U8"), ("WAV", "PCM_32"), ("FLAC", "PCM_16"),
+                                         ("FLAC", "PCM_24"), ("AIFF", "PCM_16")])
+def test_libsndfile_files_decode_to_exactly_what_ffmpeg_gives(tmp_path, fmt, subtype):
+    """WAV/FLAC/AIFF are read in-process by libsndfile (no ffprobe and ffmpeg to start): the
+    same samples, the same span selection and the same length as the ffmpeg path."""
+    x = np.clip(sine_mix(44100 + 37, 44100), -0.999, 0.999)
+    path = str(tmp_path / f"x.{fmt.lower()}")
+    sf.write(path, x, 44100, format=fmt, subtype=subtype)
+    fast, slow = audio.probe(path), audio.probe(path, sndfile=False)
+    assert fast.sndfile and not slow.sndfile
+    assert (fast.channels, fast.rate, fast.nb_samples) == (2, 44100, x.shape[0])
+    for start, duration in [(0.0, -1.0), (0.25, 0.5), (0.9, 5.0)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", audio.AudioWarning)   # (0.9, 5.0): past the end
+            a = np.concatenate(list(audio.stream(path, start, duration, fast, block=1000)))
+            b = np.concatenate(list(audio.stream(path, start, duration, slow, block=1000)))
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_other_files_go_to_ffmpeg(tmp_path):
+    path = str(tmp_path / "x.wav")
+    sf.write(path, sine_mix(8000, 8000), 8000, subtype="ULAW")   # a codec, not plain PCM
+    assert not audio.probe(path).sndfile
+    y, rate, _ = audio.load(path)
+    assert y.shape == (8000, 2) and rate == 8000

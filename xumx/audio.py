@@ -41,7 +41,8 @@ class AudioWarning(XumxWarning):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What ffprobe says about the first audio stream of a file."""
+    """What ffprobe (or libsndfile, see :func:`probe`) says about the first audio stream of a
+    file."""
     path: str
     channels: int
     rate: int
@@ -50,6 +51,15 @@ class AudioInfo:
     #: exact number of samples when the container states it in samples (ogg, mp4): decoders
     #: may return the codec's padding after it, which :func:`load` drops
     nb_samples: Optional[int] = None
+    #: decoded by libsndfile instead of an ffmpeg process (:data:`SNDFILE_KINDS`)
+    sndfile: bool = False
+
+
+#: Files that libsndfile decodes to exactly the samples ffmpeg gives (plain PCM and float in
+#: WAV, AIFF, FLAC): :func:`probe` and :func:`stream` read them in-process, with no ffprobe
+#: and ffmpeg programs to start (about 0.15 s less per file). Anything else goes to ffmpeg.
+SNDFILE_KINDS = ({"WAV", "WAVEX", "AIFF", "FLAC"},
+                 {"PCM_U8", "PCM_S8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
 
 
 def _tool(name: str) -> str:
@@ -81,9 +91,14 @@ def _last_line(text: bytes, path: str = "") -> str:
     return line
 
 
-def probe(path: str) -> AudioInfo:
-    """Channels, rate, codec and duration of the first audio stream of ``path`` (via ffprobe)."""
+def probe(path: str, sndfile: bool = True) -> AudioInfo:
+    """Channels, rate, codec and duration of the first audio stream of ``path``: via
+    libsndfile for the files of :data:`SNDFILE_KINDS` (unless not ``sndfile``), else
+    ffprobe."""
     _check_input_path(path)
+    info = _sndfile_info(path) if sndfile else None
+    if info is not None:
+        return info
     cmd = [_tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams",
            "-show_format", "-select_streams", "a:0", path]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -118,28 +133,46 @@ def probe(path: str) -> AudioInfo:
     return AudioInfo(path, channels, rate, str(s.get("codec_name", "?")), dur, nb_samples)
 
 
-def stream(path: str, start: float = 0.0, duration: float = -1.0,
-           info: Optional[AudioInfo] = None, block: int = 1 << 16) -> Iterator[np.ndarray]:
-    """Decode ``path`` incrementally: yields float32 blocks (t, C) of at most ``block`` frames,
-    C = 1 or 2, in order; memory does not grow with the file's length.
+def _sndfile_info(path: str) -> Optional[AudioInfo]:
+    """:func:`probe` by libsndfile, or None when the file is not one of :data:`SNDFILE_KINDS`."""
+    import soundfile as sf
+    try:
+        i = sf.info(path)
+    except Exception:   # libsndfile cannot open it: ffprobe says what it is
+        return None
+    formats, subtypes = SNDFILE_KINDS
+    if i.format not in formats or i.subtype not in subtypes or i.frames <= 0 \
+            or i.channels < 1 or i.samplerate < 1:
+        return None
+    return AudioInfo(path, i.channels, i.samplerate, f"{i.format.lower()}/{i.subtype.lower()}",
+                     i.frames / i.samplerate, i.frames, sndfile=True)
 
-    The span is selected sample-accurately from the decoded stream: samples
-    ``round(start*rate)`` up to ``round((start+duration)*rate)`` (``duration < 0``: to the end).
-    More than two channels: the first two are kept, with an :class:`AudioWarning`.
-    Errors (:class:`AudioError`) may come after some blocks were yielded (a file that stops
-    decoding half-way), so a consumer must not commit its output before the generator ends.
-    """
-    info = info or probe(path)
-    first = int(round(start * info.rate))
-    count = asked = int(round(duration * info.rate)) if duration > 0 else None
-    if duration > 0 and count == 0:
-        raise AudioError(f"{path}: --duration {duration:g} s is shorter than one sample")
-    if info.nb_samples is not None and info.nb_samples > 0:   # drop the codec's end padding
-        left = max(info.nb_samples - first, 0)
-        count = left if count is None else min(count, left)
-    if info.channels > MAX_CHANNELS:
-        warnings.warn(f"{path}: has {info.channels} channels; separating the first "
-                      f"{MAX_CHANNELS}", AudioWarning, stacklevel=3)
+
+def _sndfile_span(path: str, info: AudioInfo, first: int, count: Optional[int], block: int,
+                  where: dict) -> Iterator[np.ndarray]:
+    """Frames ``first`` to ``first + count`` (None: the end) of a :data:`SNDFILE_KINDS` file,
+    float32 (t, C) blocks; ``where['before']``: frames of the file before the span."""
+    import soundfile as sf
+    try:
+        with sf.SoundFile(path) as f:
+            where["before"] = min(first, f.frames)
+            if first >= f.frames:
+                return
+            f.seek(first)
+            left = f.frames - first if count is None else count
+            while left > 0:
+                data = f.read(min(block, left), dtype="float32", always_2d=True)
+                if not data.shape[0]:
+                    break
+                left -= data.shape[0]
+                yield data
+    except (RuntimeError, sf.SoundFileError) as e:   # LibsndfileError is a RuntimeError
+        raise AudioError(f"{path}: libsndfile could not decode it ({e})") from None
+
+
+def _ffmpeg_span(path: str, info: AudioInfo, first: int, count: Optional[int], block: int,
+                 where: dict) -> Iterator[np.ndarray]:
+    """:func:`_sndfile_span` by an ffmpeg process, for any file ffmpeg reads."""
     frame = 4 * info.channels
     cmd = [_tool("ffmpeg"), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn",
            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(info.channels), "-ar", str(info.rate),
@@ -165,7 +198,7 @@ def stream(path: str, start: float = 0.0, duration: float = -1.0,
                 whole = len(data) // frame * frame
                 data, rest = data[:whole], data[whole:]
                 if data:
-                    yield _samples(data, info, path)
+                    yield np.frombuffer(data, dtype="<f4").reshape(-1, info.channels)
         except BaseException:
             proc.kill()
             raise
@@ -175,26 +208,56 @@ def stream(path: str, start: float = 0.0, duration: float = -1.0,
                 proc.kill()   # the span is read (or the consumer stopped): stop decoding
             proc.stdout.close()
             rc = proc.wait()
+            where["before"] = (first * frame - skip) // frame
         if rc != 0 and not stopped_early:
             err.seek(0)
             raise AudioError(f"{path}: ffmpeg could not decode it ({_last_line(err.read(), path)})")
+
+
+def stream(path: str, start: float = 0.0, duration: float = -1.0,
+           info: Optional[AudioInfo] = None, block: int = 1 << 16) -> Iterator[np.ndarray]:
+    """Decode ``path`` incrementally: yields float32 blocks (t, C) of at most ``block`` frames,
+    C = 1 or 2, in order; memory does not grow with the file's length.
+
+    The span is selected sample-accurately from the decoded stream: samples
+    ``round(start*rate)`` up to ``round((start+duration)*rate)`` (``duration < 0``: to the end).
+    More than two channels: the first two are kept, with an :class:`AudioWarning`.
+    Errors (:class:`AudioError`) may come after some blocks were yielded (a file that stops
+    decoding half-way), so a consumer must not commit its output before the generator ends.
+    """
+    info = info or probe(path)
+    first = int(round(start * info.rate))
+    count = asked = int(round(duration * info.rate)) if duration > 0 else None
+    if duration > 0 and count == 0:
+        raise AudioError(f"{path}: --duration {duration:g} s is shorter than one sample")
+    if info.nb_samples is not None and info.nb_samples > 0:   # drop the codec's end padding
+        left = max(info.nb_samples - first, 0)
+        count = left if count is None else min(count, left)
+    if info.channels > MAX_CHANNELS:
+        warnings.warn(f"{path}: has {info.channels} channels; separating the first "
+                      f"{MAX_CHANNELS}", AudioWarning, stacklevel=3)
+    where = {"before": 0}
+    got = 0
+    span = _sndfile_span if info.sndfile else _ffmpeg_span
+    for raw in span(path, info, first, count, block, where):
+        got += raw.shape[0]
+        yield _samples(raw, path)
     # the file's length: the container's count, else what was decoded (all of it, when short)
-    length = (info.nb_samples or (first * frame - skip + got) // frame) / info.rate
-    if got < frame:
+    length = (info.nb_samples or where["before"] + got) / info.rate
+    if not got:
         if first > 0:
             raise AudioError(f"{path}: --start {clock(start)} is at or after the end of the "
                              f"audio, which is {clock(length)} long")
         raise AudioError(f"{path}: contains no audio samples")
-    if asked is not None and got // frame < asked:
+    if asked is not None and got < asked:
         warnings.warn(f"{path}: the audio is {clock(length)} long, so --start {clock(start)} "
-                      f"--duration {clock(duration)} gives only {clock(got // frame / info.rate)}",
+                      f"--duration {clock(duration)} gives only {clock(got / info.rate)}",
                       AudioWarning, stacklevel=3)
 
 
-def _samples(data: bytes, info: AudioInfo, path: str) -> np.ndarray:
-    """Raw little-endian float32 frames -> (t, min(C, MAX_CHANNELS)) float32, checked finite."""
-    audio = np.frombuffer(data, dtype="<f4").reshape(-1, info.channels)[:, :MAX_CHANNELS]
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
+def _samples(audio: np.ndarray, path: str) -> np.ndarray:
+    """Decoded float32 frames (t, C) -> (t, min(C, MAX_CHANNELS)) float32, checked finite."""
+    audio = np.ascontiguousarray(audio[:, :MAX_CHANNELS], dtype=np.float32)
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: decoded samples contain NaN or infinity")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0

@@ -88,11 +88,13 @@ def separate_stream(separate: Callable[[np.ndarray], Dict[str, np.ndarray]],
                 raise ValueError(f"overlap ({overlap}) must be less than half the chunk ({chunk})")
             bounds.append((start + hop, start + hop + chunk))
         w = chunk_weights(bounds, len(bounds) - 2 if more else len(bounds) - 1)[:, None]
+        ramps = np.flatnonzero(w[:, 0] != 1.0)   # weights of 1 leave a sample as it is
         out, keep = {}, hop if more else end
         for name, y in est.items():
             if y.shape[0] != end:
                 raise ValueError(f"separator returned {y.shape[0]} samples for a chunk of {end}")
-            y = (w * y).astype(np.float32)
+            y, ramped = np.array(y, dtype=np.float32), y[ramps]   # (w * y) in float32, but
+            y[ramps] = (w[ramps] * ramped).astype(np.float32)   # computed on the ramps only
             if name in tail:
                 y[:tail[name].shape[0]] = tail[name] + y[:tail[name].shape[0]]
             out[name], tail[name] = y[:keep], y[keep:]

@@ -103,6 +103,21 @@ class OverlapAdd:
         """Overlap-add windowed frames start, start + 1, ... Shapes: wav (C, n, n_fft) real."""
         add_frames(self.out, start, self.n_hop, wav)
 
+    def segment(self, spec: np.ndarray) -> np.ndarray:
+        """The windowed inverse FFTs of consecutive frames, overlap-added among themselves
+        (pure, so it may run on worker threads; :meth:`add_segment` places it).
+        Shapes: spec (C, n, F) complex -> (C, n_fft + (n - 1) n_hop) real."""
+        wav = self.frames(spec)
+        seg = np.zeros(wav.shape[:-2] + (self.n_fft + self.n_hop * (wav.shape[-2] - 1),),
+                       wav.dtype)
+        add_frames(seg, 0, self.n_hop, wav)
+        return seg
+
+    def add_segment(self, start: int, seg: np.ndarray):
+        """Add a :meth:`segment` of frames start, start + 1, ... Shapes: seg (C, L) real."""
+        pos = start * self.n_hop
+        self.out[:, pos:pos + seg.shape[-1]] += seg
+
     def add(self, start: int, frames: np.ndarray):
         """Add frames start, start + 1, ... Shapes: frames (C, n, F) complex."""
         self.add_frames(start, self.frames(frames))

@@ -113,8 +113,8 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
         if not phase:
             return vb, 1.0 / scale, xb
         mag = np.abs(xb)   # mixture phase: exp(1j * angle(x)), 1 where x = 0
-        nz = mag > 0
-        u = np.where(nz, xb / np.where(nz, mag, 1.0), 1.0)
+        u = np.ones_like(xb)
+        np.divide(xb, mag, out=u, where=mag > 0)
         return vb, (u / scale if scale != 1 else u), xb
 
     if not niter:
@@ -131,8 +131,8 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
 
     def statistics(ab):
         f, u, xb = factors(ab[0], ab[1], scale, phase=not covs)
-        if not covs:
-            return _factor_sums(f, u)
+        if not covs:   # with a mixture phase |u| = 1 / scale everywhere
+            return _factor_sums(f, u, None if softmask else scale ** -2)
         return _covariance_sums(estimate(f, u, xb))
 
     def estimate(f, u, xb, dtype=np.complex128):
@@ -195,14 +195,16 @@ def _power(y):
     return y.real ** 2 + y.imag ** 2
 
 
-def _factor_sums(f, u):
-    """:func:`_covariance_sums` of y = f u. Shapes: f (S, n, {1, C}, F) real, u (n, C, F)."""
+def _factor_sums(f, u, power: Optional[float] = None):
+    """:func:`_covariance_sums` of y = f u. Shapes: f (S, n, {1, C}, F) real, u (n, C, F);
+    ``power``: |u|^2 when it is the same everywhere (a phase over a scale), else None."""
     ns, _, cm, bins = f.shape
     c = u.shape[1]
     out = np.empty((ns, c, c, bins), np.complex128)
     for i in range(c):
         fi = f[:, :, min(i, cm - 1)]
-        out[:, i, i] = _weighted_frame_sum(fi * fi, _power(u[:, i]))
+        out[:, i, i] = _weighted_frame_sum(fi * fi, _power(u[:, i])) if power is None \
+            else np.einsum("snf,snf->sf", fi, fi) * power
         for j in range(i + 1, c):
             uu = u[:, i] * u[:, j].conj()
             ff = fi * f[:, :, min(j, cm - 1)]

@@ -6,7 +6,6 @@ SHA-1, and only then renamed to ``x-umx.h5``; a failed or wrong download leaves 
 """
 import hashlib
 import os
-import urllib.request
 from typing import Callable, Optional
 
 from .errors import DownloadError
@@ -61,7 +60,9 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
     ``progress(nb_bytes, total_or_None)`` is called per block. Raises DownloadError.
     """
     folder = folder or cache_dir()
-    opener = opener or urllib.request.urlopen
+    if opener is None:
+        import urllib.request   # only to download (about 15 ms of start-up otherwise)
+        opener = urllib.request.urlopen
     path = os.path.join(folder, FILENAME)
     if os.path.isfile(path) and sha1_of(path) == sha1:
         return path

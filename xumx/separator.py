@@ -284,14 +284,14 @@ class Separator:
         ola = dsp.OverlapAdd(len(wanted) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
                              np.float32)
 
-        def synthesis(y):   # on the Wiener filter's threads: y (S', n, C, F) -> (W C, n, n_fft)
+        def synthesis(y):   # on the Wiener filter's threads: y (S', n, C, F) -> (W C, samples)
             y = y[picked].transpose(0, 2, 1, 3)
-            return ola.frames(y.reshape((-1,) + y.shape[2:]))
+            return ola.segment(y.reshape((-1,) + y.shape[2:]))
 
-        for start, _, frames in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
-                                              sep.softmask, sep.alpha, sep.residual_model,
-                                              post=synthesis, dtype=np.complex64):
-            ola.add_frames(start, frames)
+        for start, _, segment in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
+                                               sep.softmask, sep.alpha, sep.residual_model,
+                                               post=synthesis, dtype=np.complex64):
+            ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
         del v, spec
         out = ola.result()   # (T, W C)
         return {name: np.ascontiguousarray(out[:, k * c:k * c + channels])
