@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
-BLOCK_FRAMES = 64  # frames per block: with F = 2049, C = 2, S = 5, ~10 MB per complex array
+BLOCK_FRAMES = 32  # frames per block: with F = 2049, C = 2, S = 5, ~5 MB per complex array
 WORKERS = min(2, os.cpu_count() or 1)  # blocks computed at once, on threads
 STEREO = 2  # channels for which the closed-form 2x2 inverse is used
 
