@@ -46,6 +46,18 @@ def tiny_config(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
+def write_umx_folder(folder, cfg: ModelConfig, arrays) -> str:
+    """``folder`` (a pathlib.Path) made into a UMX folder: one Open-Unmix ``<target>.h5`` (the
+    X-UMX names without the target suffix) and its sidecar per source of ``cfg``."""
+    from xumx.weights import write_h5
+    folder.mkdir()
+    for t in cfg.sources:
+        write_h5(str(folder / f"{t}.h5"), {k.replace(f"_{t}", ""): v for k, v in arrays.items()
+                                          if k.split("/")[0].endswith(f"_{t}")})
+        (folder / f"{t}.json").write_text(cfg.to_json())
+    return str(folder)
+
+
 def adam_states(cfg: ModelConfig, value: float = 0.0) -> dict:
     """Solver states of the shapes ``xumx.train`` checkpoints (nnabla's Adam: mean, var, t)."""
     from xumx.spec import parameter_spec

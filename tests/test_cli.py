@@ -218,18 +218,12 @@ def test_residual_model_stems_add_up_to_the_mixture(song, tiny_model, tmp_path):
 
 
 def test_umx_infer_reads_a_folder_of_target_files(song, tmp_path):
-    from conftest import tiny_config
-    from xumx.weights import random_arrays, write_h5
+    from conftest import tiny_config, write_umx_folder
+    from xumx.weights import random_arrays
     cfg = tiny_config(crossing=False)
-    arrays = random_arrays(cfg, seed=2)
-    folder = tmp_path / "umx"
-    folder.mkdir()
-    for t in cfg.sources:   # Open-Unmix names: the target suffix dropped
-        write_h5(str(folder / f"{t}.h5"), {k.replace(f"_{t}", ""): v for k, v in arrays.items()
-                                          if k.split("/")[0].endswith(f"_{t}")})
-        (folder / f"{t}.json").write_text(cfg.to_json())
+    folder = write_umx_folder(tmp_path / "umx", cfg, random_arrays(cfg, seed=2))
     out = str(tmp_path / "out")
-    assert run("--inputs", song, "--outdir", out, "--umx-infer", "--quiet", model=str(folder)) == 0
+    assert run("--inputs", song, "--outdir", out, "--umx-infer", "--quiet", model=folder) == 0
     assert stems_of(os.path.join(out, "song")) == STEMS
 
 

@@ -97,15 +97,10 @@ def test_readme_onnxruntime_example(tmp_path):
 @pytest.mark.nnabla
 def test_export_of_a_umx_folder(tmp_path, rng):
     """--umx-infer: independent Open-Unmix networks (no crossing) from <target>.h5 files."""
-    from xumx.weights import write_h5
+    from conftest import write_umx_folder
     cfg = tiny_config(crossing=False, sources=("bass", "vocals"))
     arrays = random_arrays(cfg, seed=6)
-    folder = tmp_path / "umx"
-    folder.mkdir()
-    for t in cfg.sources:   # Open-Unmix names: the target suffix dropped
-        write_h5(str(folder / f"{t}.h5"), {k.replace(f"_{t}", ""): v for k, v in arrays.items()
-                                          if k.split("/")[0].endswith(f"_{t}")})
-        (folder / f"{t}.json").write_text(cfg.to_json())
+    folder = write_umx_folder(tmp_path / "umx", cfg, arrays)
     out = str(tmp_path / "umx.onnx")
     done = subprocess.run([sys.executable, "-m", "xumx.export", "--model", str(folder),
                            "--umx-infer", "--targets", *cfg.sources, "--out", out],
