@@ -24,6 +24,20 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     assert re.search(r"^test: setup$", make, re.M) and re.search(r"^demo: setup$", make, re.M)
 
 
+def test_readme_says_how_to_run_the_commands_after_set_up():
+    """Issue 15: in a fresh shell there is no `python` and python3 finds no xumx; the README
+    names the environment, `make setup`, and console scripts that setup.py declares."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        assert re.search(r"^setup:", f.read(), re.M)
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        scripts = re.findall(r'"(xumx-\w+)=xumx\.(\w+):main"', f.read())
+    assert scripts and all(f"`{name}`" in readme for name, _ in scripts)
+    for text in ("make setup", "source .venv/bin/activate", ".venv/bin/python -m xumx.test"):
+        assert text in readme, text
+
+
 def test_training_flag_table_matches_the_parser():
     documented = set(flag_rows("train"))
     actions = [a for a in build_parser("train")._actions
