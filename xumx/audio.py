@@ -70,9 +70,17 @@ def _tool(name: str) -> str:
     return exe
 
 
+#: Characters of a wildcard pattern (an input that names no file but has one is a pattern).
+WILDCARDS = "*?["
+
+
+def is_pattern(path: str) -> bool:
+    return any(c in path for c in WILDCARDS)
+
+
 def _check_input_path(path: str):
     if not os.path.exists(path):
-        wildcard = any(c in os.path.basename(path) for c in "*?[")
+        wildcard = is_pattern(os.path.basename(path))
         raise AudioError(f"{path}: {'matches no file' if wildcard else 'no such file'}")
     if os.path.isdir(path):
         raise AudioError(f"{path}: a folder without audio files")

@@ -53,7 +53,6 @@ class FileResult:
 #: File name endings taken from a folder given as an input (:func:`expand_inputs`).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".aac", ".aif",
                     ".aiff", ".wma", ".webm", ".mka")
-_WILDCARDS = "*?["
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:
@@ -72,7 +71,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
                            and os.path.isfile(os.path.join(item, n)))
             mixture = [n for n in names if os.path.splitext(n)[0] == MIXTURE]
             found = [os.path.join(item, n) for n in (mixture[:1] or names)]
-        elif not os.path.exists(item) and any(c in item for c in _WILDCARDS):
+        elif not os.path.exists(item) and audio_io.is_pattern(item):
             found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
         out += found or [item]
     return out

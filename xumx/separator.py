@@ -263,10 +263,11 @@ class Separator:
         (:func:`xumx.inference.separate_audio`, in one piece).
         """
         audio = check_audio(audio)
-        if rate is not None and audio_rate(rate) != int(self.cfg.sample_rate):
+        rate = None if rate is None else audio_rate(rate)
+        if rate is not None and rate != int(self.cfg.sample_rate):
             from .config import ChunkConfig
             from .inference import separate_audio
-            return separate_audio(self, audio, audio_rate(rate), ChunkConfig(chunk_dur=0))
+            return separate_audio(self, audio, rate, ChunkConfig(chunk_dur=0))
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
