@@ -3,14 +3,17 @@
     PYTHONPATH=. python benchmarks/chunking.py ser [--seconds 24] [--chunk-dur 8] [--overlaps 1 0]
     PYTHONPATH=. python benchmarks/chunking.py memory [--seconds 60 120] [--chunk-dur 30]
         [--rate 44100] [--format wav]
+    PYTHONPATH=. python benchmarks/chunking.py array [--seconds 600] [--rate 48000]
 
 ``ser`` separates a generated song with the full-size model (random weights, built once)
 as a whole and in chunks (cross-faded, and butt-joined for comparison) and prints the
 signal-to-error ratio in dB of the chunked stems against the whole-file stems.
-``memory`` runs ``xumx.inference.separate_file`` (decode, resample, separate, write) on a
-generated song of each length (a 16-bit WAV written beforehand, a minute at a time) in a
-fresh process and prints its peak resident memory (``VmHWM``). Numbers only; nothing is
-asserted.
+``memory`` runs ``Separator.separate_file`` (decode, resample, separate, write; what
+``python -m xumx.test`` runs) on a generated song of each length (a 16-bit WAV written
+beforehand, a minute at a time) in a fresh process and prints its peak resident memory
+(``VmHWM``). ``array`` passes an int16 array of that length to ``Separator.separate`` in a
+fresh process (the array, its four float32 stems and the work of one chunk) and prints the
+peak. Numbers only; nothing is asserted.
 """
 import argparse
 import os
@@ -40,8 +43,11 @@ def test_song(seconds: float, rate: int = 44100, seed: int = 0) -> np.ndarray:
 
 
 def full_size_model(folder: str) -> str:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests"))
+    from seeded import random_arrays
     from xumx.config import ModelConfig
-    from xumx.weights import random_arrays, save_model
+    from xumx.weights import save_model
     path = os.path.join(folder, "random-full.h5")
     if not os.path.exists(path):
         cfg = ModelConfig()
@@ -59,8 +65,8 @@ def cmd_ser(a):
     from xumx.chunking import chunk_bounds, separate_chunked
     from xumx.separator import Separator
     folder = a.workdir or tempfile.mkdtemp(prefix="xumx-bench-")
-    sep = Separator.from_file(full_size_model(folder))
-    rate = sep.cfg.sample_rate
+    sep = Separator.load(full_size_model(folder), chunk_dur=0)
+    rate = sep.sample_rate
     song = test_song(a.seconds, rate)
     t0 = time.perf_counter()
     whole = sep.separate(song)
@@ -120,21 +126,48 @@ def peak_rss_mib() -> float:
 
 def cmd_one(a):
     import soundfile as sf
-    from xumx.config import ChunkConfig, OutputConfig
-    from xumx.inference import limit_heap_arenas, separate_file
+    from xumx.config import OutputConfig
     from xumx.separator import Separator
-    limit_heap_arenas()   # as python -m xumx.test does
+    from xumx.heap import limit_arenas
+    from xumx.stemfiles import separate_file
+    limit_arenas()   # as python -m xumx.test does
     path = a.song
-    sep = Separator.from_file(a.model)
+    sep = Separator.load(a.model, chunk_dur=a.chunk_dur)
     loaded = peak_rss_mib()
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),
-                        OutputConfig(out_format=a.format, quiet=True),
-                        ChunkConfig(chunk_dur=a.chunk_dur))
+                        OutputConfig(out_format=a.format, quiet=True))
     peak = peak_rss_mib()
     rate = sf.info(path).samplerate
     print(f"{a.seconds:g} s song at {rate} Hz, --chunk-dur {a.chunk_dur:g}, {a.format} stems: "
           f"peak RSS {peak:.0f} MiB (model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
           f"({res.realtime_factor:.2f}x real time)")
+
+
+def cmd_array(a):
+    if not a.inside:   # a fresh process, so that its peak is this separation's alone
+        folder = a.workdir or tempfile.mkdtemp(prefix="xumx-bench-")
+        model = full_size_model(folder)
+        proc = subprocess.run([sys.executable, __file__, "array", "--inside", model, "--seconds",
+                               str(a.seconds[0]), "--rate", str(a.rate)], stdout=subprocess.PIPE,
+                              text=True)
+        print(proc.stdout.strip() or f"failed (exit {proc.returncode})", flush=True)
+        return
+    from xumx import Separator
+    sep = Separator.load(a.inside)
+    n = int(a.seconds[0] * a.rate)
+    audio = np.empty((n, 2), np.int16)
+    for i, start in enumerate(range(0, n, 60 * a.rate)):   # a minute at a time
+        part = test_song(min(60.0, (n - start) / a.rate), a.rate, seed=i)
+        audio[start:start + part.shape[0]] = np.round(np.clip(part, -1, 0.999) * 32767)
+    before = peak_rss_mib()
+    t0 = time.perf_counter()
+    stems = sep.separate(audio, rate=a.rate)
+    took = time.perf_counter() - t0
+    assert all(v.shape == audio.shape for v in stems.values())
+    print(f"{a.seconds[0]:g} s int16 array at {a.rate} Hz through Separator.separate: peak RSS "
+          f"{peak_rss_mib():.0f} MiB (model loaded and array made: {before:.0f} MiB; the stems "
+          f"alone are {sum(v.nbytes for v in stems.values()) / 2 ** 20:.0f} MiB), {took:.0f} s, "
+          f"stems of the input's length {audio.shape}")
 
 
 def main(argv=None):
@@ -149,6 +182,10 @@ def main(argv=None):
     m.add_argument("--seconds", type=float, nargs="+", default=[60.0, 120.0])
     m.add_argument("--chunk-dur", type=float, default=None)
     m.add_argument("--rate", type=int, default=44100, help="sample rate of the generated song")
+    r = sub.add_parser("array")
+    r.add_argument("--seconds", type=float, nargs=1, default=[600.0])
+    r.add_argument("--rate", type=int, default=48000)
+    r.add_argument("--inside", default=None, help=argparse.SUPPRESS)
     o = sub.add_parser("_one")
     o.add_argument("--model", required=True)
     o.add_argument("--seconds", type=float, required=True)
@@ -157,13 +194,13 @@ def main(argv=None):
     for q in (m, o):
         q.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"],
                        help="stem format (default: wav, 16-bit)")
-    for q in (s, m, o):
+    for q in (s, m, o, r):
         q.add_argument("--workdir", default=None, help="folder for the model and songs")
     a = p.parse_args(argv)
     if a.cmd == "memory" and a.chunk_dur is None:
         from xumx.config import ChunkConfig
         a.chunk_dur = ChunkConfig().chunk_dur
-    {"ser": cmd_ser, "memory": cmd_memory, "_one": cmd_one}[a.cmd](a)
+    {"ser": cmd_ser, "memory": cmd_memory, "array": cmd_array, "_one": cmd_one}[a.cmd](a)
 
 
 if __name__ == "__main__":

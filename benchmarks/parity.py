@@ -13,10 +13,11 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from xumx._nnabla import NnablaMissing, require_nnabla  # noqa: E402
+from xumx.training.backend import NnablaMissing, require_nnabla  # noqa: E402
 from xumx.config import ModelConfig, SeparationConfig  # noqa: E402
 from xumx.separator import Separator  # noqa: E402
-from xumx.weights import random_arrays, save_model  # noqa: E402
+from xumx.weights import save_model  # noqa: E402
+from seeded import random_arrays
 
 CONFIGS = {"default": SeparationConfig(),
            "softmask": SeparationConfig(softmask=True, alpha=2.0, niter=0, residual_model=True),

@@ -71,9 +71,9 @@ def child_xumx(args):
     import nnabla as nn
     import nnabla.solvers as S
     from xumx.config import ModelConfig
-    from xumx.distributed import make_communicator
-    from xumx.model import OpenUnmixCrossNet
-    from xumx.training import build_loss_graph
+    from xumx.training.distributed import make_communicator
+    from xumx.training.model import OpenUnmixCrossNet
+    from xumx.training.trainer import build_loss_graph
     comm, ctx = make_communicator("cpu")
     nn.set_default_context(ctx)
     cfg = ModelConfig(hidden_size=args.hidden_size, nb_layers=args.nb_layers, nfft=args.nfft,

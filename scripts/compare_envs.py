@@ -95,7 +95,9 @@ def main(argv=None) -> int:
     import soundfile as sf
     from xumx.config import DEFAULT_SAMPLE_RATE, ModelConfig
     from xumx.synth import song_stems
-    from xumx.weights import random_arrays, save_model
+    from xumx.weights import save_model
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from seeded import random_arrays
     with tempfile.TemporaryDirectory() as tmp:
         song, model = os.path.join(tmp, "song.wav"), os.path.join(tmp, "seed0.h5")
         stems = song_stems(np.random.RandomState(args.seed), args.seconds, DEFAULT_SAMPLE_RATE)

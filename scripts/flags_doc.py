@@ -7,6 +7,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xumx.config import flags_document  # noqa: E402
+from xumx.parsing import flags_document  # noqa: E402
 
 sys.stdout.write(flags_document())

@@ -26,7 +26,7 @@ def main(argv=None):
     p.add_argument("--model", required=True)
     p.add_argument("--subset", default="test")
     args = p.parse_args(argv)
-    sep = Separator.from_file(args.model)
+    sep = Separator.load(args.model, chunk_dur=0)
     folder = os.path.join(args.root, args.subset)
     scores = {s: [] for s in sep.cfg.sources}
     base = {s: [] for s in sep.cfg.sources}

@@ -5,8 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from xumx.config import ModelConfig
-from xumx.weights import random_arrays, save_model
+from xumx.config import ModelConfig, SeparationConfig
+from xumx.weights import save_model
+from seeded import random_arrays
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: The parity fixture (see its README.md): the published code's input and outputs.
@@ -46,6 +47,22 @@ def tiny_config(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
+def separator_of(cfg: ModelConfig, arrays, backend: str = "onnxruntime", **settings):
+    """A :class:`xumx.Separator` of parameters held in memory: the onnxruntime engine's
+    (``backend='onnxruntime'``) or the NNabla graph's (``'nnabla'``), with ``settings``
+    (:data:`xumx.separator.SETTINGS`)."""
+    from xumx.config import ChunkConfig
+    from xumx.separator import Separator, settings_of
+    if backend == "nnabla":
+        from xumx.training.reference import NnablaNet
+        net = NnablaNet(cfg, arrays)
+    else:
+        from xumx.engine import OnnxNet
+        net = OnnxNet.from_arrays(cfg, arrays)
+    separation, chunking = settings_of(SeparationConfig(), ChunkConfig(), settings)
+    return Separator(net, None, separation, chunking)
+
+
 def write_umx_folder(folder, cfg: ModelConfig, arrays) -> str:
     """``folder`` (a pathlib.Path) made into a UMX folder: one Open-Unmix ``<target>.h5`` (the
     X-UMX names without the target suffix) and its sidecar per source of ``cfg``."""
@@ -60,7 +77,7 @@ def write_umx_folder(folder, cfg: ModelConfig, arrays) -> str:
 
 def adam_states(cfg: ModelConfig, value: float = 0.0) -> dict:
     """Solver states of the shapes ``xumx.train`` checkpoints (nnabla's Adam: mean, var, t)."""
-    from xumx.spec import parameter_spec
+    from xumx.params import parameter_spec
     out = {}
     for name, shape, grad in parameter_spec(cfg):
         if grad:

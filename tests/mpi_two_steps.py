@@ -7,7 +7,7 @@ import numpy as np
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from conftest import tiny_config  # noqa: E402
 from xumx.config import TrainConfig  # noqa: E402
-from xumx.training import Trainer  # noqa: E402
+from xumx.training.trainer import Trainer  # noqa: E402
 
 
 def main(root, out):

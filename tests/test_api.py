@@ -1,5 +1,8 @@
-"""The function-style API that existing callers use (published code, Spleeter Web)."""
+"""The function-style API that existing callers use (published code, Spleeter Web): thin calls
+of the Separator (tests/test_separator.py)."""
 import argparse
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import pytest
 from conftest import sine_mix
 from xumx import api
 from xumx.config import SeparationConfig
+from xumx.errors import EngineError
 from xumx.separator import Separator
 
 SOURCES = ["bass", "drums", "vocals", "other"]
@@ -63,10 +67,10 @@ def test_targets_by_name_and_residual(tiny_model):
 
 
 def test_parameters_are_loaded_once(tiny_model, monkeypatch):
-    import xumx.separator
+    import xumx.modelcache
     calls = []
-    real = xumx.separator.load_net
-    monkeypatch.setattr(xumx.separator, "load_net", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = xumx.modelcache.load_net
+    monkeypatch.setattr(xumx.modelcache, "load_net", lambda *a, **k: calls.append(a) or real(*a, **k))
     api._CACHE.clear()
     audio = sine_mix(4000, 8000)
     for niter in (0, 1, 2):
@@ -89,19 +93,9 @@ def test_caller_nnabla_state_is_left_alone(tiny_model, auto_forward):
     assert not nn.get_parameters()
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("nnabla", marks=pytest.mark.nnabla)])
-def test_separator_reuses_its_network(tiny_cfg, backend):
-    from xumx.weights import random_arrays
-    sep = Separator(tiny_cfg, random_arrays(tiny_cfg), backend=backend)
-    other = sep.with_separation(SeparationConfig(targets=("drums",), niter=0))
-    assert other.net is sep.net and other._model is sep._model
-    assert (other.net if backend == "onnxruntime" else other._model) is not None
-    assert other.targets == ("drums",) and sep.targets == tiny_cfg.sources
-
-
 @pytest.mark.parametrize("bad,match", [
     (np.zeros((2, 8000), np.float32), r"looks like \(channels, samples\)"),
-    (np.zeros(8000, np.float32), "2-D"),
+    (np.zeros((8000, 2, 1), np.float32), "nb_timesteps"),
     (np.zeros((8000, 2), bool), "numbers"),
     (np.zeros((8000, 2), np.complex64), "numbers"),
     (np.zeros((0, 2), np.float32), "empty"),
@@ -124,13 +118,11 @@ def test_missing_model_key_and_file(tmp_path):
 # ----------------------------------------------------------------- rates, integer audio, targets
 def test_a_rate_resamples_in_and_out_as_the_command_line_does(tiny_model):
     """The audio's rate (44.1 kHz here, the tiny model runs at 8 kHz): stems at that rate and
-    length, equal to xumx.inference.separate_audio without chunks (the command line's path)."""
-    from xumx.config import ChunkConfig
-    from xumx.inference import separate_audio
+    length, equal to the Separator's own (the command line's path)."""
     audio = sine_mix(44100 // 2 + 3, 44100)
-    sep = Separator.from_file(tiny_model)
-    want = separate_audio(sep, audio, 44100, ChunkConfig(chunk_dur=0))
-    outs = [sep.separate(audio, rate=44100),
+    sep = Separator.load(tiny_model)
+    want = sep.separate(audio, rate=44100)
+    outs = [
             api.separate_args_dict(audio, _dict(tiny_model, rate=44100)),
             api.separate(audio, model_path=tiny_model, rate=44100),
             api.separate(audio, argparse.Namespace(**_dict(tiny_model), rate=44100))]
@@ -154,7 +146,7 @@ def test_integer_audio_is_scaled_by_its_full_scale(tiny_model, dtype, scale, cen
     ints = np.clip(np.round(floats * scale + centre), info.min, info.max).astype(dtype)
     want = api.separate_args_dict((ints.astype(np.float64) - centre) / scale, _dict(tiny_model))
     for out in (api.separate_args_dict(ints, _dict(tiny_model)),
-                Separator.from_file(tiny_model).separate(ints)):
+                Separator.load(tiny_model).separate(ints)):
         for k in SOURCES:
             assert out[k].dtype == np.float32
             np.testing.assert_allclose(out[k], want[k], atol=1e-6)
@@ -168,3 +160,50 @@ def test_a_string_of_targets_is_one_target(tiny_model):
                 api.separate(audio, argparse.Namespace(**_dict(tiny_model, targets="vocals")))):
         assert list(out) == ["vocals"]
         np.testing.assert_allclose(out["vocals"], full["vocals"], atol=1e-6)
+
+
+def test_a_whole_song_is_cross_faded_not_cut(tiny_model):
+    """Spleeter Web's call on a whole song: the Separator's cross-faded chunks (the keys
+    chunk_dur/overlap set them), equal to Separator.separate with the same settings, and no
+    seam where back-to-back pieces would have one."""
+    audio = sine_mix(8000 * 7 + 123, 8000)   # 7 s: 3 chunks of 3 s
+    settings = dict(chunk_dur=3.0, overlap=0.5)
+    whole = api.separate_args_dict(audio, _dict(tiny_model, **settings))
+    want = Separator.load(tiny_model, **settings).separate(audio)
+    for k in SOURCES:
+        assert whole[k].shape == audio.shape
+        np.testing.assert_array_equal(whole[k], want[k])
+    one_piece = api.separate_args_dict(audio, _dict(tiny_model, chunk_dur=0))
+    cut = {k: np.concatenate([api.separate_args_dict(audio[a:a + 24000], _dict(tiny_model, chunk_dur=0))[k]
+                              for a in range(0, audio.shape[0], 24000)]) for k in SOURCES}
+
+    def seam_error(est):   # the worst sample step around the cuts, against the one-piece result
+        return max(np.max(np.abs((est[k] - one_piece[k])[a - 64:a + 64])) for k in SOURCES
+                   for a in (24000, 48000))
+    assert seam_error(whole) < 0.25 * seam_error(cut)
+
+
+def test_device_key(tiny_model, monkeypatch):
+    """Spleeter Web's settings say "context": "cpu" | "cudnn"; a GPU that cannot be used is an
+    error, never a silent CPU run; without a key the caller's nnabla default context (what
+    callers of the published code set) still decides."""
+    import onnxruntime as ort
+    assert api.legacy_device({"context": "cpu"}) == "cpu"
+    assert api.legacy_device({"context": "cudnn"}) == "cudnn"
+    assert api.legacy_device({"context": "cudnn", "device_id": 1}) == "cudnn:1"
+    assert api.legacy_device({"device": "cuda:2"}) == "cuda:2"
+    monkeypatch.delitem(sys.modules, "nnabla", raising=False)
+    assert api.legacy_device({}) == "cpu"
+    fake = types.ModuleType("nnabla")
+    fake.get_current_context = lambda: types.SimpleNamespace(backend=["cudnn:float"], device_id="1")
+    monkeypatch.setitem(sys.modules, "nnabla", fake)
+    assert api.legacy_device({}) == "cudnn:1"
+    fake.get_current_context = lambda: types.SimpleNamespace(backend=["cpu:float"], device_id="0")
+    assert api.legacy_device({}) == "cpu"
+    monkeypatch.delitem(sys.modules, "nnabla")
+    audio = sine_mix(4000, 8000)
+    out = api.separate_args_dict(audio, _dict(tiny_model, context="cpu"))
+    assert list(out) == SOURCES
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(EngineError, match="cannot run on CUDA device 0"):
+            api.separate_args_dict(audio, _dict(tiny_model, context="cudnn"))

@@ -15,8 +15,9 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, sine_mix, tiny_config
-from xumx._nnabla import NnablaMissing, missing_message
-from xumx.weights import random_arrays, save_model
+from xumx.training.backend import NnablaMissing, missing_message
+from xumx.weights import save_model
+from seeded import random_arrays
 
 PROBE = os.path.join(ROOT, "tests", "nnabla_probe.py")
 SOURCES = ["bass", "drums", "vocals", "other"]
@@ -51,7 +52,8 @@ API_CALLS = '''
 import argparse, sys
 import numpy as np
 from xumx.test import separate, separate_args_dict
-from xumx.separator import Separator
+from xumx import Separator
+from xumx.engine import OnnxNet
 from xumx.weights import load_xumx
 model = sys.argv[1]
 audio = (0.1 * np.random.RandomState(0).standard_normal((8000 * 2 + 5, 2))).astype(np.float32)
@@ -59,8 +61,8 @@ keys = dict(model=model, umx_infer=False, targets=["bass", "drums", "vocals", "o
             softmask=False, alpha=1.0, residual_model=False, niter=1)
 cfg, arrays = load_xumx(model)
 outs = [separate_args_dict(audio, keys), separate(audio, argparse.Namespace(**keys)),
-        separate(audio, model_path=model), Separator.from_file(model).separate(audio),
-        Separator(cfg, arrays).separate(audio)]
+        separate(audio, model_path=model), Separator.load(model).separate(audio),
+        Separator(OnnxNet.from_arrays(cfg, arrays)).separate(audio)]
 assert all(list(o) == keys["targets"] and all(v.shape == audio.shape for v in o.values())
            for o in outs)
 print("separated", len(outs))
@@ -85,13 +87,13 @@ def test_evaluation_never_imports_nnabla(tiny_model, tiny_musdb, tmp_path):
 BACKEND_NNABLA = '''
 import sys
 import numpy as np
-from xumx._nnabla import NnablaMissing
+from xumx.training.backend import NnablaMissing
 from xumx.separator import Separator
 try:
-    Separator.from_file(sys.argv[1], backend="nnabla")
+    Separator.load(sys.argv[1], backend="nnabla")
 except NnablaMissing as e:
     print("refused:", e)
-out = Separator.from_file(sys.argv[1]).separate(np.zeros((4000, 2), np.float32))
+out = Separator.load(sys.argv[1]).separate(np.zeros((4000, 2), np.float32))
 print("onnxruntime still separates:", sorted(out))
 '''
 

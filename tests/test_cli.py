@@ -14,8 +14,10 @@ import pytest
 import soundfile as sf
 
 from conftest import sine_mix
-from xumx import audio, files
-from xumx.config import build_parser
+from xumx import files
+from xumx import encode
+import oracles
+from xumx.parsing import build_parser
 from xumx.pretrained import PUBLISHED_SHA1, PUBLISHED_URL
 from xumx.test import main
 
@@ -80,11 +82,11 @@ def test_progress_bar_only_on_a_terminal(song, tiny_model, tmp_path, request, ca
 
 
 def test_ctrl_c_on_a_terminal_starts_a_new_line(monkeypatch, capsys):
-    from xumx import cli, config
+    from xumx import cli, parsing
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt()
-    monkeypatch.setattr(config, "parse", interrupted)
+    monkeypatch.setattr(parsing, "parse", interrupted)
     assert main(["x.wav"]) == 130
     assert capsys.readouterr().err.startswith("xumx.test: interrupted")   # a log: no blank line
     monkeypatch.setattr(cli, "on_terminal", lambda stream=None: True)
@@ -153,7 +155,7 @@ def test_output_formats(song, tiny_model, tmp_path, fmt, quality, subtype):
         path = os.path.join(folder, f"{s}.{fmt}")
         if subtype:
             assert sf.info(path).subtype == subtype
-        y, rate, info = audio.load(path)
+        y, rate, info = oracles.load(path)
         assert y.shape == (N, 2) and rate == 44100
         if fmt == "mp3":
             assert info.codec == "mp3"
@@ -213,13 +215,13 @@ def test_residual_model_stems_add_up_to_the_mixture(song, tiny_model, tmp_path):
     folder = os.path.join(out, "song")
     assert stems_of(folder) == sorted(STEMS + ["residual"])
     total = sum(sf.read(os.path.join(folder, f"{s}.wav"))[0] for s in STEMS + ["residual"])
-    mix = audio.resample(sf.read(song, dtype="float32")[0], 44100, 8000, length=len(total))
+    mix = oracles.resample(sf.read(song, dtype="float32")[0], 44100, 8000, length=len(total))
     assert np.sqrt(np.mean((total - mix) ** 2)) < 1e-3 * np.sqrt(np.mean(mix ** 2))
 
 
 def test_umx_infer_reads_a_folder_of_target_files(song, tmp_path):
     from conftest import tiny_config, write_umx_folder
-    from xumx.weights import random_arrays
+    from seeded import random_arrays
     cfg = tiny_config(crossing=False)
     folder = write_umx_folder(tmp_path / "umx", cfg, random_arrays(cfg, seed=2))
     out = str(tmp_path / "out")
@@ -311,7 +313,7 @@ def test_unwritable_output_folder(song, tiny_model, tmp_path, capsys):
 
 def test_interrupt_leaves_no_partial_stems(song, tiny_model, tmp_path, monkeypatch, capsys):
     """Ctrl-C while the stems are being streamed to their temporary files: none is kept."""
-    real, calls = audio._Encoder.write, []
+    real, calls = encode._Encoder.write, []
     out = str(tmp_path / "out")
 
     def interrupted(self, block):
@@ -320,7 +322,7 @@ def test_interrupt_leaves_no_partial_stems(song, tiny_model, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(self, block)
 
-    monkeypatch.setattr(audio._Encoder, "write", interrupted)
+    monkeypatch.setattr(encode._Encoder, "write", interrupted)
     assert run("--inputs", song, "--outdir", out, "--quiet", "--chunk-dur", "0.1", "--overlap",
                "0.02", model=tiny_model) == 130
     assert len(calls[-1]) == 4 and all(f.endswith(files.SUFFIX) for f in calls[-1])
@@ -423,7 +425,7 @@ def test_module_entry_point_runs(song, tiny_model, tmp_path):
 
 def test_a_musdb_mixture_is_named_after_its_track(tmp_path):
     """<track>/mixture.wav (MUSDB18's WAV layout, the demo's test song) gives <out>/<track>/."""
-    from xumx.inference import output_folders
+    from xumx.stemfiles import output_folders
     track = tmp_path / "Artist - Title"
     track.mkdir()
     song = str(track / "mixture.wav")
@@ -445,9 +447,9 @@ def test_a_sample_rate_that_contradicts_the_model_is_refused(song, tiny_model, t
     bare = str(tmp_path / "bare.h5")
     with open(tiny_model, "rb") as f, open(bare, "wb") as g:
         g.write(f.read())
-    from xumx.separator import load_separator
-    assert load_separator(bare).cfg.sample_rate == 44100          # no sidecar: the default
-    assert load_separator(bare, sample_rate=8000).cfg.sample_rate == 8000
+    from xumx import Separator
+    assert Separator.load(bare).sample_rate == 44100          # no sidecar: the default
+    assert Separator.load(bare, sample_rate=8000).sample_rate == 8000
 
 
 @pytest.mark.parametrize("bad,words", [(["--format", "mp3", "--bits", "24"], ["--bits", "mp3"]),
@@ -468,7 +470,7 @@ def test_format_flags_that_do_not_apply_are_errors(song, tiny_model, bad, words,
 @pytest.mark.parametrize("text,seconds", [("90", 90.0), ("1:30", 90.0), ("1:02.5", 62.5),
                                           ("0:00.250", 0.25), ("1:00:05", 3605.0), ("2.5", 2.5)])
 def test_times_as_seconds_or_clock(text, seconds):
-    from xumx.config import parse
+    from xumx.parsing import parse
     output = parse("test", ["--inputs", "a.wav", "--start", text, "--duration", text])[0]
     assert output.start == output.duration == pytest.approx(seconds)
 
@@ -532,7 +534,7 @@ def test_a_musdb_track_folder_is_its_mixture(tiny_model, tmp_path):
     track.mkdir()
     for name in ("mixture", "bass", "vocals"):
         sf.write(str(track / f"{name}.wav"), sine_mix(N, 44100), 44100)
-    from xumx.inference import expand_inputs
+    from xumx.stemfiles import expand_inputs
     assert expand_inputs([str(track)]) == [str(track / "mixture.wav")]
 
 
@@ -546,7 +548,8 @@ def test_a_mistyped_flag_suggests_the_close_one(song, typo, right, capsys):
 
 def test_a_training_run_folder_as_model_uses_its_best_weights(song, tiny_model, tmp_path):
     import shutil
-    from xumx.weights import BEST_NAME, sidecar_path
+    from xumx.weights import sidecar_path
+    from xumx.modelfiles import BEST_NAME
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shutil.copy(tiny_model, run_dir / BEST_NAME)
@@ -567,7 +570,7 @@ def test_a_folder_without_best_weights_says_so(song, tmp_path, capsys):
 
 def test_a_stem_mp4_is_named_without_stem_and_one_target_prints_its_file(tiny_model, tmp_path,
                                                                         capsys):
-    from xumx.inference import input_name
+    from xumx.stemfiles import input_name
     assert input_name("/data/Artist - Song.stem.mp4") == "Artist - Song"
     assert input_name("/data/.stem.mp4") == ".stem"
     path = str(tmp_path / "Artist - Song.stem.mp4")

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, sine_mix
-from xumx import config
+from xumx import config, parsing
 from xumx.interrupt import Terminated
 
 COMMANDS = ["test", "train", "eval", "export", "synth", "demo"]
@@ -72,7 +72,7 @@ def test_a_failed_run_is_one_line_and_status_1(command, failing_runs, capsys):
 def test_an_interruption_is_one_line_and_130_or_143(command, signal_kind, monkeypatch, capsys):
     def interrupted(*a, **k):
         raise signal_kind()
-    monkeypatch.setattr(config, "parse", interrupted)
+    monkeypatch.setattr(parsing, "parse", interrupted)
     code = main_of(command)(["--anything"])
     word = "terminated" if signal_kind is Terminated else "interrupted"
     assert code == (143 if signal_kind is Terminated else 130)
@@ -84,7 +84,7 @@ def test_an_interruption_is_one_line_and_130_or_143(command, signal_kind, monkey
 def test_a_bug_is_not_turned_into_a_message(command, monkeypatch):
     def bug(*a, **k):
         raise ZeroDivisionError("a planted bug")
-    monkeypatch.setattr(config, "parse", bug)
+    monkeypatch.setattr(parsing, "parse", bug)
     with pytest.raises(ZeroDivisionError, match="a planted bug"):
         main_of(command)([])
 
@@ -93,7 +93,7 @@ def test_a_bug_while_separating_a_file_keeps_its_traceback(tiny_model, tmp_path)
     """Not 'separation failed' for the file and on to the next: Python's traceback, status 1."""
     song = str(tmp_path / "song.wav")
     sf.write(song, sine_mix(4000, 8000), 8000)
-    planted = ("import sys, xumx.inference as i\n"
+    planted = ("import sys, xumx.stemfiles as i\n"
                "def bug(*a, **k): raise RuntimeError('a planted bug')\n"
                "i.separate_file = bug\n"
                "from xumx.test import main\n"
@@ -127,13 +127,13 @@ def test_a_flag_means_the_same_in_every_command():
     """An option string in several commands is one Flag (one help, one group); the only
     exception is a deprecated spelling, which says what it stands for."""
     seen = {}
-    for command in config.COMMANDS:
-        for _, f in config.command_fields(command):
+    for command in parsing.COMMANDS:
+        for _, f in parsing.command_fields(command):
             flag = f.metadata["flag"]
             for name in flag.names:
                 assert seen.setdefault(name, flag) is flag, (command, name)
-    deprecated = {old: flag for command in config.COMMANDS
-                  for _, f in config.command_fields(command)
+    deprecated = {old: flag for command in parsing.COMMANDS
+                  for _, f in parsing.command_fields(command)
                   for flag in [f.metadata["flag"]] for old in flag.deprecated}
     assert deprecated == {"--model": config.TrainConfig.__dataclass_fields__["resume"]
                           .metadata["flag"]}
@@ -156,7 +156,7 @@ def test_every_published_flag_still_parses():
                       "--hidden-size", "--bandwidth", "--nb-channels", "--sample-rate",
                       "--mcoef", "--device-id", "-d", "--context", "-c", "--valid_dur",
                       "--is-wav", "--samples-per-track", "--source-augmentations", "--model"]}.items():
-        known = {s for a in config.build_parser(command)._actions for s in a.option_strings}
+        known = {s for a in parsing.build_parser(command)._actions for s in a.option_strings}
         assert set(flags) <= known, (command, set(flags) - known)
 
 
@@ -165,7 +165,7 @@ def test_deprecated_train_model_warns_and_resumes(tmp_path, capsys):
     got = {}
 
     def body(argv):
-        got["cfg"] = config.parse("train", argv)[1]
+        got["cfg"] = parsing.parse("train", argv)[1]
         return 0
     assert run("train", body, ["--model", str(tmp_path)]) == 0
     assert got["cfg"].resume == str(tmp_path)

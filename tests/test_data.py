@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from xumx import data as D
+from xumx.training import data as D
 from xumx.synth import make_dataset, song_stems
 
 
@@ -124,7 +124,7 @@ def test_running_moments_match_numpy(rng):
 
 
 def test_input_statistics_downmix_and_floor():
-    from xumx.dsp import stft
+    from oracles import stft
     t = np.arange(4000) / 8000
     tone = np.sin(2 * np.pi * 1000 * t)
     audio = np.stack([tone, 0.5 * tone])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xumx import demo
-from xumx.weights import BEST_NAME
+from xumx.modelfiles import BEST_NAME
 
 TARGETS = ("bass", "drums", "vocals", "other")
 
@@ -64,7 +64,7 @@ def test_plan_uses_the_documented_flags(tmp_path):
         assert flag in train
     recipe = train[train.index("--config") + 1]   # recipes/demo.yaml: the small model's budget
     assert os.path.isfile(recipe) and os.path.basename(recipe) == "demo.yaml"
-    from xumx.config import read_recipe
+    from xumx.recipes import read_recipe
     assert read_recipe(recipe)["hidden_size"] == 64 and read_recipe(recipe)["epochs"] == 14
     model = os.path.join(str(tmp_path), "model", BEST_NAME)
     assert model in steps["test"] and model in steps["eval"] and "--baseline" in steps["eval"]

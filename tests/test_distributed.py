@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from xumx.distributed import (DistributedError, SingleProcess, launcher_world_size,
+from xumx.training.distributed import (DistributedError, SingleProcess, launcher_world_size,
                               make_communicator, scaled_hyperparameters)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

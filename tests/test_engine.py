@@ -8,13 +8,15 @@ import types
 import numpy as np
 import pytest
 
-from conftest import PARITY, sine_mix, tiny_config
+import oracles
+from conftest import PARITY, separator_of, sine_mix, tiny_config
+from oracles import wiener_separate
+from seeded import random_arrays
 from xumx import dsp, engine
-from xumx.config import SeparationConfig
-from xumx.engine import Device, EngineError, OnnxNet, device_of
-from xumx.filtering import wiener_separate
-from xumx.separator import Separator, resolve_backend
-from xumx.weights import random_arrays, save_model
+from xumx.engine import Device, EngineError, OnnxNet, parse_device
+from xumx.errors import ConfigError, XumxWarning
+from xumx.separator import Separator
+from xumx.weights import save_model
 
 
 def ser(ref, est):
@@ -45,7 +47,7 @@ def test_onnx_masks_match_nnabla(kw, rng):
     cfg = tiny_config(**kw)
     arrays = random_arrays(cfg, seed=5)
     mag = (3 * np.abs(rng.standard_normal((40, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
-    ref = Separator(cfg, arrays, backend="nnabla").masks(mag)
+    ref = separator_of(cfg, arrays, "nnabla").masks(mag)
     net = OnnxNet.from_arrays(cfg, arrays)
     assert net.cfg == cfg   # the configuration travels in the model's metadata
     out = net.masks(mag)
@@ -55,7 +57,7 @@ def test_onnx_masks_match_nnabla(kw, rng):
     # the frame axis is dynamic: one frame, and a prefix (the LSTMs run forward and backward,
     # so only the whole-prefix masks compare)
     for n in (1, 7):
-        assert ser(Separator(cfg, arrays, backend="nnabla").masks(mag[:n]), net.masks(mag[:n])) >= 100
+        assert ser(separator_of(cfg, arrays, "nnabla").masks(mag[:n]), net.masks(mag[:n])) >= 100
 
 
 def test_batch_axis_runs_independent_sequences(rng):
@@ -68,59 +70,53 @@ def test_batch_axis_runs_independent_sequences(rng):
         assert ser(net.masks(mag[:, b]), batched[:, :, b]) >= 120
 
 
-def test_backend_and_device_rules(monkeypatch):
-    assert resolve_backend("auto") == resolve_backend("onnxruntime") == "onnxruntime"
-    assert resolve_backend("nnabla") == "nnabla"
-    with pytest.raises(ValueError, match="replaced by onnxruntime"):
-        resolve_backend("numpy")
-    with pytest.raises(ValueError, match="backend"):
-        resolve_backend("torch")
-    assert device_of("cpu") == Device("cpu")
-    assert device_of("cudnn") == Device("cuda", 0)
-    assert device_of("cuda", "2") == Device("cuda", 2)
-    ctx = types.SimpleNamespace(backend=["cudnn:float", "cuda:float", "cpu:float"], device_id="1")
-    assert device_of(ctx) == Device("cuda", 1)
-    assert device_of(types.SimpleNamespace(backend=["cpu:float"], device_id="0")) == Device("cpu")
-    with pytest.raises(ValueError, match="unknown context"):
-        device_of("tpu")
-    # None: the caller's nnabla default context, read only if the caller imported nnabla
-    monkeypatch.delitem(sys.modules, "nnabla", raising=False)
-    assert device_of(None) == Device("cpu")
-    fake = types.ModuleType("nnabla")
-    fake.get_current_context = lambda: ctx
-    monkeypatch.setitem(sys.modules, "nnabla", fake)
-    assert device_of(None) == Device("cuda", 1)
+def test_device_names():
+    assert parse_device(None) == parse_device("cpu") == parse_device(" CPU ") == Device("cpu")
+    for name in ("cuda", "cudnn", "gpu", "cuda:0"):
+        assert parse_device(name) == Device("cuda", 0), name
+    assert parse_device("cuda:2") == parse_device("cudnn:2") == Device("cuda", 2)
+    assert parse_device(Device("cuda", 3)) == Device("cuda", 3)
+    torch_like = types.SimpleNamespace(type="cuda", index=1)   # what torch.device has
+    assert parse_device(torch_like) == Device("cuda", 1)
+    assert parse_device(types.SimpleNamespace(type="cpu", index=None)) == Device("cpu")
+    for bad, words in (("tpu", "unknown device"), ("cuda:x", "whole number"),
+                       ("cuda:-1", "whole number"), ("cpu:1", "unknown device")):
+        with pytest.raises(ConfigError, match=words):
+            parse_device(bad)
+
+
+def test_backends(tiny_model):
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        Separator.load(tiny_model, backend="torch")
 
 
 def test_unusable_gpu_is_an_error_not_a_cpu_run(tiny_cfg, monkeypatch):
     import onnxruntime as ort
     arrays = random_arrays(tiny_cfg, seed=1)
     if engine.CUDA_PROVIDER in ort.get_available_providers():   # a GPU build: it must be used
-        sep = Separator(tiny_cfg, arrays, context="cudnn")
-        assert sep.net.session.get_providers()[0] == engine.CUDA_PROVIDER
+        net = OnnxNet.from_arrays(tiny_cfg, arrays, parse_device("cudnn"))
+        assert net.session.get_providers()[0] == engine.CUDA_PROVIDER
         return
     with pytest.raises(EngineError, match="cannot run on CUDA device 0: .*pip install onnxruntime-gpu"):
-        Separator(tiny_cfg, arrays, context="cudnn")
+        OnnxNet.from_arrays(tiny_cfg, arrays, parse_device("cudnn"))
     # a CUDA provider that is listed but does not start: onnxruntime falls back to the CPU,
     # which the session's providers show
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: [engine.CUDA_PROVIDER, engine.CPU_PROVIDER])
     with pytest.raises(EngineError, match="CUDA provider could not start"):
-        Separator(tiny_cfg, arrays, context="cuda", device_id=1)
+        OnnxNet.from_arrays(tiny_cfg, arrays, parse_device("cuda:1"))
 
 
 @pytest.mark.nnabla
-@pytest.mark.nnabla
-@pytest.mark.parametrize("sep", [SeparationConfig(niter=1),
-                                 SeparationConfig(softmask=True, alpha=2.0, niter=0,
-                                                  residual_model=True)])
+@pytest.mark.parametrize("sep", [dict(niter=1),
+                                 dict(softmask=True, alpha=2.0, niter=0, residual_model=True)])
 @pytest.mark.parametrize("model_channels,audio_channels", [(2, 2), (2, 1), (1, 2)])
 def test_separator_engines_agree(sep, model_channels, audio_channels):
     cfg = tiny_config(nb_channels=model_channels)
     arrays = random_arrays(cfg, seed=2)
     audio = sine_mix(3000, cfg.sample_rate, audio_channels)
-    fast = Separator(cfg, arrays, sep).separate(audio)
-    ref = Separator(cfg, arrays, sep, backend="nnabla").separate(audio)
+    fast = separator_of(cfg, arrays, **sep).separate(audio)
+    ref = separator_of(cfg, arrays, "nnabla", **sep).separate(audio)
     assert set(fast) == set(ref)
     for name in ref:
         assert fast[name].shape == audio.shape
@@ -128,49 +124,97 @@ def test_separator_engines_agree(sep, model_channels, audio_channels):
 
 
 def test_model_cache(tmp_path, monkeypatch, rng):
-    """from_file builds the graph once per parameter file and loads it from the cache after."""
+    """Separator.load builds the graph once per parameter file and loads it from the cache
+    after, without reading (or hashing) the weights again."""
     monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
     cfg = tiny_config(sources=("a", "b"))
     path = str(tmp_path / "m.h5")
     save_model(path, cfg, random_arrays(cfg, seed=4))
     mag = np.abs(rng.standard_normal((30, cfg.nb_channels, cfg.nb_bins))).astype(np.float32)
-    first = Separator.from_file(path)
+    first = Separator.load(path)
 
     def cached():
         return [n for n in os.listdir(tmp_path / "cache" / "onnx") if n.endswith(".onnx")]
     assert len(cached()) == 1 and first.cfg == cfg
-    import xumx.pretrained
+    import xumx.digests
     import xumx.weights
-    monkeypatch.setattr(xumx.weights, "load_xumx", lambda *a: pytest.fail("weights read again"))
+    monkeypatch.setattr(xumx.weights, "read_parameters", lambda *a, **k: pytest.fail("weights read again"))
     hashed = []
-    real_digest = xumx.pretrained.digest_of
-    monkeypatch.setattr(xumx.pretrained, "digest_of", lambda p, a="sha1": hashed.append(p)
-                        or real_digest(p, a))
-    again = Separator.from_file(path)
-    assert path not in hashed   # its digest is remembered while size, mtime and inode stay
+    real_hash = xumx.digests.hash_file
+    monkeypatch.setattr(xumx.digests, "hash_file", lambda p, a="sha256": hashed.append(p)
+                        or real_hash(p, a))
+    xumx.digests.forget()   # a new process: only the memo on disk remembers
+    again = Separator.load(path)
+    assert hashed == []   # its digest is remembered while size, mtime and inode stay
     assert again.cfg == cfg
     np.testing.assert_array_equal(again.masks(mag), first.masks(mag))
-    with pytest.raises(ValueError, match="no parameter arrays"):
-        again.model
     monkeypatch.undo()
     monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
     # other weights, another entry; a damaged entry is rebuilt
     save_model(path, cfg, random_arrays(cfg, seed=5))
-    other = Separator.from_file(path)
+    other = Separator.load(path)
     assert len(cached()) == 2
     assert ser(other.masks(mag), first.masks(mag)) < 40
     for name in os.listdir(tmp_path / "cache" / "onnx"):
         with open(tmp_path / "cache" / "onnx" / name, "wb") as f:
             f.write(b"garbage")
-    np.testing.assert_array_equal(Separator.from_file(path).masks(mag), other.masks(mag))
+    np.testing.assert_array_equal(Separator.load(path).masks(mag), other.masks(mag))
 
 
-def test_unwritable_cache_still_separates(tmp_path, monkeypatch, tiny_model):
+def test_model_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
+    """Beyond CACHE_ENTRIES models the least recently used are removed, and using an entry
+    makes it the most recent."""
+    from xumx import modelcache
+    monkeypatch.setattr(modelcache, "CACHE_ENTRIES", 2)
+    folder = str(tmp_path / "onnx")
+    for k, key in enumerate(("a" * 64, "b" * 64, "c" * 64)):
+        modelcache.cached_model(key, lambda k=k: b"model %d" % k, folder)
+        os.utime(modelcache.cached_model(key, None, folder), (1000 + k, 1000 + k))
+        if k == 1:   # 'a' used again after 'b' was made: 'b' is now the oldest
+            path_a = modelcache.cached_model("a" * 64, None, folder)
+            os.utime(path_a, (1001.5, 1001.5))
+    modelcache.cached_model("d" * 64, lambda: b"model 3", folder)
+    names = sorted(n[len("xumx-"):len("xumx-") + 1] for n in os.listdir(folder))
+    assert names == ["c", "d"]
+
+
+def test_unwritable_cache_builds_in_memory_with_one_warning(tmp_path, monkeypatch, tiny_model):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("XUMX_CACHE", str(blocker))
-    sep = Separator.from_file(tiny_model)
+    with pytest.warns(XumxWarning) as caught:
+        sep = Separator.load(tiny_model)
+    lines = [str(w.message) for w in caught if issubclass(w.category, XumxWarning)]
+    assert len(lines) == 1 and "cannot write the model cache" in lines[0] \
+        and "XUMX_CACHE" in lines[0], lines
     assert set(sep.separate(sine_mix(2000, 8000))) == set(sep.cfg.sources)
+
+
+def test_read_only_home_separates(tmp_path, tiny_model):
+    """A home folder that cannot be written (a container's) and no XUMX_CACHE: separation
+    works, one warning says why the model is built in memory, and nothing is written."""
+    import stat
+    import subprocess
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    env = {k: v for k, v in os.environ.items() if k not in ("XUMX_CACHE", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    code = ("import sys, numpy as np; from xumx import Separator; "
+            "s = Separator.load(sys.argv[1]); "
+            "print(sorted(s.separate(np.zeros((3000, 2), np.float32))))")
+    # root ignores permissions: make the cache path unusable as a folder instead
+    if os.geteuid() == 0:
+        (home / ".cache").parent.chmod(0o700)
+        (home / ".cache").write_text("a file where the cache folder would be")
+        home.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    done = subprocess.run([sys.executable, "-c", code, tiny_model], env=env, capture_output=True,
+                          text=True, cwd=str(tmp_path))
+    home.chmod(0o700)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(tiny_config().sources))
+    warned = [ln for ln in done.stderr.splitlines() if "cannot write the model cache" in ln]
+    assert len(warned) == 1, done.stderr
 
 
 def _norbert(v, x, niter, softmask, alpha, residual):
@@ -210,26 +254,26 @@ def test_wiener_dual_mono_is_stable(rng):
 
 
 def test_overlap_add_blocks_equal_istft(rng):
-    spec = dsp.stft(rng.standard_normal((2, 1000)), 128, 32)
+    spec = oracles.stft(rng.standard_normal((2, 1000)), 128, 32)
     ola = dsp.OverlapAdd(2, 128, 32, spec.shape[-1], 1000, np.float32)
     for start in range(0, spec.shape[-1], 5):
         ola.add(start, spec[:, :, start:start + 5].transpose(0, 2, 1))
-    ref = dsp.istft(spec, 128, 32, 1000)
+    ref = oracles.istft(spec, 128, 32, 1000)
     assert ser(ref, ola.result().T) >= 100
 
 
 # ------------------------------------------------------------------ parity, full size
 PARITY_CONFIGS = {
-    "default": SeparationConfig(),
-    "softmask": SeparationConfig(softmask=True, alpha=2.0, niter=0, residual_model=True),
-    "em3": SeparationConfig(niter=3),
+    "default": dict(),
+    "softmask": dict(softmask=True, alpha=2.0, niter=0, residual_model=True),
+    "em3": dict(niter=3),
 }
 
 
 @pytest.fixture(scope="module")
 def parity_separator(parity_model):
     """The parity fixture's parameters (conftest's ``parity_model``) on the default engine, CPU."""
-    return Separator.from_file(parity_model)
+    return Separator.load(parity_model)
 
 
 @pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
@@ -237,8 +281,8 @@ def test_engine_parity(parity_separator, name):
     import soundfile as sf
     audio, rate = sf.read(os.path.join(PARITY, "input.wav"), dtype="float32")
     official = np.load(os.path.join(PARITY, "official_seed0.npz"))
-    sep = parity_separator.with_separation(PARITY_CONFIGS[name])
-    assert sep.backend == "onnxruntime"
+    sep = parity_separator.with_settings(**PARITY_CONFIGS[name])
+    assert isinstance(sep.net, OnnxNet)
     out = sep.separate(audio)
     keys = [k for k in official.files if k.startswith(name + "/")]
     assert sorted(k.split("/")[1] for k in keys) == sorted(out)
@@ -270,3 +314,34 @@ def test_busy_elsewhere_counts_others_not_this_process(monkeypatch):
     assert engine.busy_elsewhere((100.5, 10.99, 3.9)) is None   # too short a window to tell
     monkeypatch.setattr(engine, "_cpu_clock", lambda: None)
     assert engine.busy_elsewhere((100.0, 10.0, 3.0)) is None
+
+
+def test_forked_worker_measures_its_own_window():
+    """In a forked child (a celery/billiard prefork worker) the busy-CPU estimate counts only
+    what other processes did since the fork: the parent's CPU time before the fork is not
+    other processes' work. With the parent's reading the child saw dozens of busy CPUs on 2
+    cores and ran on one thread."""
+    import multiprocessing
+    import time
+    t0 = time.process_time()
+    while time.process_time() - t0 < 1.0:   # the parent's own work before the fork
+        sum(range(10000))
+
+    def child(queue):
+        time.sleep(0.3)   # a window in which this process and its parent are idle
+        idle0, wall0 = engine._cpu_clock()[:2]
+        busy = engine.busy_elsewhere()
+        idle1, wall1 = engine._cpu_clock()[:2]
+        queue.put((busy, engine._SINCE[2], engine.default_threads(), engine.physical_cores()))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    busy, since_cpu, threads, cores = queue.get(timeout=60)
+    proc.join(60)
+    assert since_cpu < 0.5   # the child's window starts at its own (near zero) CPU time
+    assert busy is not None and 0 <= busy <= os.cpu_count()
+    # the parent burnt 1 s of CPU before the fork; were it counted, busy would be >= 1 / 0.3
+    assert busy < 1.5, busy
+    assert threads >= 1 and (busy > 0.5 or threads == cores)

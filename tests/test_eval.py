@@ -14,7 +14,10 @@ import pytest
 from conftest import tiny_config
 from xumx import eval as eval_cli
 from xumx import evaluation, files
-from xumx.weights import random_arrays, save_model
+from xumx.errors import EvalError
+from xumx.evaluation import identity as identity_mod
+from xumx.weights import save_model
+from seeded import random_arrays
 
 RATE = 44100
 TRACKS = ("Alpha - First", "Beta - Second")
@@ -120,8 +123,9 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
 def test_rerun_skips_scored_tracks_and_resumes_a_killed_run(data, scored, monkeypatch, capsys):
     evaldir, _ = scored
     calls = []
-    real = evaluation.estimate_track
-    monkeypatch.setattr(evaluation, "estimate_track", lambda *a: calls.append(1) or real(*a))
+    from xumx.evaluation import run as running
+    real = running.estimate_track
+    monkeypatch.setattr(running, "estimate_track", lambda *a: calls.append(1) or real(*a))
     jsons = [evaldir / "test" / f"{n}.json" for n in TRACKS]
     mtimes = [os.stat(p).st_mtime_ns for p in jsons]
     before = sdr_by_track(evaldir)
@@ -158,7 +162,7 @@ def test_tracks_selects_by_name(data, tmp_path, capsys):
 
 
 def test_resample_round_trip_keeps_length_and_band_limited_signal():
-    from xumx.audio import resample
+    from oracles import resample
     t = np.arange(RATE) / RATE
     x = np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 300 * t)], axis=1)
     y = resample(x, RATE, 8000)
@@ -230,7 +234,7 @@ def test_readme_flag_table_matches_the_parser():
     """docs/flags.md's table of xumx.eval (the README links it) has the parser's flags, their
     defaults and their help."""
     import argparse
-    from xumx.config import build_parser
+    from xumx.parsing import build_parser
     from conftest import flag_rows
     documented = flag_rows("eval")
     actions = [a for a in build_parser("eval")._actions
@@ -241,36 +245,24 @@ def test_readme_flag_table_matches_the_parser():
         assert a.help in (meaning, f"{meaning} (default: {default})"), a.option_strings
 
 
-def test_tracks_are_separated_in_the_chunks_of_xumx_test(tiny_cfg):
+def test_tracks_are_separated_in_the_chunks_of_xumx_test(data, tmp_path, monkeypatch):
     """Tracks go through xumx.test's separation path with its chunking rule (--chunk-dur,
-    --overlap), at the model's rate here."""
-    from conftest import sine_mix
-    from xumx.chunking import separate_chunked
-    from xumx.config import ChunkConfig
+    --overlap): the network sees chunks of at most --chunk-dur."""
     from xumx.separator import Separator
-    from xumx.weights import random_arrays
-    sep = Separator(tiny_cfg, random_arrays(tiny_cfg))
-    audio = sine_mix(2 * tiny_cfg.sample_rate, tiny_cfg.sample_rate)
-    calls = []
-
-    class Counting:
-        cfg = sep.cfg
-
-        def separate(self, x):
-            calls.append(x.shape[0])
-            return sep.separate(x)
-    rate = tiny_cfg.sample_rate
-    whole = evaluation.estimate_track(Counting(), audio, rate, ChunkConfig(chunk_dur=0))
-    assert calls == [audio.shape[0]]
-    for k, v in sep.separate(audio).items():
-        np.testing.assert_array_equal(whole[k], v)
-    calls.clear()
-    chunked = evaluation.estimate_track(Counting(), audio, rate, ChunkConfig(0.5, 0.125))
-    assert len(calls) > 3 and max(calls) <= tiny_cfg.sample_rate // 2
-    ref = separate_chunked(sep.separate, audio, rate // 2, int(round(0.125 * rate)))
-    for k in ref:
-        assert chunked[k].shape == audio.shape
-        np.testing.assert_array_equal(chunked[k], ref[k])
+    sizes = []
+    real = Separator._separate_chunk
+    monkeypatch.setattr(Separator, "_separate_chunk",
+                        lambda self, x: sizes.append(x.shape[0]) or real(self, x))
+    argv = ["--model", data["model"], "--root", data["root"], "--is-wav", "--targets", *TARGETS,
+            "--tracks", TRACKS[0]]
+    assert eval_cli.main(argv + ["--evaldir", str(tmp_path / "a"), "--chunk-dur", "0"]) == 0
+    assert len(sizes) == 1
+    whole = sizes[0]
+    sizes.clear()
+    assert eval_cli.main(argv + ["--evaldir", str(tmp_path / "b"), "--chunk-dur", "0.5",
+                                 "--overlap", "0.125"]) == 0
+    rate = Separator.load(data["model"]).sample_rate
+    assert len(sizes) >= 3 and max(sizes) <= rate // 2 and sum(sizes) > whole
 
 
 # ----------------------------------------------------------------- what made the scores
@@ -344,14 +336,14 @@ def test_an_eval_dir_with_scores_and_no_record_is_refused(data, scored, tmp_path
     # a folder of baseline scores only: those are the mixture's whatever the model, so kept
     identity = {"model_sha256": "0" * 64}
     shutil.copytree(evaldir / "mixture", tmp_path / "base" / "mixture")
-    evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")
-    evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")     # the same: fine
-    with pytest.raises(evaluation.EvalError, match="the model file: SHA-256 000000000000... "
+    identity_mod.check_identity(str(tmp_path / "base"), identity, "m.h5")
+    identity_mod.check_identity(str(tmp_path / "base"), identity, "m.h5")     # the same: fine
+    with pytest.raises(EvalError, match="the model file: SHA-256 000000000000... "
                                                    "there, SHA-256 111111111111... now"):
-        evaluation.check_identity(str(tmp_path / "base"), {"model_sha256": "1" * 64}, "m.h5")
+        identity_mod.check_identity(str(tmp_path / "base"), {"model_sha256": "1" * 64}, "m.h5")
     (tmp_path / "base" / "identity.json").write_text("{not json")
-    with pytest.raises(evaluation.EvalError, match="cannot read the record"):
-        evaluation.check_identity(str(tmp_path / "base"), identity, "m.h5")
+    with pytest.raises(EvalError, match="cannot read the record"):
+        identity_mod.check_identity(str(tmp_path / "base"), identity, "m.h5")
 
 
 def test_without_model_the_published_weights_are_scored(data, tmp_path, monkeypatch, capsys):
@@ -396,10 +388,14 @@ def test_identity_of_a_umx_folder_hashes_each_target_file(tmp_path):
     for name in ("vocals", "drums", "bass"):
         (tmp_path / f"{name}.h5").write_bytes(name.encode())
     (tmp_path / "vocals.json").write_text("{}")
-    sep = SimpleNamespace(targets=("vocals", "drums"), cfg=SimpleNamespace(sample_rate=44100))
+    from xumx.modelfiles import ModelFiles
+    sep = SimpleNamespace(targets=("vocals", "drums"), sample_rate=44100)
 
     def identity():
-        return evaluation.identity_of(str(tmp_path), True, sep, SeparationConfig(), ChunkConfig())
+        from xumx import digests
+        digests.forget()
+        model = ModelFiles.resolve(str(tmp_path), True, sep.targets)
+        return identity_mod.identity_of(model, sep, SeparationConfig(), ChunkConfig())
     first = identity()
     assert first["model_sha256"] == {t: files_sha256(tmp_path / f"{t}.h5") for t in sep.targets}
     assert first["sidecar_sha256"] == {"vocals": files_sha256(tmp_path / "vocals.json"),

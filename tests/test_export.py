@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import separator_of, tiny_config
 from xumx.separator import Separator
-from xumx.weights import random_arrays, save_model
+from xumx.weights import save_model
+from seeded import random_arrays
 
 #: what a user of the file writes: onnxruntime and numpy only
 RUN = """
@@ -50,7 +51,7 @@ def test_export_runs_in_a_fresh_session(tmp_path, rng):
     assert info == {"sources": list(cfg.sources), "xumx_loaded": False}
     masks = np.load(tmp_path / "masks.npy")
     assert masks.shape == (3, 50, 2, cfg.nb_channels, cfg.nb_bins)
-    ref = Separator(cfg, arrays, backend="nnabla")
+    ref = separator_of(cfg, arrays, "nnabla")
     for b in range(2):
         r = ref.masks(mag[:, b])
         err = np.sum((masks[:, :, b] - r).astype(np.float64) ** 2)
@@ -78,7 +79,8 @@ def test_readme_onnxruntime_example(tmp_path):
     cfg = ModelConfig()
     model = str(tmp_path / "x-umx.h5")
     save_model(model, cfg, random_arrays(cfg, seed=3))
-    export(model, str(tmp_path / "x-umx.onnx"))
+    from xumx.modelfiles import ModelFiles
+    export(ModelFiles(model), str(tmp_path / "x-umx.onnx"))
     audio = sine_mix(30000, cfg.sample_rate)
     sf.write(tmp_path / "song.wav", audio, cfg.sample_rate, subtype="FLOAT")
     code = readme_section("Exporting to ONNX").split("```python\n")[1].split("```")[0]
@@ -86,7 +88,7 @@ def test_readme_onnxruntime_example(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
-    sep = Separator.from_file(model)
+    sep = Separator.load(model)
     ref = sep.masks(sep.model_input(sep.spectrogram(audio)))
     masks = np.load(tmp_path / "masks.npy")
     assert masks.shape == ref.shape
@@ -110,6 +112,6 @@ def test_export_of_a_umx_folder(tmp_path, rng):
     net = OnnxNet(out)
     assert net.cfg == cfg
     mag = (3 * np.abs(rng.standard_normal((30, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
-    ref = Separator(cfg, arrays, backend="nnabla").masks(mag)
+    ref = separator_of(cfg, arrays, "nnabla").masks(mag)
     err = np.sum((net.masks(mag) - ref).astype(np.float64) ** 2)
     assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err) >= 100

@@ -14,7 +14,8 @@ import soundfile as sf
 
 from conftest import sine_mix, tiny_config
 from xumx import files
-from xumx.weights import WeightsError, load_xumx, random_arrays, save_model
+from xumx.weights import WeightsError, load_xumx, save_model
+from seeded import random_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,22 +40,25 @@ import json, os, resource, sys
 sys.path.insert(0, os.path.join(sys.argv[2], "tests"))
 import numpy as np
 from conftest import tiny_config, adam_states, checkpoint_meta
-from xumx import audio, evaluation, files, training, weights
+from seeded import random_arrays
+from xumx import evaluation, files, weights
+from xumx.training import checkpoints, trainer
+import oracles
 out = sys.argv[1]
 cfg = tiny_config()
-arrays = weights.random_arrays(cfg)
+arrays = random_arrays(cfg)
 long = np.random.RandomState(0).uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
 jobs = {
     "weights": lambda p: weights.save_model(p, cfg, arrays),
-    "checkpoint": lambda p: weights.write_checkpoint(p, arrays, adam_states(cfg), checkpoint_meta(cfg, 1)),
-    "history": lambda p: training.write_history(os.path.dirname(p), [{"epoch": i, "train_loss": 1.0}
+    "checkpoint": lambda p: checkpoints.write_checkpoint(p, arrays, adam_states(cfg), checkpoint_meta(cfg, 1)),
+    "history": lambda p: trainer.write_history(os.path.dirname(p), [{"epoch": i, "train_loss": 1.0}
                                                                      for i in range(300)]),
-    "plot": lambda p: training.plot_history(p, [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.0, "lr": 1e-3}]),
+    "plot": lambda p: trainer.plot_history(p, [{"epoch": 1, "train_loss": 1.0, "valid_loss": 1.0, "lr": 1e-3}]),
     "scores json": lambda p: files.write_text(p, "x" * 10000),
     "estimates": lambda p: evaluation.write_estimates({"vocals": long, "drums": long}, p, 44100),
-    "wav": lambda p: audio.write(p, long, 44100, "wav", "16"),
-    "flac": lambda p: audio.write(p, long, 44100, "flac", "24"),
-    "mp3": lambda p: audio.write(p, np.tile(long, (10, 1)), 44100, "mp3", "16"),
+    "wav": lambda p: oracles.write(p, long, 44100, "wav", "16"),
+    "flac": lambda p: oracles.write(p, long, 44100, "flac", "24"),
+    "mp3": lambda p: oracles.write(p, np.tile(long, (10, 1)), 44100, "mp3", "16"),
 }
 resource.setrlimit(resource.RLIMIT_FSIZE, (4000, resource.RLIM_INFINITY))
 for name, job in jobs.items():

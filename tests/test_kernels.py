@@ -12,10 +12,10 @@ import nnabla as nn
 import nnabla.functions as F
 
 from conftest import tiny_config
-from xumx import kernels
-from xumx.dsp import graph_masked_istft, graph_spectrogram
-from xumx.losses import freq_combination_loss, time_combination_loss
-from xumx.model import OpenUnmixCrossNet
+from xumx.training import kernels
+from xumx.training.stft import graph_masked_istft, graph_spectrogram
+from xumx.training.losses import freq_combination_loss, time_combination_loss
+from xumx.training.model import OpenUnmixCrossNet
 
 pytestmark = pytest.mark.nnabla   # every test compares with nnabla's own functions
 
@@ -71,7 +71,7 @@ LSTM_CASES = [(s, layers, d) for s in (1, 2, 3, 4) for layers in (1, 2, 3) for d
 
 @pytest.mark.parametrize("nb_sources,nb_layers,directions", LSTM_CASES)
 def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
-    from xumx.kernels.lstm import sources_lstm
+    from xumx.training.kernels.lstm import sources_lstm
     n, b, i, h = 6, 2, 5, 3
     shared = (nb_sources + nb_layers) % 2 == 0  # both kinds of input across the grid
     xs = [var(rng.standard_normal((n, b, i))) for _ in range(1 if shared else nb_sources)]
@@ -97,7 +97,7 @@ def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
 
 def test_lstm_without_a_training_forward_recomputes_its_states(rng):
     """A test-mode function keeps nothing; its backward still gives nnabla's gradients."""
-    from xumx.kernels.lstm import sources_lstm
+    from xumx.training.kernels.lstm import sources_lstm
     x = var(rng.standard_normal((5, 2, 4)))
     w0, b = var(rng.standard_normal((2, 4, 3, 7))), var(rng.standard_normal((1, 2, 4, 3)))
 
@@ -216,7 +216,7 @@ def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat
 
 # ----------------------------------------------------------------- the whole training graph
 def training_step_gradients(cfg, on, arrays, x, y, test=False):
-    from xumx.training import build_loss_graph
+    from xumx.training.trainer import build_loss_graph
     model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
     model.set_parameters(arrays)
     with kernels.forced(on):
@@ -239,7 +239,7 @@ def tiny_batch(cfg, rng, batch=2, length=1000):
 @pytest.mark.parametrize("kw", [dict(nb_layers=2), dict(nb_channels=1, unidirectional=True,
                                                         sources=("a", "b", "c"), nb_layers=1)])
 def test_training_graph_same_loss_and_gradients(rng, kw):
-    from xumx.weights import random_arrays
+    from seeded import random_arrays
     cfg = tiny_config(**kw)
     arrays = random_arrays(cfg, seed=2)
     x, y = tiny_batch(cfg, rng)
@@ -255,8 +255,8 @@ def test_training_graph_same_loss_and_gradients(rng, kw):
 
 
 def test_validation_graph_same_loss(rng):
-    from xumx.training import build_loss_graph
-    from xumx.weights import random_arrays
+    from xumx.training.trainer import build_loss_graph
+    from seeded import random_arrays
     cfg = tiny_config(nb_layers=2)
     model = OpenUnmixCrossNet(cfg)
     model.set_parameters(random_arrays(cfg, seed=3))
@@ -273,7 +273,7 @@ def test_validation_graph_same_loss(rng):
 
 def test_three_sgd_steps_end_at_the_same_parameters(rng):
     import nnabla.solvers as S
-    from xumx.training import build_loss_graph
+    from xumx.training.trainer import build_loss_graph
     cfg = tiny_config(nb_layers=2)
     batches = [tiny_batch(cfg, rng) for _ in range(3)]
     final = []
@@ -358,7 +358,7 @@ def test_switch_selects_kernels_on_cpu_only(monkeypatch):
 
 
 def test_training_graph_uses_the_kernels_on_cpu():
-    from xumx.training import build_loss_graph
+    from xumx.training.trainer import build_loss_graph
     cfg = tiny_config(nb_layers=1)
     model = OpenUnmixCrossNet(cfg)
     fast = function_names(build_loss_graph(model, 1, 800, 10.0, test=False).loss)

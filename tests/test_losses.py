@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from xumx.losses import (freq_combination_loss, multi_domain_loss, source_combinations,
+from xumx.training.losses import (freq_combination_loss, multi_domain_loss, source_combinations,
                          time_combination_loss, weighted_sdr_loss)
 
 

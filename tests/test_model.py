@@ -4,9 +4,9 @@ import pytest
 
 from conftest import tiny_config
 from xumx.config import ModelConfig
-from xumx.spec import parameter_spec
-from xumx.separator import Separator
-from xumx.weights import random_arrays
+from xumx.params import parameter_spec
+from conftest import separator_of
+from seeded import random_arrays
 
 
 def test_published_parameter_contract():
@@ -34,7 +34,7 @@ def test_published_parameter_contract():
 def test_graph_creates_exactly_the_spec():
     cfg = tiny_config()
     import nnabla as nn
-    from xumx.model import OpenUnmixCrossNet
+    from xumx.training.model import OpenUnmixCrossNet
     model = OpenUnmixCrossNet(cfg)
     with nn.auto_forward():
         model.masks(nn.Variable.from_numpy_array(np.ones((5, 1, 2, cfg.nb_bins), np.float32)))
@@ -48,7 +48,7 @@ def test_graph_creates_exactly_the_spec():
 @pytest.mark.parametrize("nb_channels", [1, 2])
 def test_mask_shapes(nb_sources, nb_channels):
     cfg = tiny_config(sources=("a", "b", "c", "d")[:nb_sources], nb_channels=nb_channels)
-    sep = Separator(cfg, random_arrays(cfg))
+    sep = separator_of(cfg, random_arrays(cfg))
     mag = np.abs(np.random.RandomState(0).standard_normal((7, nb_channels, cfg.nb_bins))).astype(np.float32)
     masks = sep.masks(mag)
     assert masks.shape == (nb_sources, 7, nb_channels, cfg.nb_bins)
@@ -62,7 +62,7 @@ def test_other_sizes_build_and_run(kw):
     spec = {n: s for n, s, _ in parameter_spec(cfg)}
     if cfg.unidirectional:
         assert spec["lstm_bass/lstm/weight_l0"][0] == 1
-    masks = Separator(cfg, random_arrays(cfg)).masks(np.ones((4, 2, cfg.nb_bins), np.float32))
+    masks = separator_of(cfg, random_arrays(cfg)).masks(np.ones((4, 2, cfg.nb_bins), np.float32))
     assert masks.shape == (4, 4, 2, cfg.nb_bins)
 
 
@@ -82,7 +82,7 @@ def test_identical_sources_give_identical_masks():
     cfg = tiny_config()
     arrays = _same_for_every_source(cfg, random_arrays(cfg, seed=3))
     mag = np.abs(np.random.RandomState(1).standard_normal((6, 2, cfg.nb_bins))).astype(np.float32)
-    masks = Separator(cfg, arrays).masks(mag)
+    masks = separator_of(cfg, arrays).masks(mag)
     for m in masks[1:]:
         np.testing.assert_array_equal(m, masks[0])
     assert np.ptp(masks[0]) > 0
@@ -94,10 +94,10 @@ def test_crossing_couples_the_sources(crossing):
     cfg = tiny_config(crossing=crossing)
     arrays = random_arrays(cfg, seed=4)
     mag = np.abs(np.random.RandomState(2).standard_normal((6, 2, cfg.nb_bins))).astype(np.float32)
-    before = Separator(cfg, arrays).masks(mag)
+    before = separator_of(cfg, arrays).masks(mag)
     changed = dict(arrays)
     changed["fc1_bass/affine/W"] = arrays["fc1_bass/affine/W"] * -1.5
-    after = Separator(cfg, changed).masks(mag)
+    after = separator_of(cfg, changed).masks(mag)
     assert not np.allclose(before[0], after[0])
     others_changed = [not np.allclose(b, a) for b, a in zip(before[1:], after[1:])]
     assert all(others_changed) if crossing else not any(others_changed)

@@ -109,7 +109,8 @@ def third_party_imports(folder):
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found.add(node.module.split(".")[0])
     stdlib = set(getattr(__import__("sys"), "stdlib_module_names", ())) or None
-    local = {"xumx", "conftest", "test_eval", "__future__"}
+    local = {"xumx", "__future__"} | {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "tests"))
+                                       if n.endswith(".py")}
     if stdlib is None:   # Python < 3.10: ask where each module lives
         import importlib.util
         import sysconfig

@@ -19,9 +19,9 @@ import soundfile as sf
 from conftest import PARITY, SHARED_PARITY
 from xumx import api
 from xumx.config import ModelConfig, SeparationConfig
-from xumx.spec import parameter_spec
+from xumx.params import parameter_spec
 from xumx.separator import Separator
-from xumx.weights import random_arrays
+from seeded import random_arrays
 
 CONFIGS = {
     "default": dict(softmask=False, alpha=1.0, niter=1, residual_model=False),
@@ -128,12 +128,12 @@ def _check(name, out, audio, ref):
 @pytest.mark.nnabla
 def test_nnabla_graph_parity(parity_model, fixture_audio):
     audio, ref = fixture_audio
-    sep = Separator.from_file(parity_model, backend="nnabla")
+    sep = Separator.load(parity_model, backend="nnabla")
     mag = sep.model_input(sep.spectrogram(audio))
     masks = sep.masks(mag)
-    sep.masks = lambda _mag: masks.copy()   # the network once; separate() scales it in place
+    sep.net.masks = lambda _mag: masks.copy()   # the network once; separate() scales it in place
     for name, kw in CONFIGS.items():
-        _check(name, sep.with_separation(SeparationConfig(**kw)).separate(audio), audio, ref)
+        _check(name, sep.with_settings(**kw).separate(audio), audio, ref)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -6,7 +6,7 @@ import os
 import re
 
 from conftest import ROOT, flag_rows, readme_section
-from xumx.config import COMMANDS, build_parser, flags_document
+from xumx.parsing import COMMANDS, build_parser, flags_document
 
 #: The README is read in two minutes: measurements and long tables live in docs/.
 README_LIMIT = 15 * 1024

@@ -214,8 +214,8 @@ def _args(model):
     (np.zeros((2, 3000), np.float32), r"\(channels, samples\).*audio\.T"),
     (np.zeros((1, 3000), np.float32), r"\(channels, samples\).*audio\.T"),
     (np.zeros((6, 3000), np.float32), r"1 or 2 channels"),
-    (np.zeros((3000, 2, 1), np.float32), r"2-D"),
-    (np.zeros((), np.float32), r"2-D"),
+    (np.zeros((3000, 2, 1), np.float32), r"\(nb_timesteps, nb_channels\)"),
+    (np.zeros((), np.float32), r"\(nb_timesteps, nb_channels\)"),
     (np.zeros((3000, 0), np.float32), r"1 or 2 channels"),
     (np.zeros((0, 2), np.float32), r"empty"),
     (np.zeros((3000, 2), np.complex64), r"floating point"),
@@ -308,7 +308,8 @@ def test_weights_loading_never_unpickles(monkeypatch, tmp_path):
     monkeypatch.setattr(pickle, "load", forbidden)
     monkeypatch.setattr(np, "load", forbidden)
     cfg = tiny_config()
-    from xumx.weights import WeightsError, load_xumx, random_arrays, write_h5
+    from xumx.weights import WeightsError, load_xumx, write_h5
+    from seeded import random_arrays
     payload = pickle.dumps({"not": "weights"})
     for kind, make in [
         ("vlen str", lambda f: f.create_dataset("x", data=["a", "bc"], dtype=h5py.string_dtype())),
@@ -342,8 +343,9 @@ def _cli_model_error(model, tmp_path, capsys, *flags):
 ])
 def test_bad_parameter_files_are_one_line_from_the_cli(case, words, tmp_path, capsys):
     import h5py
-    from xumx.weights import write_checkpoint
-    from xumx.weights import random_arrays, save_model, write_h5
+    from xumx.training.checkpoints import write_checkpoint
+    from xumx.weights import save_model, write_h5
+    from seeded import random_arrays
     cfg = tiny_config()
     arrays = random_arrays(cfg)
     path = tmp_path / "model.h5"
@@ -376,7 +378,8 @@ def test_bad_parameter_files_are_one_line_from_the_cli(case, words, tmp_path, ca
 
 def test_model_of_other_sources_is_one_line(tmp_path, capsys):
     """An X-UMX file with 3 sources asked for the 4 usual targets."""
-    from xumx.weights import random_arrays, save_model
+    from xumx.weights import save_model
+    from seeded import random_arrays
     cfg = tiny_config(sources=("drums", "vocals", "other"))
     path = tmp_path / "three.h5"
     save_model(str(path), cfg, random_arrays(cfg))
@@ -465,8 +468,8 @@ def test_training_killed_with_sigkill_resumes_to_the_same_parameters(tiny_musdb,
     checkpoint left is whole, and resuming with --model reaches the parameters of an
     uninterrupted 3-epoch run with the same seed. One LSTM layer: nnabla's multi-layer LSTM
     dropout is not reproducible."""
-    from xumx.training import CHECKPOINT_NAME
-    from xumx.weights import read_checkpoint
+    from xumx.modelfiles import CHECKPOINT_NAME
+    from xumx.training.checkpoints import read_checkpoint
     env = dict(os.environ, PYTHONPATH=ROOT)
 
     def start(output, *extra):
@@ -505,8 +508,9 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
     """Ctrl-C/SIGTERM while a checkpoint or weights file is written: the previous file stays
     whole and no temporary is left."""
     import h5py
-    from xumx.weights import read_checkpoint, write_checkpoint
-    from xumx.weights import load_xumx, random_arrays, save_model
+    from xumx.training.checkpoints import read_checkpoint, write_checkpoint
+    from xumx.weights import load_xumx, save_model
+    from seeded import random_arrays
     cfg = tiny_config()
     arrays = random_arrays(cfg, seed=1)
     path = str(tmp_path / "file.h5")
@@ -545,8 +549,8 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
 def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tiny_musdb, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) during training: status 143 within seconds, the resume
     hint as the last line, the last checkpoint whole and no temporary left."""
-    from xumx.training import CHECKPOINT_NAME
-    from xumx.weights import read_checkpoint
+    from xumx.modelfiles import CHECKPOINT_NAME
+    from xumx.training.checkpoints import read_checkpoint
     out = tmp_path / "run"
     flags = list(TRAIN_FLAGS)
     flags[flags.index("--epochs") + 1] = "50"   # still running when the signal comes
@@ -575,7 +579,7 @@ def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tin
 def test_interrupted_plot_and_history_keep_the_previous_files(tmp_path, monkeypatch):
     """The slow part after a checkpoint (matplotlib) is where a SIGTERM most often lands."""
     import matplotlib.figure
-    from xumx.training import plot_history, write_history
+    from xumx.training.trainer import plot_history, write_history
     history = [{"epoch": 1, "train_loss": 2.0, "valid_loss": 1.0, "lr": 1e-3, "best": True,
                 "seconds": 1.0}]
     png = str(tmp_path / "training.png")
@@ -589,7 +593,7 @@ def test_interrupted_plot_and_history_keep_the_previous_files(tmp_path, monkeypa
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)
     with pytest.raises(KeyboardInterrupt):
         plot_history(png, history * 2)
-    monkeypatch.setattr("xumx.training.csv.DictWriter.writerows",
+    monkeypatch.setattr("xumx.training.trainer.csv.DictWriter.writerows",
                         lambda self, rows: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         write_history(str(tmp_path), history * 2)
@@ -625,7 +629,8 @@ def test_signal_during_evaluation_exits_cleanly_leaving_only_whole_files(signum,
     complete, each track's estimates all present at full length (rerunning goes on)."""
     from test_eval import make_musdb
     from xumx.evaluation import read_scores
-    from xumx.weights import random_arrays, save_model
+    from xumx.weights import save_model
+    from seeded import random_arrays
     names = [f"Track {i:02d}" for i in range(8)]
     root = make_musdb(tmp_path / "musdb", names=names)
     cfg = tiny_config()

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from xumx.schedule import EarlyStopping, ReduceLROnPlateau
+from xumx.training.schedule import EarlyStopping, ReduceLROnPlateau
 
 
 def test_lr_drops_after_more_than_patience_bad_epochs_then_cools_down():

@@ -8,7 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import sine_mix
-from xumx import audio, files, inference
+from xumx import files, stemfiles
+from xumx import decode
+from xumx import encode
+import oracles
+from xumx import resample as resample_mod
 from xumx.config import ChunkConfig, OutputConfig
 from xumx.test import main
 
@@ -25,9 +29,9 @@ def test_stream_resampler_equals_whole_signal_resampling(n, block, rates, extra)
     x = sine_mix(n, rate_in, seed=n % 7)
     if rate_in == rate_out:   # passed through as it comes: the length can only grow
         extra = abs(extra)
-    length = max(audio.resampled_length(n, rate_in, rate_out) + extra, 1)
-    whole = audio.resample(x, rate_in, rate_out, length=length)
-    r = audio.StreamResampler(rate_in, rate_out)
+    length = max(resample_mod.resampled_length(n, rate_in, rate_out) + extra, 1)
+    whole = oracles.resample(x, rate_in, rate_out, length=length)
+    r = resample_mod.StreamResampler(rate_in, rate_out)
     pieces = [r.push(x[i:i + block]) for i in range(0, n, block)] + [r.finish(length)]
     streamed = np.concatenate(pieces)
     assert streamed.shape == whole.shape and streamed.dtype == np.float32
@@ -42,12 +46,12 @@ def _snr(ref, est):
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_streamed_file_equals_whole_array_separation(tiny_model, tmp_path, monkeypatch, fmt):
     """A 20 s 48 kHz file, --start/--duration, 2 s chunks, decoded in odd-sized blocks: the
-    stems equal separate_audio of the whole decoded span (exactly, before encoding)."""
+    stems equal Separator.separate of the whole decoded span (exactly, before encoding)."""
     from xumx.separator import Separator
     rate, span = 48000, (1.3, 17.1)
     song = str(tmp_path / "song.wav")
     sf.write(song, sine_mix(20 * rate, rate, seed=4), rate, subtype="FLOAT")
-    monkeypatch.setattr(inference, "DECODE_BLOCK", 4099)
+    monkeypatch.setattr(stemfiles, "DECODE_BLOCK", 4099)
     out = str(tmp_path / "out")
     bits = ["--bits", "float"] if fmt == "wav" else []
     assert main(["--inputs", song, "--outdir", out, "--model", tiny_model, "--quiet",
@@ -55,16 +59,16 @@ def test_streamed_file_equals_whole_array_separation(tiny_model, tmp_path, monke
                  "--duration", str(span[1]), "--format", fmt, *bits]) == 0
     options = OutputConfig(start=span[0], duration=span[1], out_format=fmt,
                            bits="float" if fmt == "wav" else None, quiet=True)
-    x, _, _ = audio.load(song, *span)
+    x, _, _ = oracles.load(song, *span)
     assert x.shape[0] == round(span[1] * rate)
-    whole = inference.separate_audio(Separator.from_file(tiny_model), x, rate, ChunkConfig(2, 0.5))
+    whole = Separator.load(tiny_model, chunk_dur=2, overlap=0.5).separate(x, rate)
     ref = str(tmp_path / "ref")
     os.makedirs(ref)
-    audio.write_stems({os.path.join(ref, f"{k}.{fmt}"): y for k, y in whole.items()}, rate, fmt,
+    encode.write_stems({os.path.join(ref, f"{k}.{fmt}"): y for k, y in whole.items()}, rate, fmt,
                       options.bits)
     for name in STEMS:
-        streamed, _, _ = audio.load(os.path.join(out, "song", f"{name}.{fmt}"))
-        expected, _, _ = audio.load(os.path.join(ref, f"{name}.{fmt}"))
+        streamed, _, _ = oracles.load(os.path.join(out, "song", f"{name}.{fmt}"))
+        expected, _, _ = oracles.load(os.path.join(ref, f"{name}.{fmt}"))
         assert streamed.shape == expected.shape == x.shape
         assert _snr(expected, streamed) > 100, name
     if fmt == "wav":   # float wav stores the samples as computed: they are the same
@@ -79,9 +83,9 @@ def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_pat
     rate, seconds, block = 8000, 12, 1000
     song = str(tmp_path / "song.wav")
     sf.write(song, sine_mix(seconds * rate, rate, seed=2), rate, subtype="PCM_16")
-    monkeypatch.setattr(inference, "DECODE_BLOCK", block)
+    monkeypatch.setattr(stemfiles, "DECODE_BLOCK", block)
     decoded, log = [0], []
-    real_stream = audio.stream
+    real_stream = decode.stream
 
     def counting_stream(*a, **k):
         for b in real_stream(*a, **k):
@@ -90,21 +94,21 @@ def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_pat
             yield b
 
     from xumx.separator import Separator
-    real_separate = Separator.separate
+    real_separate = Separator._separate_chunk
 
     def logging_separate(self, x):
         log.append(("separate", x.shape[0], decoded[0]))
         return real_separate(self, x)
 
-    real_write = audio.StemWriter.write
+    real_write = encode.StemWriter.write
 
     def logging_write(self, path, y):
         log.append(("write", y.shape[0], decoded[0]))
         return real_write(self, path, y)
 
-    monkeypatch.setattr(audio, "stream", counting_stream)
-    monkeypatch.setattr(Separator, "separate", logging_separate)
-    monkeypatch.setattr(audio.StemWriter, "write", logging_write)
+    monkeypatch.setattr(decode, "stream", counting_stream)
+    monkeypatch.setattr(Separator, "_separate_chunk", logging_separate)
+    monkeypatch.setattr(encode.StemWriter, "write", logging_write)
     chunk, overlap = 2 * rate, rate // 4
     assert main(["--inputs", song, "--outdir", str(tmp_path / "out"), "--model", tiny_model,
                  "--quiet", "--chunk-dur", "2", "--overlap", "0.25"]) == 0

@@ -9,9 +9,11 @@ import pytest
 
 from conftest import tiny_config
 from xumx import files
-from xumx.config import TrainConfig, parse
-from xumx.training import BEST_NAME, CHECKPOINT_NAME, train
-from xumx.weights import read_checkpoint
+from xumx.config import TrainConfig
+from xumx.parsing import parse
+from xumx.modelfiles import BEST_NAME, CHECKPOINT_NAME
+from xumx.training.trainer import train
+from xumx.training.checkpoints import read_checkpoint
 
 TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nhop", "64",
               "--sample-rate", "8000", "--bandwidth", "3000", "--batch-size", "2",
@@ -51,7 +53,7 @@ def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
     params, solver, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert meta["epoch"] == 1 and solver and set(params) >= {"fc1_bass/affine/W", "input_mean_other"}
     from xumx.separator import Separator
-    sep = Separator.from_file(str(out / BEST_NAME))
+    sep = Separator.load(str(out / BEST_NAME))
     assert sep.cfg == tiny_config(nb_layers=1)
     audio = np.random.RandomState(0).randn(2000, 2).astype(np.float32) * 0.1
     est = sep.separate(audio)
@@ -96,11 +98,11 @@ def test_loss_graph_equals_the_model_forward_and_the_losses(rng, fast):
     (``OpenUnmixCrossNet.__call__``), the masked ISTFT and the loss functions, with the fast CPU
     kernels and with nnabla's own functions."""
     import nnabla as nn
-    from xumx import kernels
-    from xumx.dsp import graph_masked_istft, graph_spectrogram
-    from xumx.losses import freq_combination_loss, multi_domain_loss, time_combination_loss
-    from xumx.model import OpenUnmixCrossNet
-    from xumx.training import build_loss_graph
+    from xumx.training import kernels
+    from xumx.training.stft import graph_masked_istft, graph_spectrogram
+    from xumx.training.losses import freq_combination_loss, multi_domain_loss, time_combination_loss
+    from xumx.training.model import OpenUnmixCrossNet
+    from xumx.training.trainer import build_loss_graph
     cfg = tiny_config(nb_layers=1)
     model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
     x = (0.1 * rng.randn(2, 2, 1000)).astype(np.float32)
@@ -152,7 +154,7 @@ def test_a_bad_recipe_is_one_line_naming_the_key(tmp_path, capsys, text, words):
 def test_the_shipped_recipes_parse(tmp_path):
     """recipes/x-umx-musdb18.yaml is the published configuration (reference section 4), by
     name or path; recipes/demo.yaml is the demo's."""
-    from xumx.config import recipe_path
+    from xumx.recipes import recipe_path
     published = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes",
                              "x-umx-musdb18.yaml")
     assert os.path.samefile(recipe_path("x-umx-musdb18"), published)
@@ -167,7 +169,7 @@ def test_the_shipped_recipes_parse(tmp_path):
 
 def test_resuming_a_folder_reads_its_config_yaml(tmp_path):
     """--resume DIR takes the run's recorded configuration and its folder; flags override."""
-    from xumx.config import RUN_CONFIG, recipe_text
+    from xumx.recipes import RUN_CONFIG, recipe_text
     run = tmp_path / "run"
     run.mkdir()
     model, cfg = parse("train", TINY_FLAGS + ["--root", "/data", "--epochs", "3", "--output", "x"])

@@ -21,8 +21,10 @@ import pytest
 import soundfile as sf
 
 from conftest import adam_states, checkpoint_meta, sine_mix, tiny_config
-from xumx.spec import parameter_spec
-from xumx.weights import WeightsError, load_umx, load_xumx, random_arrays, save_model, write_h5
+from xumx.params import parameter_spec
+from xumx.modelfiles import ModelFiles
+from xumx.weights import WeightsError, load_xumx, save_model, write_h5
+from seeded import random_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1 << 20
@@ -403,7 +405,7 @@ def test_umx_folder_is_checked_like_a_weights_file(tmp_path):
         head, _, rest = name.partition("/")
         own[head[:-len("_vocals")] + ("/" + rest if rest else "")] = arrays[name]
     write_h5(str(tmp_path / "vocals.h5"), own)
-    assert load_umx(str(tmp_path), ("vocals",))[0].crossing is False
+    assert ModelFiles.resolve(str(tmp_path), True, ("vocals",)).read()[0].crossing is False
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"1" * 4096)
     with h5py.File(str(tmp_path / "vocals.h5"), "a") as f:
@@ -411,12 +413,12 @@ def test_umx_folder_is_checked_like_a_weights_file(tmp_path):
         f.create_dataset("output_mean", shape=(129,), dtype="f4", external=[(str(secret), 0, 516)])
     with pytest.raises(WeightsError, match=r"vocals.h5: dataset 'output_mean' keeps its values "
                                            r"in another file"):
-        load_umx(str(tmp_path), ("vocals",))
+        ModelFiles.resolve(str(tmp_path), True, ("vocals",)).read()
 
 
 # --------------------------------------------------------------------------- checkpoints
 def _checkpoint(tmp_path, mutate=None, cfg=None):
-    from xumx.weights import write_checkpoint
+    from xumx.training.checkpoints import write_checkpoint
     cfg = cfg or tiny_config()
     path = str(tmp_path / "checkpoint.h5")
     write_checkpoint(path, random_arrays(cfg, seed=1), adam_states(cfg), checkpoint_meta(cfg, 2))
@@ -452,7 +454,7 @@ def _checkpoint(tmp_path, mutate=None, cfg=None):
 def test_checkpoints_are_checked_before_reading(mutate, words, tmp_path, capsys, tiny_musdb):
     """read_checkpoint and ``xumx.train --resume``: one line naming the dataset."""
     from xumx.train import main as train_main
-    from xumx.weights import read_checkpoint
+    from xumx.training.checkpoints import read_checkpoint
     path = _checkpoint(tmp_path, mutate)
     with pytest.raises(WeightsError) as e:
         read_checkpoint(path)
@@ -468,7 +470,7 @@ def test_checkpoints_are_checked_before_reading(mutate, words, tmp_path, capsys,
 
 def test_checkpoint_round_trip_and_text_limit(tmp_path, monkeypatch):
     from xumx import h5safe
-    from xumx.weights import read_checkpoint
+    from xumx.training.checkpoints import read_checkpoint
     cfg = tiny_config()
     path = _checkpoint(tmp_path)
     params, solver, meta = read_checkpoint(path)

@@ -6,11 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from xumx.spec import parameter_spec
+from conftest import separator_of, tiny_config
+from xumx.modelfiles import ModelFiles
+from xumx.params import parameter_spec
 from xumx.separator import Separator
-from xumx.weights import (WeightsError, load_umx, load_xumx, random_arrays, save_model,
-                          sidecar_path, write_h5)
+from xumx.weights import WeightsError, load_xumx, save_model, sidecar_path, write_h5
+from seeded import random_arrays
 
 
 def test_round_trip_infers_every_dimension(tmp_path):
@@ -51,8 +52,8 @@ def test_save_load_forward_is_identical(tmp_path, rng):
     path = str(tmp_path / "m.h5")
     save_model(path, cfg, arrays)
     mag = np.abs(rng.standard_normal((5, 2, cfg.nb_bins))).astype(np.float32)
-    np.testing.assert_array_equal(Separator(cfg, arrays).masks(mag),
-                                  Separator.from_file(path).masks(mag))
+    np.testing.assert_array_equal(separator_of(cfg, arrays).masks(mag),
+                                  Separator.load(path).masks(mag))
 
 
 def test_legacy_stft_keys_are_ignored(tmp_path):
@@ -148,14 +149,14 @@ def test_umx_folder_loads_as_uncrossed_model(tmp_path, scoped, rng):
             umx = base + ("/" + rest if rest else "")
             own[(f"{t}/" if scoped else "") + umx] = arrays[name]
         write_h5(str(tmp_path / f"{t}.h5"), own)
-    got_cfg, got = load_umx(str(tmp_path), cfg.sources)
+    got_cfg, got = ModelFiles.resolve(str(tmp_path), True, cfg.sources).read()
     assert got_cfg.crossing is False and got_cfg.sources == cfg.sources
     mag = np.abs(rng.standard_normal((4, 2, cfg.nb_bins))).astype(np.float32)
     uncrossed = tiny_config(sources=("vocals", "drums"), crossing=False, nhop=cfg.nfft // 4)
-    np.testing.assert_array_equal(Separator(got_cfg, got).masks(mag),
-                                  Separator(uncrossed, arrays).masks(mag))
+    np.testing.assert_array_equal(separator_of(got_cfg, got).masks(mag),
+                                  separator_of(uncrossed, arrays).masks(mag))
     with pytest.raises(WeightsError, match="bass.h5"):
-        load_umx(str(tmp_path), ("bass",))
+        ModelFiles.resolve(str(tmp_path), True, ("bass",)).read()
 
 
 def test_sidecar_is_json_config(tmp_path):

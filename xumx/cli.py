@@ -15,7 +15,6 @@ such as a full disk, running out of memory). Any other exception is a bug in xum
 caught and Python prints its traceback. Warnings of the package
 (:class:`xumx.errors.XumxWarning`) are printed as ``xumx.<command>: warning: <line>``.
 """
-import argparse
 import sys
 import warnings
 from typing import Callable, List, Optional, Union
@@ -26,31 +25,6 @@ from .progress import on_terminal
 OK, FAILED, USAGE = 0, 1, 2
 
 
-class Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors (an unknown flag, a missing or malformed value) raise
-    :class:`ConfigError` instead of printing the usage and exiting, so they take the one path
-    of :func:`run`."""
-
-    def error(self, message):
-        raise ConfigError(message + self._suggestion(message))
-
-    def _suggestion(self, message: str) -> str:
-        """``" (did you mean --outdir?)"`` for a mistyped flag, else ``""``."""
-        import difflib
-        prefix = "unrecognized arguments: "
-        if not message.startswith(prefix):
-            return ""
-        known = [o for o in self._option_string_actions if o.startswith("--")]
-        hints = {}
-        for word in message[len(prefix):].split():
-            flag = word.split("=")[0]
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) \
-                if flag.startswith("-") else []
-            if close:
-                hints[flag] = f"did you mean {close[0]}?"
-        if len(hints) == 1:
-            return f" ({next(iter(hints.values()))})"
-        return " (" + "; ".join(f"{k}: {v}" for k, v in hints.items()) + ")" if hints else ""
 
 
 def say(command: str, message: str):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 from .config import DEFAULT_SOURCES
-from .weights import BEST_NAME
+from .modelfiles import BEST_NAME
 from .errors import DemoError
 
 #: The training recipe of the demo (recipes/demo.yaml: the small model and its budget).
@@ -53,7 +53,7 @@ def test_song(data_dir: str) -> str:
 
 def plan(workdir: str) -> List[Step]:
     """The steps, with the flags of each entry module (the test song is resolved when run)."""
-    from .config import recipe_path
+    from .recipes import recipe_path
     p = paths(workdir)
     model = os.path.join(p["model"], BEST_NAME)
     train = ["--config", recipe_path(RECIPE), "--root", p["data"], "--is-wav", "--output", p["model"]]
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
 
 def _demo(argv) -> int:
-    from .config import parse
+    from .parsing import parse
     (cfg,) = parse("demo", argv)
     seconds = run_steps(cfg.workdir)
     print()

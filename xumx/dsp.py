@@ -3,7 +3,8 @@
 All transforms use a periodic Hann window of ``n_fft`` samples, ``center=True`` with
 reflection padding of ``n_fft // 2`` on each side and no normalisation: the convention of
 nnabla's ``F.stft(..., window_type='hanning', center=True, pad_mode='reflect')`` that the
-published X-UMX uses. A signal of T samples gives ``1 + T // n_hop`` frames.
+published X-UMX uses. A signal of T samples gives ``1 + T // n_hop`` frames. (Whole-signal ``stft``/``istft`` for
+checking these live in tests/oracles.py.)
 
 Shapes use these names: ``nb_channels`` (C), ``nb_timesteps`` (T), ``nb_bins`` (F =
 n_fft // 2 + 1), ``nb_frames`` (N).
@@ -25,16 +26,6 @@ def nb_frames(nb_timesteps: int, n_hop: int) -> int:
     return 1 + nb_timesteps // n_hop
 
 
-def stft(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.ndarray:
-    """Centred, reflect-padded STFT of a multichannel signal.
-
-    Shapes: audio (C, T) -> (C, F, N) complex.
-    Signals shorter than n_fft // 2 + 1 samples are reflected as often as needed
-    (numpy's ``reflect`` mode repeats the reflection), where nnabla would refuse them.
-    """
-    return np.ascontiguousarray(stft_frames(audio, n_fft, n_hop, dtype).transpose(0, 2, 1))
-
-
 def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.ndarray:
     """:func:`stft` in frame-major layout. Shapes: audio (C, T) -> (C, N, F) complex."""
     audio = np.asarray(audio)
@@ -51,20 +42,6 @@ def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) 
         block = frames[:, start:start + STFT_BLOCK] * window
         out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1, workers=-1)
     return out
-
-
-def istft(spec: np.ndarray, n_fft: int, n_hop: int, length: int) -> np.ndarray:
-    """Inverse of :func:`stft` by windowed overlap-add, for a signal of ``length`` samples.
-
-    Shapes: spec (C, F, N) complex -> (C, length) float64.
-    Every sample of the original signal is restored, including the last ``length % n_hop``
-    (the published code used ``scipy.signal.istft``, which drops them).
-    """
-    spec = np.asarray(spec)
-    channels, bins, n = spec.shape
-    ola = OverlapAdd(channels, n_fft, n_hop, n, length)
-    ola.add(0, spec.transpose(0, 2, 1))
-    return np.ascontiguousarray(ola.result().T)
 
 
 class OverlapAdd:
@@ -150,60 +127,3 @@ def add_frames(out: np.ndarray, start: int, hop: int, wav: np.ndarray):
         pos = (start + r) * hop
         run = out[:, pos:pos + rows.shape[1] * n_fft].reshape(channels, rows.shape[1], n_fft)
         run += rows
-
-
-def graph_spectrogram(x, n_fft: int, n_hop: int, with_complex: bool = True):
-    """The STFT of audio as a differentiable nnabla graph, frame-major (the model's layout).
-
-    Shapes: x Variable (B, C, T) -> mag (N, B, C, F), or (mag, real, imag) each (N, B, C, F)
-    with ``with_complex``. On CPU contexts one FFT function (:mod:`xumx.kernels.spectral`),
-    otherwise nnabla's ``F.stft`` and elementwise functions.
-    """
-    from . import kernels
-    if kernels.enabled():
-        from .kernels.spectral import spectrogram
-        out = spectrogram(x, n_fft, n_hop, with_complex)
-        return tuple(out) if with_complex else out
-    import nnabla.functions as F
-    real, imag = (F.transpose(v, (3, 0, 1, 2)) for v in graph_stft(x, n_fft, n_hop))
-    mag = F.pow_scalar(real ** 2 + imag ** 2, 0.5)
-    return (mag, real, imag) if with_complex else mag
-
-
-def graph_masked_istft(mask, real, imag, n_fft: int, n_hop: int):
-    """The inverse STFT of a masked spectrogram as a differentiable nnabla graph.
-
-    Shapes: mask (N, B, C or 1, F), real and imag (N, B, C, F) -> (B, C, (N - 1) * n_hop).
-    On CPU contexts one FFT function (:mod:`xumx.kernels.spectral`), otherwise nnabla's
-    ``F.istft`` of the masked parts.
-    """
-    from . import kernels
-    if kernels.enabled():
-        from .kernels.spectral import masked_istft
-        return masked_istft(mask, real, imag, n_fft, n_hop)
-    import nnabla.functions as F
-    to_bcfn = (1, 2, 3, 0)
-    return graph_istft(F.transpose(real * mask, to_bcfn), F.transpose(imag * mask, to_bcfn), n_fft, n_hop)
-
-
-def graph_stft(x, n_fft: int, n_hop: int):
-    """The same STFT as :func:`stft` with nnabla's ``F.stft`` (the reference of the kernels).
-
-    Shapes: x Variable (B, C, T) -> (real, imag), each (B, C, F, N).
-    """
-    import nnabla.functions as F
-    batch, channels, _ = x.shape
-    real, imag = F.stft(F.reshape(x, (batch * channels, -1)), n_fft, n_hop, n_fft,
-                        window_type="hanning", center=True, pad_mode="reflect")
-    shape = (batch, channels, n_fft // 2 + 1, real.shape[-1])
-    return F.reshape(real, shape), F.reshape(imag, shape)
-
-
-def graph_istft(real, imag, n_fft: int, n_hop: int):
-    """nnabla inverse STFT of (…, F, N) real/imag parts -> (…, (N - 1) * n_hop) samples."""
-    import nnabla.functions as F
-    lead = real.shape[:-2]
-    shape = (int(np.prod(lead)),) + real.shape[-2:]
-    y = F.istft(F.reshape(real, shape), F.reshape(imag, shape), n_fft, n_hop, n_fft,
-                window_type="hanning", center=True, pad_mode="constant")
-    return F.reshape(y, lead + (y.shape[-1],))

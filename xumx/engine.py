@@ -1,27 +1,20 @@
 """The separation engine: the network's ONNX graph (:mod:`xumx.onnxnet`) in ONNX Runtime.
 
-Runs on the CPU (``CPUExecutionProvider``) or an NVIDIA GPU (``CUDAExecutionProvider``). Where
-it runs follows the nnabla-style context names the command line and the API always took:
+Runs on the CPU (``CPUExecutionProvider``) or an NVIDIA GPU (``CUDAExecutionProvider``), on the
+device a caller names (:func:`parse_device`): ``"cpu"``, ``"cuda"`` (GPU 0), ``"cuda:1"``; the
+command line's and Spleeter Web's ``cudnn`` means ``cuda``. A GPU that is asked for and cannot
+be used is an error (:class:`EngineError`, one line saying why and what to install), never a
+silent run on the CPU: onnxruntime falls back to the CPU when its CUDA provider fails to load,
+so the session's providers are checked.
 
-* ``'cpu'`` -> the CPU; ``'cuda'`` or ``'cudnn'`` (with a device id) -> that CUDA device;
-* an nnabla ``Context`` object: a CUDA device when its backends name ``cuda`` or ``cudnn``
-  (its ``device_id``), else the CPU;
-* ``None`` -> the caller's nnabla default context *if the caller has imported nnabla*
-  (``nn.set_default_context(get_extension_context('cudnn', device_id='1'))`` runs on GPU 1),
-  else the CPU. nnabla itself is never imported here.
+CPU threads follow the cores other processes leave free (:func:`default_threads`); the
+measurement window restarts in a forked child (celery/billiard prefork workers,
+``multiprocessing`` with fork), whose own CPU time starts at zero.
 
-A GPU that is asked for and cannot be used is an error (:class:`EngineError`, one line saying
-why and what to install), never a silent run on the CPU: onnxruntime falls back to the CPU
-when its CUDA provider fails to load, so the session's providers are checked.
-
-Models built from parameter files are cached, serialised, in ``<cache_dir>/onnx`` (see
-:func:`xumx.pretrained.cache_dir`), keyed by the SHA-256 of the parameter files and their
-sidecars: a later run loads the graph directly (0.2-0.3 s of CPU for the published model)
-instead of reading, folding and serialising the weights (about 0.6-0.9 s). Building needs the ``onnx``
-package; a cached model needs only onnxruntime.
+The session's model comes from :mod:`xumx.modelcache` (built once per model file); running
+needs only onnxruntime and numpy.
 """
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -29,23 +22,18 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from .config import ModelConfig
-from .errors import EngineError
+from .errors import ConfigError, EngineError
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-#: Changes whenever :mod:`xumx.onnxnet` writes a different graph: cached models of other
-#: versions are not used.
-GRAPH_VERSION = 1
-#: Cached models kept (the least recently used beyond this are removed).
-CACHE_ENTRIES = 4
 GPU_HINT = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
             "pip install onnxruntime-gpu), with the CUDA and cuDNN versions it names, "
-            "or use the CPU (--context cpu; API: context='cpu')")
+            "or use the CPU (--context cpu; API: device='cpu')")
 
 
 @dataclass(frozen=True)
@@ -58,36 +46,36 @@ class Device:
         return "CPU" if self.kind == "cpu" else f"CUDA device {self.index}"
 
 
-GPU_NAMES = ("cuda", "cudnn")
+#: Names of the CUDA device: PyTorch's ``cuda``, nnabla's (and Spleeter Web's) ``cudnn``.
+GPU_NAMES = ("cuda", "cudnn", "gpu")
 
 
-def device_of(context=None, device_id=None) -> Device:
-    """The :class:`Device` of a context (see the module docstring for the rule).
-
-    ``device_id`` (int or str) overrides the context's own device id.
-    """
-    if context is None:
-        nn = sys.modules.get("nnabla")   # the caller's default context, if they use nnabla
-        if nn is None or not hasattr(nn, "get_current_context"):
-            return Device()
-        context = nn.get_current_context()
-    if isinstance(context, str):
-        names, own_id = [context], None
-    else:
-        names = list(getattr(context, "backend", None) or [])
-        own_id = getattr(context, "device_id", None)
-        if not names:
-            raise ValueError(f"not a context: {context!r} (use 'cpu', 'cuda' or 'cudnn')")
-    kinds = {n.split(":")[0] for n in names}
-    if kinds & set(GPU_NAMES):
-        index = device_id if device_id is not None else own_id
-        try:
-            return Device("cuda", int(index or 0))
-        except ValueError:
-            raise ValueError(f"device id must be a whole number, not {index!r}") from None
-    if kinds <= {"cpu"}:
+def parse_device(device=None) -> Device:
+    """The :class:`Device` that ``device`` names: None or ``"cpu"``; ``"cuda"``, ``"cudnn"`` or
+    ``"gpu"`` (device 0); ``"cuda:1"`` (a device index); a :class:`Device`; or an object with
+    ``type`` and ``index`` attributes (a ``torch.device``). Raises ConfigError naming the forms."""
+    if device is None:
         return Device()
-    raise ValueError(f"unknown context {context!r}: use 'cpu', 'cuda' or 'cudnn'")
+    if isinstance(device, Device):
+        return device
+    if not isinstance(device, str) and hasattr(device, "type"):   # torch.device
+        index = getattr(device, "index", None)
+        device = device.type if index is None else f"{device.type}:{index}"
+    text = str(device).strip().lower()
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and not index:
+        return Device()
+    if kind in GPU_NAMES:
+        try:
+            number = int(index) if index else 0
+            if number < 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"device {device!r}: the GPU index must be a whole number >= 0 "
+                              f"(e.g. 'cuda:1')") from None
+        return Device("cuda", number)
+    raise ConfigError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N' "
+                      f"('cudnn' also means the GPU)")
 
 
 def providers(device: Device) -> list:
@@ -160,21 +148,35 @@ def _cpu_clock():
     return idle, time.monotonic(), time.process_time()
 
 
-#: the clock when this module was imported: the window over which other work is measured
+#: the clock when this process began to be measured: when this module was imported, or when
+#: this process was forked from one that had imported it (:func:`_restart_clock`)
 _SINCE = _cpu_clock()
+
+
+def _restart_clock():
+    """A forked child's own window: its CPU time starts at zero, so the parent's reading
+    (taken when the parent had used its own CPU time) would count the parent's work as other
+    processes' (a celery prefork worker saw 69 busy CPUs on 2 cores, and ran on one thread)."""
+    global _SINCE
+    _SINCE = _cpu_clock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_clock)
 
 
 def busy_elsewhere(since=None) -> Optional[float]:
     """CPUs that other processes kept busy, on average, since ``since`` (a :func:`_cpu_clock`
-    reading; default: when this module was imported); None when unknown. This process's own
-    CPU time is not counted, nor is what ran before (a load average would count the previous
-    command of a benchmark or a batch)."""
+    reading; default: since this process was started or forked, see :data:`_SINCE`); None when
+    unknown. This process's own CPU time is not counted, nor is what ran before (a load average
+    would count the previous command of a benchmark or a batch). At most every CPU."""
     since, now = since or _SINCE, _cpu_clock()
     if since is None or now is None or now[1] - since[1] < 0.05:
         return None
     span = now[1] - since[1]
-    busy = (os.cpu_count() or 1) - (now[0] - since[0]) / span - (now[2] - since[2]) / span
-    return max(0.0, busy)
+    cpus = os.cpu_count() or 1
+    busy = cpus - (now[0] - since[0]) / span - (now[2] - since[2]) / span
+    return min(max(0.0, busy), float(cpus))
 
 
 def default_threads() -> int:
@@ -221,6 +223,18 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
     return session
 
 
+def run_options(device: Device):
+    """onnxruntime's options for each run: the memory arena of ``device`` shrinks back after the
+    run, so the arena does not keep the network's peak while the Wiener filter and the
+    synthesis run (a 10-minute song's stems are held beside it; about 200 MB less at the
+    peak, no time lost)."""
+    import onnxruntime as ort
+    opts = ort.RunOptions()
+    arena = "cpu:0" if device.kind == "cpu" else f"gpu:{device.index}"
+    opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
+    return opts
+
+
 class OnnxNet:
     """The network's masks in an onnxruntime session.
 
@@ -239,6 +253,7 @@ class OnnxNet:
             raise ValueError("not an xumx ONNX model (no 'xumx.config' metadata)")
         self.cfg = ModelConfig.from_dict(json.loads(meta["xumx.config"]))
         self._input = self.session.get_inputs()[0].name
+        self._run_options = run_options(device)
 
     @classmethod
     def from_arrays(cls, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
@@ -253,121 +268,4 @@ class OnnxNet:
             raise ValueError(f"model expects (frames, {cfg.nb_channels}, {cfg.nb_bins}) "
                              f"magnitudes, got {mag.shape}")
         x = np.ascontiguousarray(mag, dtype=np.float32)[:, None]
-        return self.session.run(None, {self._input: x})[0][:, :, 0]
-
-
-# ------------------------------------------------------------------ cached models
-def model_key(paths: Sequence[str], extra: str = "", folder: Optional[str] = None) -> str:
-    """SHA-256 naming the graph built from the parameter files ``paths`` (in order, with
-    their ``.json`` sidecars) and ``extra`` (e.g. UMX targets).
-
-    The files' SHA-256 are remembered in ``<folder>/digests.json`` with their size,
-    modification time and inode (as git's index does), so an unchanged file is not read again.
-    """
-    from .pretrained import digest_of
-    from .weights import sidecar_path
-    folder = folder or _cache_folder()
-    memo = _read_digests(folder)
-    changed = False
-    h = hashlib.sha256(f"xumx-onnx/{GRAPH_VERSION}/{extra}".encode())
-    for path in paths:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        known = memo.get(real)
-        if not (isinstance(known, list) and known[:3] == stamp and len(known) == 4):
-            memo[real], changed = stamp + [digest_of(real, "sha256")], True
-        h.update(str(memo[real][3]).encode())
-        side = sidecar_path(path)
-        h.update(digest_of(side, "sha256").encode() if os.path.isfile(side) else b"-")
-    if changed:
-        _write_digests(folder, memo)
-    return h.hexdigest()
-
-
-DIGESTS = "digests.json"
-
-
-def _cache_folder() -> str:
-    from .pretrained import cache_dir
-    return os.path.join(cache_dir(), "onnx")
-
-
-def _read_digests(folder: str) -> dict:
-    try:
-        with open(os.path.join(folder, DIGESTS)) as f:
-            memo = json.load(f)
-        return memo if isinstance(memo, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_digests(folder: str, memo: dict):
-    from .files import write_text
-    with contextlib.suppress(OSError):
-        for stale in [p for p in memo if not os.path.exists(p)]:
-            del memo[stale]
-        write_text(os.path.join(folder, DIGESTS), json.dumps(memo))
-
-
-def cached_model(key: str, build: Callable[[], bytes],
-                 folder: Optional[str] = None) -> Union[str, bytes]:
-    """The path of the cached model ``key``, or build it (``build()`` -> serialised model) and
-    store it (atomically) and return its path; where the cache cannot be written (that only
-    costs time), the bytes."""
-    from .files import write_bytes
-    folder = folder or _cache_folder()
-    path = os.path.join(folder, f"xumx-{key[:40]}.onnx")
-    if os.path.isfile(path):
-        with contextlib.suppress(OSError):
-            os.utime(path)   # most recently used
-        return path
-    data = build()
-    try:
-        write_bytes(path, data)
-        _trim_cache(folder, CACHE_ENTRIES)
-    except OSError:
-        return data
-    return path   # onnxruntime reads the file faster than the bytes, and they can go
-
-
-def _trim_cache(folder: str, keep: int):
-    entries = [os.path.join(folder, n) for n in os.listdir(folder)
-               if n.startswith("xumx-") and n.endswith(".onnx")]
-    entries.sort(key=lambda p: os.stat(p).st_mtime, reverse=True)
-    for old in entries[keep:]:
-        with contextlib.suppress(OSError):
-            os.unlink(old)
-
-
-def load_net(path: str, umx: bool = False, targets: Optional[Sequence[str]] = None,
-             device: Device = Device(), threads: Optional[int] = None) -> OnnxNet:
-    """The :class:`OnnxNet` of an X-UMX ``.h5`` (or, with ``umx``, a folder of
-    ``<target>.h5`` for ``targets``), from the model cache when it holds it."""
-    if umx:
-        from .config import DEFAULT_SOURCES
-        targets = tuple(targets or DEFAULT_SOURCES)
-        files = [os.path.join(path, f"{t}.h5") for t in targets]
-        extra = "umx/" + ",".join(targets)
-    else:
-        files, extra = [path], "xumx"
-    try:
-        key = model_key(files, extra)
-    except OSError:
-        key = None   # a missing file or folder: the loader names the problem
-
-    def build():
-        from .onnxnet import file_model
-        return file_model(path, umx, targets)[1]
-
-    model = build() if key is None else cached_model(key, build)
-    if isinstance(model, bytes):
-        return OnnxNet(model, device, threads)
-    try:
-        return OnnxNet(model, device, threads)
-    except EngineError:
-        raise
-    except Exception:   # a damaged or vanished cache entry: build the model again
-        with contextlib.suppress(OSError):
-            os.unlink(model)
-        return OnnxNet(cached_model(key, build), device, threads)
+        return self.session.run(None, {self._input: x}, self._run_options)[0][:, :, 0]

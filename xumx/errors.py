@@ -71,3 +71,8 @@ class DemoError(XumxError, RuntimeError):
 
 class XumxWarning(UserWarning):
     """Something the user should know that does not stop the run (one line)."""
+
+
+class AudioWarning(XumxWarning):
+    """Something the user should know about an input or an output (dropped channels, clipping,
+    a changed rate)."""

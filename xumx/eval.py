@@ -15,7 +15,7 @@ def main(argv=None) -> int:
 
 
 def _evaluate(argv) -> int:
-    from .config import parse
+    from .parsing import parse
     from .evaluation import evaluate, format_table, sdr_comparison
     cfg, chunking, load, separation = parse("eval", argv)
     results = evaluate(cfg, chunking, load, separation)

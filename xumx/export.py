@@ -18,14 +18,14 @@ def main(argv=None) -> int:
 
 
 def _export(argv) -> int:
-    from .config import parse
+    from .modelfiles import ModelFiles
     from .onnxnet import INPUT, OPSET, OUTPUT, export
-    from .pretrained import model_path
+    from .parsing import parse
     from .weights import cannot_load
     out, load, separation = parse("export", argv)
-    model = model_path(load.model, load.umx, out.quiet)
-    with cannot_load(model):
-        cfg = export(model, out.out, load.umx, separation.targets)
+    model = ModelFiles.resolve(load.model, load.umx or None, separation.targets, out.quiet)
+    with cannot_load(model.path):
+        cfg = export(model, out.out)
     if not out.quiet:
         c, f = cfg.nb_channels, cfg.nb_bins
         print(f"{out.out}: {os.path.getsize(out.out) / 1e6:.0f} MB, ONNX opset {OPSET}: "

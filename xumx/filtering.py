@@ -28,37 +28,11 @@ WORKERS = min(2, os.cpu_count() or 1)  # blocks computed at once, on threads
 STEREO = 2  # channels for which the closed-form 2x2 inverse is used
 
 
-def wiener_separate(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
-                    alpha: float = 1.0, residual: bool = False, block: int = BLOCK_FRAMES,
-                    dtype=np.complex128) -> np.ndarray:
-    """Complex source estimates from magnitude estimates and the mixture STFT.
-
-    As the published X-UMX: with ``softmask`` the estimates are first raised to ``alpha``;
-    with ``residual`` a residual source (spectral subtraction, norbert's
-    ``residual_model``) is appended; then norbert's ``wiener`` with ``niter`` EM iterations,
-    starting from the mixture phase (or from soft masks with ``softmask``).
-
-    Shapes: v (N, F, {1, C}, S) non-negative, x (N, F, C) complex
-    -> (N, F, C, S [+ 1 with residual]) of ``dtype``.
-    """
-    v, x = np.asarray(v), np.asarray(x)
-    if v.ndim != 4 or x.ndim != 3:
-        raise ValueError(f"wiener: v must be (N, F, {{1, C}}, S) and x (N, F, C), "
-                         f"got {v.shape} and {x.shape}")
-    out = None
-    for start, stop, y in wiener_blocks(v.transpose(3, 0, 2, 1), x.transpose(0, 2, 1), niter,
-                                        softmask, alpha, residual, block):
-        if out is None:
-            out = np.empty(x.shape + (y.shape[0],), dtype)
-        out[start:stop] = y.transpose(1, 3, 2, 0)
-    return out
-
-
 def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
                   alpha: float = 1.0, residual: bool = False, block: int = BLOCK_FRAMES,
                   post: Optional[Callable[[np.ndarray], object]] = None,
                   dtype=np.complex128) -> Iterator[Tuple[int, int, object]]:
-    """:func:`wiener_separate` on source-major arrays, block by block, in frame order.
+    """The Wiener filter on source-major arrays, block by block, in frame order.
 
     Shapes: v (S, N, {1, C}, F), x (N, C, F) complex -> yields (start, stop, y) with
     y (S [+ 1], stop - start, C, F) of ``dtype`` (complex), the estimates of frames

@@ -13,7 +13,7 @@ the process read elsewhere or allocate without bound (docs/weights-files.md):
 
 What the walk gives (:attr:`H5File.datasets`: name, shape, dtype, nnabla's ``index``
 attribute) is what a caller compares with what it expects (for parameters:
-:func:`xumx.spec.parameter_spec`). :meth:`H5File.read` then allocates exactly the declared
+:func:`xumx.params.parameter_spec`). :meth:`H5File.read` then allocates exactly the declared
 size of one dataset; its chunks must be at most the dataset's size (or 1 MiB), and compressed
 chunks are decoded with a bound before HDF5 reads them and must give exactly the chunk's size:
 a small file cannot make a large allocation (HDF5's gzip filter grows its buffer until the

@@ -1,8 +1,8 @@
 """The X-UMX network (magnitude to masks, test mode) as an ONNX graph, written with ``onnx``.
 
 :func:`build_model` turns a configuration and its parameter arrays (the names of
-:func:`xumx.spec.parameter_spec`) into an ONNX ``ModelProto`` that computes
-:meth:`xumx.model.OpenUnmixCrossNet.masks` in test mode. nnabla's own converter cannot: it has
+:func:`xumx.params.parameter_spec`) into an ONNX ``ModelProto`` that computes
+:meth:`xumx.training.model.OpenUnmixCrossNet.masks` in test mode. nnabla's own converter cannot: it has
 no mapping for LSTM and fixes the frame count. The constant parts are folded when the graph is
 written (in float64, then stored as float32):
 
@@ -27,7 +27,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from .config import ModelConfig
-from .spec import gate_permutation
+from .params import gate_permutation
 
 #: ONNX operator set of the graph: every operator used (MatMul, Gemm, Add, Tanh, Relu, LSTM,
 #: Mean, ReduceMean, Gather, Concat, Slice, Reshape, Transpose, Shape, Unsqueeze) is in opset 13,
@@ -40,7 +40,7 @@ IR_VERSION = 7
 INPUT = "magnitude"
 OUTPUT = "masks"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
-#: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.spec`)
+#: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.params`)
 ONNX_GATE_ORDER = gate_permutation("iofc")
 
 
@@ -222,23 +222,21 @@ def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> bytes:
     return build_model(cfg, arrays).SerializeToString()
 
 
-def file_model(path: str, umx: bool = False, targets=None) -> Tuple[ModelConfig, bytes]:
-    """(config, serialised model) of the parameter file ``path`` (or, with ``umx``, of the
-    folder of ``<target>.h5`` for ``targets``). The parameter arrays are released once folded,
-    so memory holds at most the folded arrays, the model and its bytes."""
-    from .config import DEFAULT_SOURCES
-    from .weights import load_umx, load_xumx
-    cfg, arrays = load_umx(path, tuple(targets or DEFAULT_SOURCES)) if umx else load_xumx(path)
+def file_model(model) -> Tuple[ModelConfig, bytes]:
+    """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`).
+    The parameter arrays are released once folded, so memory holds at most the folded arrays,
+    the model and its bytes."""
+    cfg, arrays = model.read()
     layers = folded_layers(cfg, arrays)
     del arrays
     model = graph_model(cfg, layers)
     return cfg, model.SerializeToString()
 
 
-def export(model: str, out: str, umx: bool = False, targets=None) -> ModelConfig:
-    """Write the network of the parameter file ``model`` (or, with ``umx``, of the folder of
-    ``<target>.h5`` for ``targets``) to the ONNX file ``out``, atomically; its config."""
+def export(model, out: str) -> ModelConfig:
+    """Write the network of ``model`` (a :class:`xumx.modelfiles.ModelFiles`) to the ONNX file
+    ``out``, atomically; its config."""
     from .files import write_bytes
-    cfg, data = file_model(model, umx, targets)
+    cfg, data = file_model(model)
     write_bytes(out, data)
     return cfg

@@ -1,16 +1,19 @@
 """The published X-UMX weights: a user cache, download, SHA-1 check.
 
-Cache folder: ``$XUMX_CACHE`` if set, else ``$XDG_CACHE_HOME/xumx``, else ``~/.cache/xumx``.
-The download streams to a temporary file in that folder, is verified against the published
-SHA-1, and only then renamed to ``x-umx.h5``; a failed or wrong download leaves nothing behind.
+Cache folder: ``$XUMX_CACHE`` if set, else ``$XDG_CACHE_HOME/xumx``, else ``~/.cache/xumx``
+(in a container, point ``XUMX_CACHE`` at a volume so that the download and the built ONNX model
+outlive the container). The download streams to a temporary file in that folder, is verified
+against the published SHA-1, and only then renamed to ``x-umx.h5``; a failed or wrong download
+leaves nothing behind. The cached file's SHA-1 is checked through :func:`xumx.digests.file_digest`,
+so an unchanged file is not read again on every load.
 """
 import hashlib
 import os
 from typing import Callable, Optional
 
+from .digests import file_digest
 from .errors import DownloadError
 from .files import os_reason, replacing
-from .weights import BEST_NAME
 
 #: Where the published weights live and their SHA-1 (the file Spleeter Web verifies).
 PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
@@ -24,19 +27,6 @@ def cache_dir() -> str:
         return os.path.expanduser(os.environ["XUMX_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "xumx")
-
-
-def digest_of(path: str, algorithm: str = "sha1") -> str:
-    """Hex digest of a file's bytes with a ``hashlib`` algorithm."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha1_of(path: str) -> str:
-    return digest_of(path, "sha1")
 
 
 def manual_hint(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1) -> str:
@@ -64,7 +54,7 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
         import urllib.request   # only to download (about 15 ms of start-up otherwise)
         opener = urllib.request.urlopen
     path = os.path.join(folder, FILENAME)
-    if os.path.isfile(path) and sha1_of(path) == sha1:
+    if os.path.isfile(path) and file_digest(path, "sha1") == sha1:
         return path
     try:
         with replacing(path) as tmp:   # renamed into place only when whole and verified
@@ -97,19 +87,9 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
     return path
 
 
-def model_path(model: Optional[str] = None, umx: bool = False, quiet: bool = False) -> str:
-    """``model`` (a training run's folder: its ``best_xumx.h5``), or without one the published
-    weights (downloaded once into the cache, with
-    a byte bar on stderr unless ``quiet``). Raises DownloadError, or ConfigError for UMX
-    without a folder."""
-    if model:
-        best = os.path.join(model, BEST_NAME)
-        if not umx and os.path.isdir(model) and os.path.isfile(best):
-            return best   # a training run's folder: its best weights
-        return model
-    if umx:
-        from .errors import ConfigError
-        raise ConfigError("--umx-infer needs --model: a folder of <target>.h5 UMX files")
+def fetch_published(quiet: bool = False) -> str:
+    """The published weights' path in the cache (downloaded once, with a byte bar on stderr
+    unless ``quiet``). Raises DownloadError."""
     from .progress import progress_bar
     bars = []
 

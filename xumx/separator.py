@@ -1,233 +1,300 @@
-"""The Separator: model + STFT + Wiener filter + inverse STFT, built once and reused."""
-import contextlib
+"""The Separator: a model loaded once, and every way of separating with it.
+
+    sep = Separator.load()                       # the published weights, on the CPU
+    stems = sep.separate(audio, rate=48000)      # {'bass': (T, 2), 'drums': ..., ...}
+    paths = sep.separate_file("song.mp3", "out") # out/song/{bass,drums,vocals,other}.wav
+
+One path does the work: audio at any rate is resampled to the model's rate block by block, cut
+into chunks that overlap and are cross-faded (:mod:`xumx.chunking`), each chunk is separated
+(STFT, the network, the Wiener filter, the inverse STFT) and the stems are resampled back
+(:meth:`Separator.separate_blocks`). Arrays (:meth:`~Separator.separate`), files
+(:meth:`~Separator.separate_file`, what ``python -m xumx.test`` runs) and the function API
+(:mod:`xumx.api`) all take it, so they give the same stems for the same settings; memory
+follows the chunk, not the song.
+"""
 import dataclasses
-import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import dsp
-from .config import MAX_AMPLITUDE, ModelConfig, SeparationConfig
+from . import dsp, heap
+from .chunking import chunk_bounds, separate_stream
+from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError
-from .engine import OnnxNet, device_of, load_net
 from .filtering import wiener_blocks
+from .modelfiles import ModelFiles
+from .resample import StreamResampler, resampled_length
+from .waveform import BLOCK, audio_rate, check_audio, to_float
 
-#: 'auto' is 'onnxruntime', the separation engine; 'nnabla' runs the NNabla graph (the
-#: reference and training's engine; it needs nnabla).
+#: 'onnxruntime' (also 'auto'): the separation engine. 'nnabla': the NNabla graph, the
+#: reference (it needs nnabla: :mod:`xumx.training.reference`).
 BACKENDS = ("auto", "onnxruntime", "nnabla")
+#: The residual stem's name (``residual_model``).
+RESIDUAL = "residual"
+#: The settings :meth:`Separator.load` and :meth:`Separator.with_settings` take by name.
+SETTINGS = tuple(f.name for f in dataclasses.fields(SeparationConfig)) + \
+    tuple(f.name for f in dataclasses.fields(ChunkConfig))
+
+Progress = Callable[[int, Optional[int]], None]
 
 
-def resolve_backend(backend: str) -> str:
-    """'onnxruntime' or 'nnabla' for ``backend`` in :data:`BACKENDS`."""
-    if backend not in BACKENDS:
-        hint = " (the numpy path was replaced by onnxruntime)" if backend == "numpy" else ""
-        raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}{hint}")
-    return "nnabla" if backend == "nnabla" else "onnxruntime"
-
-
-def check_audio(audio, nb_channels: Optional[int] = None) -> np.ndarray:
-    """Validate a waveform for separation and return it as float (T, C).
-
-    Integer samples (int16 as soundfile or pydub give them, int32, uint8...) are scaled by
-    their type's full scale (int16 / 32768, int32 / 2**31, uint8 centred on 128 / 128) to
-    float32. Raises InputError (a ValueError) naming what was expected: a 2-D array of shape
-    (nb_timesteps, nb_channels) with 1 or 2 channels, finite, not empty and with samples
-    within +-:data:`~xumx.config.MAX_AMPLITUDE` (full scale is 1).
-    """
-    if not isinstance(audio, np.ndarray):
-        raise InputError(f"audio must be a numpy array of shape (nb_timesteps, 2), "
-                         f"not {type(audio).__name__}")
-    if audio.dtype.kind in "iu":
-        audio = integer_to_float(audio)
-    elif audio.dtype.kind != "f":
-        raise InputError(f"audio must hold real numbers: floating point around [-1, 1] or "
-                         f"integer samples (int16, int32, uint8...), not {audio.dtype}")
-    if audio.ndim == 1:
-        raise InputError(f"audio must be 2-D (nb_timesteps, nb_channels), got 1-D shape "
-                         f"{audio.shape}: use audio[:, None] for mono")
-    if audio.ndim != 2:
-        raise InputError(f"audio must be 2-D (nb_timesteps, nb_channels), got shape {audio.shape}")
-    if audio.shape[0] in (1, 2) and audio.shape[1] > 2:
-        raise InputError(f"audio has shape {audio.shape}, which looks like (channels, samples); "
-                         f"expected (nb_timesteps, nb_channels): pass audio.T")
-    if audio.shape[1] not in (1, 2):
-        raise InputError(f"audio must have 1 or 2 channels (shape (nb_timesteps, 2)), "
-                         f"got shape {audio.shape}")
-    if audio.shape[0] == 0:
-        raise InputError(f"audio is empty (shape {audio.shape}): expected at least one sample "
-                         f"of shape (nb_timesteps, nb_channels)")
-    finite = np.isfinite(audio)
-    if not np.all(finite):
-        bad, count = np.argwhere(~finite)[0], int(finite.size - finite.sum())
-        raise InputError(f"audio contains NaN or infinite samples ({count}, first at sample "
-                         f"{bad[0]}, channel {bad[1]}): expected finite samples")
-    peak = float(np.max(np.abs(audio)))
-    if peak > MAX_AMPLITUDE:
-        raise InputError(f"audio peaks at {peak:.3g}: expected samples around [-1, 1] "
-                         f"(at most {MAX_AMPLITUDE:g})")
-    return audio
-
-
-def audio_rate(rate) -> int:
-    """``rate`` (the audio's sample rate in Hz, a whole number) as an int; InputError if not."""
-    try:
-        ok = not isinstance(rate, (bool, str)) and int(rate) == rate and rate > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"rate must be the audio's sample rate in Hz, a positive whole "
-                         f"number, not {rate!r}")
-    return int(rate)
-
-
-def integer_to_float(audio: np.ndarray) -> np.ndarray:
-    """Integer samples as float32 around [-1, 1]: divided by the type's full scale
-    (2**(bits-1)), unsigned types centred first (uint8: (x - 128) / 128)."""
-    full = float(2 ** (8 * audio.dtype.itemsize - 1))
-    x = audio.astype(np.float64 if audio.dtype.itemsize > 2 else np.float32)
-    if audio.dtype.kind == "u":
-        x -= full
-    return (x / full).astype(np.float32)
-
-
-@contextlib.contextmanager
-def nnabla_scope(context=None, device_id=None):
-    """Auto-forward on, no gradient graph, and ``context`` (a name such as 'cpu'/'cudnn' with
-    ``device_id``, an nnabla Context, or None for the caller's default); the caller's settings
-    come back after."""
-    import nnabla as nn
-    from ._nnabla import extension_context
-    with contextlib.ExitStack() as stack:
-        if context is not None:
-            if isinstance(context, str):
-                context = extension_context(context, device_id or 0)
-            stack.enter_context(nn.context_scope(context))
-        stack.enter_context(nn.auto_forward(True))
-        stack.enter_context(nn.no_grad())
-        yield
-
-
-#: Stack for nnabla graph work: its CPU LSTM recurses once per frame when a graph is run or
-#: freed, and overflows the usual 8 MB stack (a segfault) at a few thousand frames.
-GRAPH_STACK_BYTES = 1 << 30
-
-
-def call_with_large_stack(fn, *args, **kwargs):
-    """Run ``fn(*args, **kwargs)`` in a thread with a :data:`GRAPH_STACK_BYTES` stack and return
-    its result (or raise its exception). The memory is only reserved, not committed."""
-    result = {}
-
-    def target():
-        try:
-            result["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # handed to the caller's thread below
-            result["error"] = e
-
-    previous = threading.stack_size(GRAPH_STACK_BYTES)
-    try:
-        worker = threading.Thread(target=target, name="xumx-graph")
-        worker.start()
-    finally:
-        threading.stack_size(previous)
-    worker.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _targets(cfg: ModelConfig, separation: SeparationConfig) -> tuple:
-    """The targets to return: ``separation.targets`` (checked against the model) or all sources."""
-    targets = separation.targets or cfg.sources
-    unknown = [t for t in targets if t not in cfg.sources]
+def settings_of(separation: SeparationConfig, chunking: ChunkConfig,
+                settings: dict) -> Tuple[SeparationConfig, ChunkConfig]:
+    """``separation`` and ``chunking`` with the named ``settings`` changed (TypeError for a
+    name that is not one of :data:`SETTINGS`; ConfigError for a bad value)."""
+    unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise InputError(f"unknown target(s) {unknown}: the model separates {list(cfg.sources)}")
-    return tuple(targets)
+        raise TypeError(f"unknown setting(s) {unknown}; the settings are {', '.join(SETTINGS)}")
+    sep = {k: v for k, v in settings.items() if hasattr(separation, k)}
+    chunk = {k: v for k, v in settings.items() if hasattr(chunking, k)}
+    return dataclasses.replace(separation, **sep), dataclasses.replace(chunking, **chunk)
+
+
+def needed_sources(separation: SeparationConfig) -> Optional[Tuple[str, ...]]:
+    """The sources a separation needs from the network: its targets and the sources of its
+    aggregate stems, in that order (None: every source)."""
+    if separation.targets is None:
+        return None
+    out = list(separation.targets)
+    for _, parts in separation.aggregate or ():
+        out += [s for s in parts if s not in out]
+    return tuple(out)
+
+
+def stem_plan(sources: Sequence[str], separation: SeparationConfig) -> List[Tuple[str, Tuple[int, ...]]]:
+    """[(stem name, indices of the estimates it sums)] in the order :meth:`Separator.separate`
+    returns them: the targets (or every source), 'residual' with ``residual_model``, then the
+    aggregate stems. The estimates are the sources, then the residual. Raises InputError for a
+    target or aggregate source the model does not have, or a stem name given twice."""
+    sources = list(sources)
+    targets = list(separation.targets or sources)
+    unknown = [t for t in targets if t not in sources]
+    unknown += [s for _, parts in separation.aggregate or () for s in parts if s not in sources]
+    if unknown:
+        raise InputError(f"unknown target(s) {sorted(set(unknown), key=unknown.index)}: the "
+                         f"model separates {sources}")
+    plan = [(t, (sources.index(t),)) for t in targets]
+    if separation.residual_model:
+        plan.append((RESIDUAL, (len(sources),)))
+    plan += [(name, tuple(sources.index(s) for s in parts))
+             for name, parts in separation.aggregate or ()]
+    names = [name for name, _ in plan]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"stem name(s) {repeated} given twice (targets, residual and "
+                         f"aggregate stems must have different names)")
+    return plan
 
 
 class Separator:
-    """Separates a mixture into the sources of one model.
+    """Separates mixtures into the stems of one model (see the module docstring).
 
-    Args:
-        cfg: the model's configuration.
-        arrays: {parameter name: array} (see :func:`xumx.spec.parameter_spec`); may be None
-            when ``net`` is given.
-        separation: targets and Wiener settings.
-        context: where the network runs: 'cpu', 'cuda'/'cudnn', an nnabla Context, or None
-            (the caller's nnabla default context if nnabla is imported, else the CPU); see
-            :mod:`xumx.engine` for the rule.
-        backend: 'auto' or 'onnxruntime' (the engine: the network's ONNX graph in onnxruntime),
-            or 'nnabla' (the reference NNabla graph, which needs nnabla).
-        device_id: the GPU index with a context name ('cuda'/'cudnn'); default: the
-            context's own, or 0.
-        net: an :class:`xumx.engine.OnnxNet` of this model, instead of building one from
-            ``arrays``.
-        threads: onnxruntime's CPU threads (None: one per core not busy with other work, see
-            :func:`xumx.engine.default_threads`).
-    Raises :class:`xumx.engine.EngineError` when a GPU is asked for and cannot be used.
+    Make one with :meth:`load`. The constructor takes a loaded network directly (``net``: an
+    object with ``cfg``, a :class:`~xumx.config.ModelConfig`, and ``masks(mag)``, mapping
+    magnitudes (N, C, F) to masks (S, N, C, F): :class:`xumx.engine.OnnxNet` or
+    :class:`xumx.training.reference.NnablaNet`), for tests and tools that hold parameters in
+    memory.
+
+    Attributes: ``sources`` (the model's sources), ``stems`` (the names :meth:`separate`
+    returns, in order), ``sample_rate`` (the rate the network runs at; audio at other rates is
+    resampled to it and back), ``device``, ``model`` (its :class:`~xumx.modelfiles.ModelFiles`,
+    None for a network from memory), ``separation`` and ``chunking`` (the settings).
     """
 
-    def __init__(self, cfg: ModelConfig, arrays: Optional[Dict[str, np.ndarray]],
-                 separation: SeparationConfig = SeparationConfig(), context=None,
-                 backend: str = "auto", device_id=None, net: Optional[OnnxNet] = None,
-                 threads: Optional[int] = None):
-        self.cfg = cfg
+    def __init__(self, net, model: Optional[ModelFiles] = None,
+                 separation: SeparationConfig = SeparationConfig(),
+                 chunking: ChunkConfig = ChunkConfig(), sample_rate: Optional[int] = None):
+        self.net = net
+        self.model = model
+        self.cfg: ModelConfig = net.cfg if not sample_rate else \
+            dataclasses.replace(net.cfg, sample_rate=int(sample_rate))
         self.separation = separation
-        self.context = context
-        self.device_id = device_id
-        self.backend = resolve_backend(backend)
-        if self.backend == "nnabla":
-            from ._nnabla import require_nnabla
-            require_nnabla("the NNabla graph (backend='nnabla')")
-        self.targets = _targets(cfg, separation)
-        self._arrays = arrays
-        self._model = None
-        self.net = None
-        if self.backend == "onnxruntime":
-            self.device = device_of(context, device_id)
-            if net is None:
-                if arrays is None:
-                    raise ValueError("Separator needs parameter arrays or an OnnxNet")
-                net = OnnxNet.from_arrays(cfg, arrays, self.device, threads)
-            self.net = net
-        else:
-            self.model  # build the graph's parameters now, so copies share them
+        self.chunking = chunking
+        self._plan = stem_plan(self.cfg.sources, separation)
+
+    # ------------------------------------------------------------------ making one
+    @classmethod
+    def load(cls, model=None, device="cpu", *, umx: Optional[bool] = None,
+             sample_rate: Optional[int] = None, backend: str = "onnxruntime",
+             threads: Optional[int] = None, quiet: bool = True, **settings) -> "Separator":
+        """A Separator for ``model`` on ``device``.
+
+        Args:
+            model: an X-UMX weights file (``.h5``), a training run's folder (its
+                ``best_xumx.h5``), an Open-Unmix folder of ``<target>.h5`` files (``umx``:
+                True/False forces the reading), a :class:`~xumx.modelfiles.ModelFiles`, or None
+                for the published weights (downloaded once into the cache; a byte bar on stderr
+                unless ``quiet``).
+            device: "cpu", "cuda", "cuda:1" (:func:`xumx.engine.parse_device`; "cudnn" means
+                "cuda"). A GPU that cannot be used raises EngineError, never a silent CPU run.
+            sample_rate: the rate the model runs at, for weights without a sidecar that were
+                trained at another rate (a rate contradicting the sidecar is a ConfigError).
+            backend: "onnxruntime" (the engine) or "nnabla" (the reference NNabla graph;
+                needs nnabla).
+            threads: onnxruntime's CPU threads (None: the cores other work leaves free).
+            **settings: :data:`SETTINGS`: targets, niter, softmask, alpha, residual_model,
+                aggregate (:class:`~xumx.config.SeparationConfig`), chunk_dur and overlap
+                (:class:`~xumx.config.ChunkConfig`).
+
+        Each failure is one :class:`~xumx.errors.XumxError` line: DownloadError, WeightsError
+        ("cannot load the model: <path>: <why>"), EngineError, NnablaMissing, InputError (a
+        target the model does not have), ConfigError.
+        """
+        from .engine import parse_device
+        from .weights import cannot_load
+        separation, chunking = settings_of(SeparationConfig(), ChunkConfig(), settings)
+        where = parse_device(device)
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        files = model if isinstance(model, ModelFiles) else \
+            ModelFiles.resolve(model, umx, needed_sources(separation), quiet)
+        with cannot_load(files.path):
+            if backend == "nnabla":
+                from .training.reference import NnablaNet
+                net = NnablaNet.load(files, where)
+            else:
+                from .modelcache import load_net
+                net = load_net(files, where, threads)
+        if sample_rate and int(sample_rate) != int(net.cfg.sample_rate):
+            stated = files.stated_rate()
+            if stated:
+                raise ConfigError(f"--sample-rate {sample_rate} contradicts the model: "
+                                  f"{files.path} was trained at {stated} Hz (its sidecar says "
+                                  f"so); leave --sample-rate out, audio at any rate is "
+                                  f"resampled to the model's")
+        return cls(net, files, separation, chunking, sample_rate)
+
+    def with_settings(self, **settings) -> "Separator":
+        """A Separator sharing this one's loaded network, with some :data:`SETTINGS` changed."""
+        separation, chunking = settings_of(self.separation, self.chunking, settings)
+        return Separator(self.net, self.model, separation, chunking, self.cfg.sample_rate)
+
+    # ------------------------------------------------------------------ what it gives
+    @property
+    def sources(self) -> Tuple[str, ...]:
+        return tuple(self.cfg.sources)
 
     @property
-    def model(self):
-        """The NNabla network (the reference; built on first use with the onnxruntime engine)."""
-        if self._model is None:
-            if self._arrays is None:
-                raise ValueError("this Separator was loaded from the ONNX model cache and holds no "
-                                 "parameter arrays: use backend='nnabla' for the NNabla graph")
-            from .model import OpenUnmixCrossNet
-            self._model = OpenUnmixCrossNet(self.cfg)
-            self._model.set_parameters(self._arrays)
-        return self._model
+    def stems(self) -> Tuple[str, ...]:
+        return tuple(name for name, _ in self._plan)
 
-    @classmethod
-    def from_file(cls, path: str, separation: SeparationConfig = SeparationConfig(),
-                  umx: bool = False, context=None, backend: str = "auto", device_id=None,
-                  threads: Optional[int] = None) -> "Separator":
-        """Load an X-UMX ``.h5`` (or, with ``umx``, a folder of ``<target>.h5``): see
-        :func:`load_separator`."""
-        return load_separator(path, separation, umx, None, context, device_id, backend, threads)
+    @property
+    def targets(self) -> Tuple[str, ...]:
+        """The model's sources that are returned as they are (the targets asked for)."""
+        return tuple(self.separation.targets or self.cfg.sources)
 
-    def with_separation(self, separation: SeparationConfig) -> "Separator":
-        """A Separator sharing this one's loaded network, with other Wiener settings/targets."""
-        other = object.__new__(Separator)
-        other.__dict__.update(self.__dict__)
-        other.separation = separation
-        other.targets = _targets(self.cfg, separation)
-        return other
+    @property
+    def sample_rate(self) -> int:
+        return int(self.cfg.sample_rate)
 
-    def with_rate(self, sample_rate: int) -> "Separator":
-        """A Separator sharing this one's network that runs at ``sample_rate`` Hz (audio is
-        resampled to it by :mod:`xumx.inference`)."""
-        other = self.with_separation(self.separation)
-        other.cfg = dataclasses.replace(self.cfg, sample_rate=int(sample_rate))
-        return other
+    @property
+    def device(self):
+        return self.net.device
 
-    # ---------------------------------------------------------------- stages
+    # ------------------------------------------------------------------ separating
+    def separate(self, audio: np.ndarray, rate: Optional[int] = None,
+                 progress: Optional[Progress] = None) -> Dict[str, np.ndarray]:
+        """Separate a whole signal of any length.
+
+        Shapes: audio (T, C) with C = 1 or 2, or (T,) for mono, float around [-1, 1] or
+        integer samples (scaled by their type's full scale), at ``rate`` Hz (default: the
+        model's) -> {stem: (T, C) float32} at ``rate``, for each of :attr:`stems` ((T,) for
+        1-D input). ``progress(done, total)`` is called after each chunk. Memory: the input, the
+        stems and one chunk's work.
+        """
+        audio, mono = check_audio(audio)
+        rate = self.sample_rate if rate is None else audio_rate(rate)
+        total = audio.shape[0]
+        blocks = (to_float(audio[i:i + BLOCK]) for i in range(0, total, BLOCK))
+        out: Dict[str, np.ndarray] = {}
+        done = 0
+        for piece in self.separate_blocks(blocks, rate, rate, progress,
+                                          self.nb_chunks(total, rate)):
+            for name, y in piece.items():
+                if name not in out:
+                    out[name] = np.empty((total,) + y.shape[1:], np.float32)
+                out[name][done:done + y.shape[0]] = y
+            done += next(iter(piece.values())).shape[0] if piece else 0
+        if done != total:   # the pieces always add up to the input's length
+            raise AssertionError(f"separated {done} samples of {total}")
+        return {name: y[:, 0] if mono else y for name, y in out.items()}
+
+    __call__ = separate
+
+    def separate_file(self, path: str, out_dir: Optional[str] = None, *,
+                      format: str = OutputConfig.out_format, bits: Optional[str] = None,
+                      bitrate: Optional[int] = None, start: float = 0.0,
+                      duration: Optional[float] = None,
+                      output_rate=OutputConfig.output_rate, quiet: bool = True) -> Dict[str, str]:
+        """Separate an audio file and write its stems, as ``python -m xumx.test`` does:
+        ``<out_dir>/<input name>/<stem>.<format>`` (``out_dir`` default: the current folder).
+        ``format`` 'wav', 'flac' or 'mp3'; ``bits`` '16', '24' or 'float' (wav/flac);
+        ``bitrate`` kbit/s (mp3); ``start``/``duration`` in seconds (None: to the end);
+        ``output_rate`` 'input', 'model' or a rate in Hz. Returns {stem: written path}. The
+        stems of the file appear together, and none on an error (AudioError, one line)."""
+        from .stemfiles import output_folders, separate_file
+        options = OutputConfig(inputs=(path,), out_dir=out_dir, out_format=format, bits=bits,
+                               bitrate=bitrate, start=start,
+                               duration=-1.0 if duration is None else duration,
+                               output_rate=str(output_rate), quiet=quiet)
+        folder = output_folders([path], out_dir)[0]
+        return dict(separate_file(self, path, folder, options).paths)
+
+    def nb_chunks(self, nb_samples: int, rate: Optional[int] = None) -> int:
+        """How many chunks :meth:`separate_blocks` runs for ``nb_samples`` at ``rate``."""
+        n = resampled_length(nb_samples, int(rate or self.sample_rate), self.sample_rate)
+        return len(chunk_bounds(n, *self.chunking.samples(self.sample_rate))) if n else 0
+
+    def separate_blocks(self, blocks: Iterable[np.ndarray], rate: Optional[int] = None,
+                        out_rate: Optional[int] = None, progress: Optional[Progress] = None,
+                        total: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+        """The one separation path: a mixture that arrives in blocks, in bounded memory.
+
+        Shapes: blocks (t, C) float32 at ``rate`` (default: the model's), in order -> pieces
+        {stem: (t', C) float32} at ``out_rate`` (default: ``rate``), in order; the pieces of
+        each stem add up to the mixture's duration at ``out_rate``. The audio is resampled to
+        the model's rate (:class:`~xumx.resample.StreamResampler`), cut into the chunks of
+        :attr:`chunking`, separated with cross-fades (:func:`xumx.chunking.separate_stream`)
+        and resampled back. ``progress(done, total)`` after each chunk (``total``: the number
+        of chunks if the caller knows it, else None). Memory: one chunk and its overlap, the
+        resamplers' filter spans and the pieces in flight; not the song.
+        """
+        model_rate = self.sample_rate
+        rate = int(rate or model_rate)
+        out_rate = int(out_rate or rate)
+        into = StreamResampler(rate, model_rate)
+        back: Dict[str, StreamResampler] = {}
+        seen = [0, 0]   # input samples, chunks done
+
+        def at_model_rate():
+            for block in blocks:
+                seen[0] += block.shape[0]
+                x = into.push(block)
+                if x.shape[0]:
+                    yield x
+            x = into.finish(resampled_length(seen[0], rate, model_rate))
+            if x.shape[0] or seen[0] == 0:
+                yield x
+
+        def chunk_done(n):
+            seen[1] += n
+            heap.trim()   # the chunk's temporaries, freed, back to the system
+            if progress is not None:
+                progress(seen[1], total)
+
+        chunk, overlap = self.chunking.samples(model_rate)
+        for piece in separate_stream(self._separate_chunk, at_model_rate(), chunk, overlap,
+                                     chunk_done):
+            out = {}
+            for name, y in piece.items():
+                if name not in back:
+                    back[name] = StreamResampler(model_rate, out_rate)
+                out[name] = back[name].push(y)
+            yield out
+        length = seen[0] if out_rate == rate else resampled_length(seen[0], rate, out_rate)
+        yield {name: r.finish(length) for name, r in back.items()}
+
+    # ------------------------------------------------------------------ one chunk
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:
         """Shapes: audio (T, C) -> mixture STFT, frames first per channel: (C, N, F) complex64."""
         return dsp.stft_frames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)
@@ -241,33 +308,11 @@ class Separator:
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
-        if self.net is not None:
-            return self.net.masks(mag)
-        import nnabla as nn
+        return self.net.masks(mag)
 
-        def forward():
-            with nnabla_scope(self.context, self.device_id):
-                x = nn.Variable.from_numpy_array(mag[:, None])
-                out = self.model.masks(x, test=True)
-                return np.stack([m.d[:, 0] for m in out])
-        return call_with_large_stack(forward)
-
-    def separate(self, audio: np.ndarray, rate: Optional[int] = None) -> Dict[str, np.ndarray]:
-        """Separate one mixture.
-
-        Shapes: audio (T, C) with C = 1 or 2, float around [-1, 1] or integer samples (scaled
-        by their type's full scale, see :func:`check_audio`), at ``rate`` Hz (default: the
-        model's, ``cfg.sample_rate``) -> {target: (T, C) float32} at ``rate`` for each target
-        (plus 'residual' with residual_model). Another rate is resampled to the model's and
-        back by the separation path of the command line
-        (:func:`xumx.inference.separate_audio`, in one piece).
-        """
-        audio = check_audio(audio)
-        rate = None if rate is None else audio_rate(rate)
-        if rate is not None and rate != int(self.cfg.sample_rate):
-            from .config import ChunkConfig
-            from .inference import separate_audio
-            return separate_audio(self, audio, rate, ChunkConfig(chunk_dur=0))
+    def _separate_chunk(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
+        """One chunk in one piece, at the model's rate. Shapes: audio (t, C) float32 ->
+        {stem: (t, C) float32}."""
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
@@ -277,16 +322,16 @@ class Separator:
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
         sep = self.separation
-        names = list(self.cfg.sources) + (["residual"] if sep.residual_model else [])
-        wanted = list(self.targets) + (["residual"] if sep.residual_model else [])
-        picked = [names.index(name) for name in wanted]
+        plan = self._plan
         c, n = spec.shape[:2]
-        # every wanted stem's channels in one overlap-add: (W C, samples)
-        ola = dsp.OverlapAdd(len(wanted) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
+        # every stem's channels in one overlap-add: (W C, samples)
+        ola = dsp.OverlapAdd(len(plan) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
                              np.float32)
 
         def synthesis(y):   # on the Wiener filter's threads: y (S', n, C, F) -> (W C, samples)
-            y = y[picked].transpose(0, 2, 1, 3)
+            y = np.stack([y[idx[0]] if len(idx) == 1 else y[list(idx)].sum(axis=0)
+                          for _, idx in plan])            # (W, n, C, F): linear, so sums
+            y = y.transpose(0, 2, 1, 3)                   # of spectra are sums of stems
             return ola.segment(y.reshape((-1,) + y.shape[2:]))
 
         for start, _, segment in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
@@ -294,56 +339,5 @@ class Separator:
                                                post=synthesis, dtype=np.complex64):
             ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
         del v, spec
-        out = ola.result()   # (T, W C)
-        return {name: np.ascontiguousarray(out[:, k * c:k * c + channels])
-                for k, name in enumerate(wanted)}
-
-    __call__ = separate
-
-
-def load_separator(model: Optional[str] = None, separation: SeparationConfig = SeparationConfig(),
-                   umx: bool = False, sample_rate: Optional[int] = None, context=None,
-                   device_id=None, backend: str = "auto", threads: Optional[int] = None,
-                   quiet: bool = True) -> Separator:
-    """The one way to a ready :class:`Separator` (xumx.test, xumx.eval, the function API and
-    ``Separator.from_file`` all come here).
-
-    Args:
-        model: an X-UMX ``.h5`` (with ``umx``, a folder of ``<target>.h5``); None: the
-            published weights, downloaded once into the cache (a byte bar unless ``quiet``).
-        separation: targets (checked against the model's sources) and Wiener settings.
-        sample_rate: the rate the model runs at (default: the model's, from its sidecar; a
-            rate that contradicts the sidecar is a ConfigError, for a file without one it is
-            the rate the model was trained at).
-        context, device_id, threads: where the network runs (:func:`xumx.engine.device_of`:
-            None follows the caller's nnabla default context, else the CPU).
-        backend: 'auto'/'onnxruntime' (the engine; the graph comes from the model cache when
-            it was built before from the same files) or 'nnabla' (the reference graph).
-
-    Each failure is one :class:`~xumx.errors.XumxError` line: DownloadError, WeightsError
-    ("cannot load the model: <path>: <why>"), EngineError (a GPU that cannot be used),
-    NnablaMissing (backend 'nnabla' without nnabla), InputError (a target the model does not
-    have), ConfigError (UMX without a folder).
-    """
-    from .config import DEFAULT_SOURCES
-    from .pretrained import model_path
-    from .weights import cannot_load, load_umx, load_xumx
-    path = model_path(model, umx, quiet)
-    loading = SeparationConfig(targets=separation.targets)   # UMX reads one file per target
-    targets = loading.targets or DEFAULT_SOURCES
-    with cannot_load(path):
-        if resolve_backend(backend) == "onnxruntime":
-            net = load_net(path, umx, targets, device_of(context, device_id), threads)
-            sep = Separator(net.cfg, None, loading, context, backend, device_id, net=net)
-        else:
-            cfg, arrays = load_umx(path, targets) if umx else load_xumx(path)
-            sep = Separator(cfg, arrays, loading, context, backend, device_id)
-    if sample_rate and int(sample_rate) != int(sep.cfg.sample_rate):
-        from .weights import stated_rate
-        stated = None if umx else stated_rate(path)
-        if stated:
-            raise ConfigError(f"--sample-rate {sample_rate} contradicts the model: {path} was "
-                              f"trained at {stated} Hz (its sidecar says so); leave "
-                              f"--sample-rate out, audio at any rate is resampled to the model's")
-        sep = sep.with_rate(sample_rate)
-    return sep.with_separation(separation)
+        out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
+        return {name: out[:, k * c:k * c + channels] for k, (name, _) in enumerate(plan)}

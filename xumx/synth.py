@@ -185,7 +185,7 @@ def main(argv=None) -> int:
 
 
 def _synth(argv) -> int:
-    from .config import parse
+    from .parsing import parse
     (cfg,) = parse("synth", argv)
     written = make_dataset(cfg.out, cfg.train, cfg.test, cfg.song_dur, cfg.seed)
     print(f"wrote {len(written['train'])} train and {len(written['test'])} test songs to {cfg.out}")

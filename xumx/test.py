@@ -1,10 +1,11 @@
 """``python -m xumx.test``: separate audio files into stems.
 
-    python -m xumx.test song.mp3 other.flac --model x-umx.h5 --outdir out/
+    python -m xumx.test song.mp3 other.flac --model x-umx.h5 --out-dir out/
 
 writes ``out/song/{bass,drums,vocals,other}.wav`` and ``out/other/...`` (``--inputs`` may
-name the files too; folders and quoted wildcards are expanded). Without ``--model``
-the published weights are downloaded to the user cache (see :mod:`xumx.pretrained`).
+name the files too; folders and quoted wildcards are expanded: :mod:`xumx.stemfiles`). Without
+``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
+The work is :meth:`xumx.Separator.separate_file`'s.
 
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
@@ -28,19 +29,21 @@ def main(argv=None) -> int:
 def _separate_files(argv) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
-    from .config import parse
     from .errors import AudioError, XumxError
-    from .inference import expand_inputs, limit_heap_arenas, output_folders, separate_file
-    from .separator import load_separator
+    from .parsing import parse
+    from .separator import Separator
+    from .heap import limit_arenas
+    from .stemfiles import expand_inputs, output_folders, separate_file
     output, chunking, load, separation = parse("test", argv)
     output = dataclasses.replace(output, inputs=expand_inputs(output.inputs))
-    limit_heap_arenas()
-    separator = load_separator(**dataclasses.asdict(load), separation=separation,
-                               quiet=output.quiet)
+    limit_arenas()
+    separator = Separator.load(load.model, load.device, umx=load.umx or None,
+                               sample_rate=load.sample_rate, quiet=output.quiet,
+                               **dataclasses.asdict(separation), **dataclasses.asdict(chunking))
     failed = 0
     for path, folder in zip(output.inputs, output_folders(output.inputs, output.out_dir)):
         try:
-            result = separate_file(separator, path, folder, output, chunking)
+            result = separate_file(separator, path, folder, output)
         except (XumxError, OSError, MemoryError) as e:   # this input fails, the others go on
             interrupt.check()   # an error that a signal caused is the signal's
             line = failure(e)

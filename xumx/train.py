@@ -1,6 +1,6 @@
 """``python -m xumx.train``: train X-UMX on MUSDB18 (or any musdb-layout dataset), on one machine
 or with ``mpirun -n N``. Flags and recipes: :mod:`xumx.config` (``--config FILE.yaml``); the
-work: :mod:`xumx.training`; messages and exit statuses: :mod:`xumx.cli`."""
+work: :mod:`xumx.training.trainer`; messages and exit statuses: :mod:`xumx.cli`."""
 import sys
 
 
@@ -11,11 +11,11 @@ def main(argv=None) -> int:
 
 
 def _train(argv, kept: dict) -> int:
-    from ._nnabla import require_nnabla
-    from .config import parse
+    from .training.backend import require_nnabla
+    from .parsing import parse
     model_cfg, train_cfg = parse("train", argv)
     require_nnabla("training")
-    from .training import train
+    from .training.trainer import train
     kept["note"] = f"resume with --resume {train_cfg.output}"
     result = train(model_cfg, train_cfg)
     if result["rank"] == 0:

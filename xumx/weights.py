@@ -5,7 +5,7 @@ nnabla's format: one dataset per parameter at the path of its name, with the att
 unpickled), and they come from strangers: :class:`xumx.h5safe.H5File` walks the metadata first
 and refuses links, external storage, virtual datasets and non-numeric data; the configuration is
 inferred from a few shapes, every declared shape is compared with
-:func:`xumx.spec.parameter_spec`, and a model beyond :func:`max_values` is refused, all before
+:func:`xumx.params.parameter_spec`, and a model beyond :func:`max_values` is refused, all before
 any value is read (docs/weights-files.md). What shapes cannot tell (hop size, sample rate) is
 read from ``<file>.json`` beside the weights, written by training; the published defaults apply
 when it is absent.
@@ -15,7 +15,7 @@ import json
 import os
 import re
 import stat
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,11 +24,11 @@ from .config import (DEFAULT_NHOP, DEFAULT_NFFT, DEFAULT_SAMPLE_RATE, DEFAULT_SO
 from .files import os_reason, write_bytes, write_text
 from .errors import XumxError
 from .h5safe import H5File, WeightsError, show
-from .spec import parameter_spec
+from .params import parameter_spec
 
-__all__ = ["WeightsError", "load_xumx", "load_umx", "cannot_load", "load_checkpoint",
-           "read_checkpoint", "write_checkpoint", "save_model", "write_h5", "infer_config",
-           "check_arrays", "random_arrays", "max_values", "sidecar_path"]
+__all__ = ["WeightsError", "read_parameters", "load_xumx", "cannot_load", "save_model",
+           "write_h5", "writing_h5", "infer_config", "check_arrays", "max_values",
+           "sidecar_path", "stated_rate"]
 
 #: Parameters old nnabla versions saved for their Python STFT/ISTFT; ignored on load.
 _LEGACY_KEYS = {"conv_r", "conv_i", "conv_cos", "conv_sin"}
@@ -68,7 +68,7 @@ def max_values() -> int:
     return MAX_MODEL_FACTOR * spec_values(ModelConfig())
 
 
-def _check_total(cfg: ModelConfig, what: str):
+def check_total(cfg: ModelConfig, what: str):
     total, limit = spec_values(cfg), max_values()
     if total > limit:
         raise WeightsError(f"{what} describe a model of {total:,} values, more than the "
@@ -85,7 +85,7 @@ def _check_sizes(entries):
                                f"model loaded (XUMX_MAX_VALUES; see docs/weights-files.md)")
 
 
-def _check_declared(cfg: ModelConfig, entries, prefix: str = ""):
+def check_declared(cfg: ModelConfig, entries, prefix: str = ""):
     """Every parameter of ``cfg`` declared in ``entries`` (``prefix`` + name) with its shape."""
     for name, shape, _ in parameter_spec(cfg):
         entry = entries.get(prefix + name)
@@ -95,7 +95,7 @@ def _check_declared(cfg: ModelConfig, entries, prefix: str = ""):
             raise WeightsError(f"parameter '{show(name)}' has shape {entry.shape}, expected {shape}")
 
 
-def _check_finite(arrays: Dict[str, np.ndarray]):
+def check_finite(arrays: Dict[str, np.ndarray]):
     for name, value in arrays.items():
         if not np.all(np.isfinite(value)):
             raise WeightsError(f"parameter '{name}' contains NaN or infinite values")
@@ -234,36 +234,6 @@ def _source_order(entries) -> list:
     return [e.name[len("input_mean_"):] for e in ordered if e.name.startswith("input_mean_")]
 
 
-def load_xumx(path: str, sources=None) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
-    """Read an X-UMX file: (config inferred from shapes + sidecar, {name: float32 array}).
-
-    Every check runs on the file's metadata before any value is read; raises
-    :class:`WeightsError` with one line naming the file and the parameter.
-    """
-    with H5File(path) as h5:
-        entries = {k: e for k, e in h5.datasets.items() if k.split("/")[0] not in _LEGACY_KEYS}
-        meta = _read_meta(path)   # its errors name the sidecar
-        try:
-            _check_sizes(entries)
-            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta,
-                               source_order=_source_order(entries))
-            _check_total(cfg, "the shapes of the first source's input_mean, output_scale, fc1 "
-                              "and lstm parameters")
-            _check_declared(cfg, entries)
-        except WeightsError as e:
-            raise WeightsError(f"{path}: {e}") from None
-        arrays = {name: h5.read(name, shape) for name, shape, _ in parameter_spec(cfg)}
-    try:
-        _check_finite(arrays)
-    except WeightsError as e:
-        raise WeightsError(f"{path}: {e}") from None
-    if sources is not None:
-        missing = [s for s in sources if s not in cfg.sources]
-        if missing:
-            raise WeightsError(f"{path}: has no source {missing} (it has {list(cfg.sources)})")
-    return cfg, arrays
-
-
 def _umx_name(target: str, name: str) -> str:
     """Map an Open-Unmix (UMX) parameter name to the X-UMX name of the same parameter."""
     head, _, rest = name.partition("/")
@@ -274,45 +244,62 @@ def _umx_name(target: str, name: str) -> str:
     return f"{head}_{target}/{rest}" if rest else f"{head}_{target}"
 
 
-def load_umx(folder: str, targets) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
-    """Read a folder of NNabla Open-Unmix files ``<target>.h5`` as one uncrossed model (each
-    file checked like :func:`load_xumx` before any value is read)."""
-    if not os.path.isdir(folder):
-        raise WeightsError(f"{folder}: UMX mode needs a folder of <target>.h5 files")
+def read_parameters(files: Sequence[str], umx_targets: Optional[Sequence[str]] = None,
+                    where: Optional[str] = None) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
+    """Read a model: (config inferred from the shapes and the sidecar, {name: float32 array}).
+
+    Both layouts take this one path. X-UMX: ``files`` is the one weights file and
+    ``umx_targets`` None. UMX: ``files`` are the Open-Unmix ``<target>.h5`` files of
+    ``umx_targets`` (same order), read as one uncrossed model whose parameter names are the
+    X-UMX ones. Every file is walked and every declared shape compared with
+    :func:`xumx.params.parameter_spec` before any value is read; raises :class:`WeightsError`
+    with one line naming ``where`` (default: the first file) and the parameter.
+    (:class:`xumx.modelfiles.ModelFiles` says which files a model is.)
+    """
+    where = where or files[0]
+    if umx_targets is not None and not os.path.isdir(where):
+        raise WeightsError(f"{where}: UMX mode needs a folder of <target>.h5 files")
     meta = {}
     with contextlib.ExitStack() as stack:
-        where = {}   # X-UMX name -> (file, name in it)
-        for t in targets:
-            path = os.path.join(folder, f"{t}.h5")
+        found = {}   # X-UMX name -> (file, name in it)
+        for index, path in enumerate(files):
             h5 = stack.enter_context(H5File(path))
-            for name, entry in h5.datasets.items():
+            for name in h5.datasets:
                 if name.split("/")[0] in _LEGACY_KEYS:
                     continue
-                xname = _umx_name(t, name)
-                if xname in where:
-                    raise WeightsError(f"{path}: '{show(name)}' and '{show(where[xname][1])}' "
+                xname = name if umx_targets is None else _umx_name(umx_targets[index], name)
+                if xname in found:
+                    raise WeightsError(f"{path}: '{show(name)}' and '{show(found[xname][1])}' "
                                        f"are the same parameter")
-                where[xname] = (h5, name)
-            meta = meta or _read_meta(path)
-        meta["crossing"] = False
-        entries = {x: h5.datasets[name] for x, (h5, name) in where.items()}
+                found[xname] = (h5, name)
+            meta = meta or _read_meta(path)   # its errors name the sidecar
+        entries = {x: h5.datasets[name] for x, (h5, name) in found.items()}
+        if umx_targets is None:
+            order, first = _source_order(entries), "source"
+        else:
+            meta, order, first = dict(meta, crossing=False), list(umx_targets), "target"
         try:
             _check_sizes(entries)
-            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=targets)
-            _check_total(cfg, "the shapes of the first target's input_mean, output_scale, fc1 "
-                              "and lstm parameters")
-            _check_declared(cfg, entries)
+            cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=order)
+            check_total(cfg, f"the shapes of the first {first}'s input_mean, output_scale, fc1 "
+                              f"and lstm parameters")
+            check_declared(cfg, entries)
         except WeightsError as e:
-            raise WeightsError(f"{folder}: {e}") from None
+            raise WeightsError(f"{where}: {e}") from None
         arrays = {}
         for name, shape, _ in parameter_spec(cfg):
-            h5, inner = where[name]
+            h5, inner = found[name]
             arrays[name] = h5.read(inner, shape)
     try:
-        _check_finite(arrays)
+        check_finite(arrays)
     except WeightsError as e:
-        raise WeightsError(f"{folder}: {e}") from None
+        raise WeightsError(f"{where}: {e}") from None
     return cfg, arrays
+
+
+def load_xumx(path: str) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
+    """:func:`read_parameters` of one X-UMX weights file."""
+    return read_parameters([path])
 
 
 @contextlib.contextmanager
@@ -330,81 +317,6 @@ def cannot_load(path: str):
         raise WeightsError(f"cannot load the model: {where}: {os_reason(e)}") from None
 
 
-#: The format marker of training checkpoints (one HDF5 file: params/, solver/, meta).
-CHECKPOINT_FORMAT = "xumx-checkpoint/1"
-#: The files of a training run's folder: the best weights (what ``--model FOLDER`` reads) and
-#: the checkpoint (what ``--resume FOLDER`` reads).
-BEST_NAME, CHECKPOINT_NAME = "best_xumx.h5", "checkpoint.h5"
-
-
-def write_checkpoint(path: str, params: Dict[str, np.ndarray], solver: Dict[str, np.ndarray],
-                     meta: dict):
-    """One HDF5 file (so one atomic os.replace) with groups params/, solver/ and a JSON meta."""
-    with writing_h5(path) as f:   # interrupted: the old one stays
-        f.attrs["format"] = CHECKPOINT_FORMAT
-        f.attrs["meta"] = json.dumps(meta)
-        for group, arrays in (("params", params), ("solver", solver)):
-            g = f.create_group(group)
-            for index, (name, value) in enumerate(arrays.items()):
-                g.create_dataset(name, data=value).attrs["index"] = index
-
-
-def read_checkpoint(path: str):
-    """(params, solver states, meta) of a training checkpoint, or None when ``path`` is not
-    one (see :func:`load_checkpoint`)."""
-    return load_checkpoint(path, CHECKPOINT_FORMAT)
-
-
-def load_checkpoint(path: str, format_name: str = CHECKPOINT_FORMAT):
-    """(params, solver states, meta) of a training checkpoint written with the format marker
-    ``format_name``, or None when ``path`` is not one. Like :func:`load_xumx`, every
-    dataset is checked before any value is read: ``params/<name>`` against the spec of the
-    model configuration in the metadata, ``solver/<name>/<state>`` against its parameter's
-    shape (``t``: a scalar), at most 3 states per trainable parameter."""
-    with H5File(path) as h5:
-        if h5.text("format") != format_name:
-            return None
-        try:
-            meta = json.loads(h5.text("meta") or "null")
-        except ValueError as e:
-            raise h5.error(f"the checkpoint's metadata is not JSON ({e})") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
-            raise h5.error("the checkpoint's metadata has no model configuration")
-        try:
-            cfg = ModelConfig.from_dict(meta["model"])
-            _check_total(cfg, "the checkpoint's model configuration and its parameters")
-            _check_declared(cfg, h5.datasets, "params/")
-        except (TypeError, ValueError) as e:
-            raise h5.error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-        spec = parameter_spec(cfg)
-        trainable = {name: shape for name, shape, grad in spec if grad}
-        states: Dict[str, int] = {}
-        for key, entry in h5.datasets.items():
-            if not key.startswith("solver/"):
-                continue
-            param, _, state = key[len("solver/"):].rpartition("/")
-            if param not in trainable:
-                raise h5.error(f"solver state '{show(key)}' belongs to no trainable parameter")
-            want = () if state == "t" else trainable[param]
-            if entry.shape != want:
-                raise h5.error(f"solver state '{show(key)}' has shape {entry.shape}, expected {want}")
-            states[param] = states.get(param, 0) + 1
-            if states[param] > 3:
-                raise h5.error(f"more than 3 solver states for parameter '{show(param)}'")
-        params = {name: h5.read("params/" + name, shape) for name, shape, _ in spec}
-        solver = {}
-        for key in sorted((k for k in h5.datasets if k.startswith("solver/")),
-                          key=lambda k: (h5.datasets[k].index is None, h5.datasets[k].index or 0, k)):
-            entry = h5.datasets[key]
-            solver[key[len("solver/"):]] = h5.read(key, entry.shape,
-                                                   np.int64 if entry.shape == () else np.float32)
-    try:
-        _check_finite(params)
-    except WeightsError as e:
-        raise WeightsError(f"{path}: {e}") from None
-    return params, solver, meta
-
-
 def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
     """Write parameters (published names and order) and the JSON sidecar, both atomically."""
     spec = parameter_spec(cfg)
@@ -412,37 +324,3 @@ def save_model(path: str, cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
     write_h5(path, {name: arrays[name] for name, _, _ in spec},
              {name: ng for name, _, ng in spec})
     write_text(sidecar_path(path), cfg.to_json())
-
-
-def random_arrays(cfg: ModelConfig, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Seeded random parameters of every name and shape of ``cfg`` (for tests and demos).
-
-    Values are scaled so that every path of the network influences the masks. For the default
-    configuration and seed 0 these are bit for bit the parameters of the parity fixture
-    (tests/data/parity), on numpy 1.x and 2.x alike: every step is computed in float32.
-    """
-    rng = np.random.RandomState(seed)
-    out = {}
-    for name, shape, _ in parameter_spec(cfg):
-        n = rng.standard_normal(shape).astype(np.float32)
-        leaf = name.split("/")[-1]
-        if name.startswith("input_mean"):
-            v = -(2.0 + 0.5 * np.abs(n))
-        elif name.startswith("input_scale"):
-            v = 0.3 + 0.05 * np.abs(n)
-        elif name.startswith("output_scale"):
-            v = 1.0 + 0.1 * n
-        elif name.startswith("output_mean"):
-            v = 0.4 + 0.1 * n
-        elif leaf == "W":   # float32 divisors: numpy 2 would otherwise divide in float64
-            v = n / np.float32(np.sqrt(shape[0]))
-        elif leaf in ("weight_l0", "weight"):
-            v = n / np.float32(np.sqrt(shape[-1]))
-        elif leaf == "var":
-            v = 1.0 + 0.2 * np.abs(n)
-        elif leaf == "gamma":
-            v = 1.0 + 0.1 * n
-        else:  # beta, mean, bias
-            v = 0.1 * n
-        out[name] = v.astype(np.float32)
-    return out

@@ -11,8 +11,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import ModelConfig
-from .errors import DataError
+from ..config import ModelConfig
+from ..errors import DataError
 
 #: Without the MUSDB18 validation names, every ``HOLDOUT_EVERY``-th track (sorted by name, starting
 #: with the last of each group) is held out for validation, at least one (MUSDB18: 14 of 100).
@@ -278,11 +278,11 @@ def input_statistics(mixtures, n_fft: int, n_hop: int) -> Tuple[np.ndarray, np.n
     """Mean and standard deviation per bin of the mono-downmixed STFT magnitude of the given
     mixtures (an iterable of (C, T) arrays), std floored at 1e-4 * max(std) (published
     ``get_statistics``). Returns two (F,) float32 arrays."""
-    from .dsp import stft
+    from ..dsp import stft_frames
     moments = RunningMoments()
     for audio in mixtures:
-        mag = np.abs(stft(np.asarray(audio), n_fft, n_hop, dtype=np.complex64)).mean(axis=0)  # (F, N)
-        moments.update(mag.T)
+        frames = stft_frames(np.asarray(audio), n_fft, n_hop, dtype=np.complex64)  # (C, N, F)
+        moments.update(np.abs(frames).mean(axis=0))   # (N, F)
     if moments.count == 0:
         raise DataError("no training audio for the input statistics")
     std = moments.std

@@ -13,8 +13,8 @@ import numpy as np
 from nnabla.initializer import ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot
 from nnabla.parameter import get_parameter, get_parameter_or_create
 
-from .config import ModelConfig
-from .spec import LSTM_GATES, parameter_spec
+from ..config import ModelConfig
+from ..params import LSTM_GATES, parameter_spec
 
 
 class OpenUnmixCrossNet:
@@ -90,7 +90,7 @@ class OpenUnmixCrossNet:
 
         ``pre``: (shift, scale) vectors: the affine sees (x[..., :w] + shift) * scale;
         ``post``: (scale, shift) vectors: the output reshaped to ``out_shape`` times scale plus
-        shift. On CPU contexts the whole chain is one function (:mod:`xumx.kernels.layers`).
+        shift. On CPU contexts the whole chain is one function (:mod:`xumx.training.kernels.layers`).
         """
         from . import kernels
         width = pre[0].shape[0] if pre else x.shape[-1]
@@ -144,7 +144,7 @@ class OpenUnmixCrossNet:
     def _lstms(self, inputs, test):
         """The LSTM outputs (N, B, D h) of every source; ``inputs``: one (N, B, hidden) Variable
         shared by all sources (crossing) or one per source. On CPU contexts all sources run in
-        one fused function (:mod:`xumx.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
+        one fused function (:mod:`xumx.training.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
         from . import kernels
         cfg = self.cfg
         params = [self._lstm_parameters(s, inputs[0].shape[2]) for s in cfg.sources]
@@ -200,7 +200,7 @@ class OpenUnmixCrossNet:
         (N, B, C, F), (real, imag) of the mixture STFT, each (N, B, C_in, F)). With a mono
         model (C = 1) the magnitude is averaged over the input channels.
         """
-        from .dsp import graph_spectrogram
+        from .stft import graph_spectrogram
         mix_spec, real, imag = graph_spectrogram(audio, self.cfg.nfft, self.cfg.nhop)
         if self.cfg.nb_channels == 1:
             mix_spec = F.mean(mix_spec, axis=2, keepdims=True)

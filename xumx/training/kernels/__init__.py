@@ -2,7 +2,7 @@
 
 nnabla's CPU backend builds its LSTM from per-frame functions, its STFT/ISTFT from dense
 convolutions, and runs elementwise functions at about 10-15 ns per element. On a CPU context
-the graph builders of :mod:`xumx.model`, :mod:`xumx.dsp` and :mod:`xumx.losses` therefore use
+the graph builders of :mod:`xumx.training.model`, :mod:`xumx.training.stft` and :mod:`xumx.training.losses` therefore use
 these replacements, each an nnabla function (``nnabla.function.PythonFunction``) with its
 forward and backward written in numpy (BLAS) and scipy's pocketfft; nnabla still owns the
 graph, autodiff, solvers, communicators and checkpoints:

@@ -9,7 +9,7 @@ saying what is needed and how to get it. Entry modules print that line and exit 
 """
 import sys
 
-from .errors import NnablaMissing
+from ..errors import NnablaMissing
 
 #: The CPython versions nnabla 1.39 has wheels for (first, last).
 NNABLA_PYTHONS = ((3, 8), (3, 10))

@@ -21,12 +21,12 @@ from typing import List
 
 import numpy as np
 
-from ..spec import LSTM_GATES, gate_permutation
+from ...params import LSTM_GATES, gate_permutation
 from .base import NumpyFunction, data, put_grad, single_thread_blas
 
 GATES = LSTM_GATES
 #: The internal gate order i, f, o, g (the three sigmoid gates side by side) as indices into
-#: nnabla's order (:mod:`xumx.spec`); the permutation is its own inverse.
+#: nnabla's order (:mod:`xumx.params`); the permutation is its own inverse.
 PERM = list(gate_permutation("ifog"))
 #: Recurrent products smaller than this (multiply-adds per step) run on one BLAS thread.
 SMALL_STEP = 1 << 21

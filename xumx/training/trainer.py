@@ -27,13 +27,16 @@ from typing import Dict, List
 
 import numpy as np
 
-from .config import RUN_CONFIG, ModelConfig, TrainConfig, recipe_text
+from ..config import ModelConfig, TrainConfig
+from ..recipes import RUN_CONFIG, recipe_text
 from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
-from .files import replacing, write_text
+from ..files import replacing, write_text
 from .schedule import EarlyStopping, ReduceLROnPlateau
-from .weights import BEST_NAME, CHECKPOINT_NAME, WeightsError, read_checkpoint, write_checkpoint
+from ..errors import WeightsError
+from ..modelfiles import BEST_NAME, CHECKPOINT_NAME
+from .checkpoints import read_checkpoint, write_checkpoint
 
 
 @dataclass
@@ -57,10 +60,10 @@ def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
     are ISTFT(mask * mixture STFT), (B, C, L) with L = (N - 1) * nhop <= T; the mixture and
     targets are cut to L for the time-domain loss. The frequency-domain loss compares masked
     mixture magnitudes with the target magnitudes. On CPU contexts the STFTs, the LSTMs and
-    both losses are the fused functions of :mod:`xumx.kernels`.
+    both losses are the fused functions of :mod:`xumx.training.kernels`.
     """
     import nnabla as nn
-    from .dsp import graph_masked_istft, graph_spectrogram
+    from .stft import graph_masked_istft, graph_spectrogram
     cfg = model.cfg
     channels, nb_sources = cfg.nb_channels, len(cfg.sources)
     mixture = nn.Variable((batch, channels, length))
@@ -182,10 +185,10 @@ class Trainer:
         self._resume = resume
 
     def _load_resume(self, path):
-        from .weights import load_xumx
+        from ..modelfiles import ModelFiles
         ck = read_checkpoint(path)
         if ck is None:  # a plain weights file: start from its weights
-            cfg, arrays = load_xumx(path)
+            cfg, arrays = ModelFiles(path).read()
             return cfg, arrays, None, None
         params, solver, meta = ck
         return ModelConfig.from_dict(meta["model"]), params, solver, meta
@@ -266,7 +269,7 @@ class Trainer:
                 "rank": comm.rank}
 
     def _train_epoch(self, epoch, graph, solver, params, steps) -> float:
-        from .progress import progress_bar
+        from ..progress import progress_bar
         cfg, comm = self.cfg, self.comm
         total, count = 0.0, 0
         bar = progress_bar(steps, f"epoch {epoch}", comm.rank != 0 or not self.progress, "step",
@@ -314,7 +317,7 @@ class Trainer:
         return s / n if n else float("nan")
 
     def _write_epoch(self, model, solver, scheduler, stopper, history, epoch):
-        from .weights import save_model
+        from ..weights import save_model
         out = self.cfg.output
         arrays = model_arrays(model)
         if stopper.improved:
@@ -331,6 +334,6 @@ class Trainer:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True) -> dict:
     """Train (or resume, ``cfg.resume``) and return {'history', 'stopped', 'best' path, 'rank'}."""
-    from ._nnabla import require_nnabla
+    from .backend import require_nnabla
     require_nnabla("training")
     return Trainer(model_cfg, cfg, data=data, progress=progress).run()

@@ -1,6 +1,6 @@
 """The parameter contract of the network, without nnabla: every parameter's name, shape and
-trainability in the published creation order (the layout of ``x-umx.h5``), the LSTM gate
-layout, and the bins a bandwidth keeps.
+trainability in the published creation order (the layout of ``x-umx.h5``), and the LSTM gate
+layout.
 
 Everything that reads, writes, checks or converts parameters (weights files, checkpoints, the
 ONNX graph, the fast training kernels, the NNabla model) takes the layout from here, so it is
@@ -8,20 +8,8 @@ written once and separation never needs nnabla to know it.
 """
 from typing import TYPE_CHECKING, List, Tuple
 
-if TYPE_CHECKING:   # config imports this module
+if TYPE_CHECKING:
     from .config import ModelConfig
-
-
-def bandwidth_to_max_bin(rate: int, n_fft: int, bandwidth: float) -> int:
-    """Number of STFT bins whose centre frequency is at most ``bandwidth`` Hz (the ``max_bin``
-    of a model that sees frequencies up to ``bandwidth``).
-
-    >>> bandwidth_to_max_bin(44100, 4096, 16000)
-    1487
-    """
-    import numpy as np
-    freqs = np.linspace(0, float(rate) / 2, n_fft // 2 + 1, endpoint=True)
-    return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
 
 
 #: The gates of an LSTM cell in the order nnabla's weight and bias arrays hold them: input,

@@ -1,11 +1,13 @@
-"""The separation path of signals and files: resample to the model's rate, separate in
-cross-faded chunks, resample back (:func:`separate_blocks`; :func:`separate_audio` for a whole
-signal, :func:`separate_file` to decode a file and write its stems). ``xumx.test``,
-``xumx.eval`` and benchmarks use it with a Separator from :func:`xumx.separator.load_separator`.
+"""Audio files in and stems out, for ``python -m xumx.test`` and :meth:`xumx.Separator.separate_file`.
 
-Output layout: ``<out_dir>/<input name>/<target>.<ext>`` for one or many inputs, where
+What the inputs of a command line name (:func:`expand_inputs`), where each input's stems go
+(:func:`output_folders`), and separating one file in bounded memory (:func:`separate_file`:
+decoded, separated and encoded block by block).
+
+Output layout: ``<out_dir>/<input name>/<stem>.<ext>`` for one or many inputs, where
 ``<input name>`` is the input's file name without its extension, or the track's folder name
-for a MUSDB-layout ``<track>/mixture.<ext>`` (``out_dir`` defaults to the current folder). Inputs with the same name get ``<name>_2``, ``<name>_3``... in the order given.
+for a MUSDB-layout ``<track>/mixture.<ext>`` (``out_dir`` defaults to the current folder).
+Inputs of one run with the same name get ``<name>_2``, ``<name>_3``... in the order given.
 Every stem has exactly the duration of the selected span of its input, at the input's rate
 unless ``OutputConfig.output_rate`` says otherwise.
 """
@@ -17,10 +19,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from . import audio as audio_io
-from . import interrupt
-from .chunking import chunk_bounds, separate_stream
-from .config import ChunkConfig, OutputConfig, clock
+from . import decode, interrupt
+from .config import OutputConfig
+from .errors import AudioError
+from .times import clock
 
 #: The mixture's file name in the MUSDB18 layout (its stems are named after the track).
 MIXTURE = "mixture"
@@ -61,7 +63,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     folder as its ``mixture`` file); a wildcard pattern that names no file as the files it
     matches, sorted (``'songs/*.mp3'``, quoted so that no shell expanded it). A folder without
     audio files and a pattern that matches nothing stay as they are: each is then one failed
-    input (:func:`xumx.audio.probe` says which), and the others are still separated."""
+    input (:func:`xumx.decode.probe` says which), and the others are still separated."""
     import glob
     out: List[str] = []
     for item in inputs:
@@ -71,7 +73,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
                            and os.path.isfile(os.path.join(item, n)))
             mixture = [n for n in names if os.path.splitext(n)[0] == MIXTURE]
             found = [os.path.join(item, n) for n in (mixture[:1] or names)]
-        elif not os.path.exists(item) and audio_io.is_pattern(item):
+        elif not os.path.exists(item) and decode.is_pattern(item):
             found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
         out += found or [item]
     return out
@@ -109,78 +111,6 @@ def output_rate(options: OutputConfig, input_rate: int, model_rate: int) -> int:
     return int(options.output_rate)
 
 
-def separate_audio(separator, audio: np.ndarray, rate: Optional[int] = None,
-                   chunking: ChunkConfig = ChunkConfig(), out_rate: Optional[int] = None,
-                   progress=None) -> Dict[str, np.ndarray]:
-    """Separate a whole signal, at any rate, in the cross-faded chunks of ``chunking``.
-
-    Shapes: audio (T, C) float at ``rate`` (default: the separator's; C = 1 or 2) ->
-    {stem: (T_out, C) float32} at ``out_rate`` (default: ``rate``) with T_out samples of the
-    same duration (T when the rates are equal). This is :func:`separate_blocks` of one block:
-    the same resampling, chunks and cross-fades as a file streamed by :func:`separate_file`.
-    ``progress(1)`` is called per chunk. Integer samples are scaled by their type's full
-    scale (:func:`xumx.separator.check_audio`).
-    """
-    if audio.dtype.kind in "iu":
-        from .separator import integer_to_float
-        audio = integer_to_float(audio)
-    pieces: Dict[str, list] = {}
-    for piece in separate_blocks(separator, [audio], rate, chunking, out_rate, progress):
-        for name, y in piece.items():
-            pieces.setdefault(name, []).append(y)
-    return {name: ys[0] if len(ys) == 1 else np.concatenate(ys) for name, ys in pieces.items()}
-
-
-def separate_blocks(separator, blocks: Iterable[np.ndarray], rate: Optional[int] = None,
-                    chunking: ChunkConfig = ChunkConfig(), out_rate: Optional[int] = None,
-                    progress=None) -> Iterator[Dict[str, np.ndarray]]:
-    """:func:`separate_audio` of a mixture that arrives in blocks, in bounded memory: the
-    one separation path of signals and files.
-
-    Shapes: blocks (t, C) float32 at ``rate``, in order -> pieces {stem: (t', C) float32} at
-    ``out_rate``, in order. The audio is resampled to the separator's rate
-    (``separator.cfg.sample_rate``) block by block (:class:`xumx.audio.StreamResampler`, the
-    same polyphase filter as on the whole signal), cut into the chunks of ``chunking`` at that
-    rate and separated with cross-fades (:func:`xumx.chunking.separate_stream`), and
-    resampled back. Memory: one chunk and its overlap, the resamplers' filter spans and the
-    pieces in flight; not the song.
-    """
-    model_rate = int(separator.cfg.sample_rate)
-    rate = int(rate or model_rate)
-    out_rate = int(out_rate or rate)
-    into = audio_io.StreamResampler(rate, model_rate)
-    back: Dict[str, audio_io.StreamResampler] = {}
-    nb = 0
-
-    def at_model_rate():
-        nonlocal nb
-        for block in blocks:
-            nb += block.shape[0]
-            x = into.push(block)
-            if x.shape[0]:
-                yield x
-        x = into.finish(audio_io.resampled_length(nb, rate, model_rate))
-        if x.shape[0] or nb == 0:
-            yield x
-
-    chunk, overlap = chunking.samples(model_rate)
-    for piece in separate_stream(separator.separate, at_model_rate(), chunk, overlap, progress):
-        out = {}
-        for name, y in piece.items():
-            if name not in back:
-                back[name] = audio_io.StreamResampler(model_rate, out_rate)
-            out[name] = back[name].push(y)
-        yield out
-    length = nb if out_rate == rate else audio_io.resampled_length(nb, rate, out_rate)
-    yield {name: r.finish(length) for name, r in back.items()}
-
-
-def nb_chunks(nb_samples: int, rate: int, chunking: ChunkConfig, model_rate: int) -> int:
-    """How many chunks :func:`separate_blocks` will run for ``nb_samples`` at ``rate``."""
-    n = audio_io.resampled_length(nb_samples, rate, model_rate)
-    return len(chunk_bounds(n, *chunking.samples(model_rate)))
-
-
 #: frames decoded at a time by :func:`separate_file` (about 1.5 s at 44.1 kHz)
 DECODE_BLOCK = 1 << 16
 
@@ -192,26 +122,6 @@ def _expected_samples(info, options: OutputConfig) -> Optional[int]:
         return None
     left = max(total - int(round(options.start * info.rate)), 0)
     return min(left, int(round(options.duration * info.rate))) if options.duration > 0 else left
-
-
-def limit_heap_arenas(count: int = 2):
-    """Let glibc's malloc use at most ``count`` heaps for the whole process (a process-wide
-    setting, for the command lines; no-op where the C library is not glibc).
-
-    By default every thread that allocates gets a heap of its own (up to 8 per core) which
-    keeps the memory freed in it; with the filter's worker threads, the writer thread and
-    onnxruntime's threads all making large temporary arrays, a 10-minute song peaked about
-    150 MB higher (0.82-0.89 GB instead of 0.70-0.72 GB, measured here).
-    """
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    m_arena_max = -8   # glibc's M_ARENA_MAX
-    mallopt(m_arena_max, int(count))
 
 
 class WriteBehind:
@@ -247,25 +157,25 @@ class WriteBehind:
         return False
 
 
-def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig,
-                  chunking: ChunkConfig = ChunkConfig()) -> FileResult:
-    """Separate one file and write its stems to ``out_folder/<stem>.<ext>``, in bounded memory.
+def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig) -> FileResult:
+    """Separate one file with ``separator`` (its settings and chunking) and write its stems to
+    ``out_folder/<stem>.<ext>``, in bounded memory.
 
     The file is decoded, resampled, separated, resampled back and encoded block by block
-    (:func:`separate_blocks`, :class:`xumx.audio.StemWriter`): memory does not grow with its
-    length. The separator (network and weights) is the caller's, built once for all files. A
-    bar over chunks goes to stderr when it is a terminal, unless ``options.quiet``
-    (:func:`xumx.progress.progress_bar`). All stems of the file appear
+    (:meth:`xumx.Separator.separate_blocks`, :class:`xumx.encode.StemWriter`): memory does not
+    grow with its length. A bar over chunks goes to stderr when it is a terminal, unless
+    ``options.quiet`` (:func:`xumx.progress.progress_bar`). All stems of the file appear
     together (temporary names, then renamed), and none on an error or an interruption. Raises
-    :class:`xumx.audio.AudioError` with a one-line message for unreadable inputs and
+    :class:`~xumx.errors.AudioError` with a one-line message for unreadable inputs and
     unwritable outputs.
     """
+    from .encode import StemWriter
     from .progress import progress_bar
     t0 = time.perf_counter()
-    model_rate = int(separator.cfg.sample_rate)
-    info = audio_io.probe(in_path)
+    model_rate = separator.sample_rate
+    info = decode.probe(in_path)
     rate = info.rate
-    decoded = audio_io.stream(in_path, options.start, options.duration, info, DECODE_BLOCK)
+    decoded = decode.stream(in_path, options.start, options.duration, info, DECODE_BLOCK)
     counted = [0]
 
     def blocks(first):
@@ -281,25 +191,25 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
         try:   # before the long part, so that an unusable destination fails fast
             os.makedirs(out_folder, exist_ok=True)
         except OSError as e:
-            raise audio_io.AudioError(f"{out_folder}: cannot create the output folder "
-                                      f"({e.strerror or e})") from None
+            raise AudioError(f"{out_folder}: cannot create the output folder "
+                             f"({e.strerror or e})") from None
         try:
             if not os.access(out_folder, os.W_OK):
-                raise audio_io.AudioError(f"{out_folder}: the output folder is not writable")
+                raise AudioError(f"{out_folder}: the output folder is not writable")
             expected = _expected_samples(info, options)
-            total = nb_chunks(expected, rate, chunking, model_rate) if expected else None
+            total = separator.nb_chunks(expected, rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
             paths: Dict[str, str] = {}
             with progress_bar(total, os.path.basename(in_path), options.quiet, "chunk",
                               leave=False, lines=False) as bar, \
-                    audio_io.StemWriter(out_rate, options.out_format, options.bits,
-                                        options.bitrate) as stems, \
+                    StemWriter(out_rate, options.out_format, options.bits,
+                               options.bitrate) as stems, \
                     WriteBehind(stems) as writer:
-                def progress(n):   # per chunk: also re-raise an interrupt a finaliser swallowed
-                    interrupt.check()
-                    bar.update(n)
-                for piece in separate_blocks(separator, blocks(first), rate, chunking, out_rate,
-                                             progress):
+                def progress(done, of):   # per chunk: also re-raise an interrupt a finaliser
+                    interrupt.check()     # swallowed
+                    bar.update(1)
+                for piece in separator.separate_blocks(blocks(first), rate, out_rate, progress,
+                                                       total):
                     for name, y in piece.items():
                         paths.setdefault(name, os.path.join(out_folder,
                                                             f"{name}.{options.out_format}"))

@@ -14,7 +14,7 @@ from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DistributedError
+from ..errors import DistributedError
 
 #: Environment variables through which MPI launchers announce the world size / local rank.
 SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -145,7 +145,7 @@ def _local_rank(env: Mapping[str, str], rank: int) -> int:
 def make_communicator(context: str = "cpu", device_id: str = "0",
                       env: Mapping[str, str] = os.environ):
     """(communicator, nnabla extension context) for this process; see the module docstring."""
-    from ._nnabla import extension_context
+    from .backend import extension_context
     size = launcher_world_size(env)
     if size <= 1:
         return SingleProcess(), extension_context(context, device_id, "training")

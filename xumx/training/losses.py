@@ -4,7 +4,7 @@ Combination Loss (CL) of every proper, non-empty subset of sources.
 Shapes use: N frames, B batch, C channels, F bins, L samples, R rows (flattened B * C).
 Sources are lists (one entry per source, in the model's order), or for targets one array with
 the sources stacked on the channel axis; nothing assumes a number of sources or channels.
-On CPU contexts each combination loss is one fused function (:mod:`xumx.kernels.losses`).
+On CPU contexts each combination loss is one fused function (:mod:`xumx.training.kernels.losses`).
 """
 import itertools
 from typing import List, Sequence, Tuple

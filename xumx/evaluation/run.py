@@ -1,0 +1,198 @@
+"""Running an evaluation: the tracks of a MUSDB18 subset separated (:meth:`xumx.Separator.separate`)
+and scored with museval, one track at a time or in worker processes, each track's scores written
+as soon as they are made (what is written where: :mod:`xumx.evaluation`)."""
+import multiprocessing
+import os
+import sys
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .. import files
+from ..config import ChunkConfig, EvalConfig, LoadConfig, SeparationConfig
+from ..errors import ConfigError, EvalError, XumxError
+from ..modelfiles import ModelFiles
+from .identity import check_identity, identity_of
+from .report import (BASELINE, Method, Results, read_scores, score_path,  # noqa: F401
+                     summarize)
+
+
+# --------------------------------------------------------------------------- data set
+def open_tracks(root: Optional[str], subset: str, is_wav: bool,
+                names: Optional[Sequence[str]] = None) -> list:
+    """The musdb tracks of ``subset`` under ``root`` (all, or those named, in that order)."""
+    import musdb
+    root = root or os.environ.get("MUSDB_PATH")
+    if not root:
+        raise EvalError("no --root given and $MUSDB_PATH is not set")
+    if not os.path.isdir(root):
+        raise EvalError(f"--root {root}: no such folder")
+    try:
+        db = musdb.DB(root=root, subsets=subset, is_wav=is_wav, download=False)
+    except Exception as e:  # musdb raises bare RuntimeErrors / OSErrors on odd layouts
+        raise EvalError(f"--root {root}: cannot read it as MUSDB18: {e}") from None
+    if not db.tracks:
+        layout = ("<track>/mixture.wav and one WAV per source" if is_wav
+                  else "<track>.stem.mp4 files; for WAV folders add --is-wav")
+        raise EvalError(f"no tracks in {os.path.join(root, subset)}: expected {layout}")
+    if not names:
+        return list(db.tracks)
+    by_name = {t.name: t for t in db.tracks}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise EvalError(f"--tracks: no track named {', '.join(map(repr, unknown))} in "
+                        f"{os.path.join(root, subset)}")
+    return [by_name[n] for n in names]
+
+
+# --------------------------------------------------------------------------- separation
+def estimate_track(separator, audio: np.ndarray, rate: int) -> Dict[str, np.ndarray]:
+    """The separator's estimates of a track at the track's rate and length, by the separation
+    path of ``xumx.test`` (:meth:`xumx.Separator.separate`: resampled to the model's rate, the
+    separator's chunks and cross-fades, resampled back).
+
+    Shapes: audio (T, C) at ``rate`` -> {target: (T, C) float32}.
+    """
+    return separator.separate(np.asarray(audio, dtype=np.float32), rate)
+
+
+def write_estimates(estimates: Dict[str, np.ndarray], folder: str, rate: int) -> None:
+    """``<folder>/<target>.wav`` (32-bit float) for each estimate, all appearing together
+    (:class:`xumx.encode.StemWriter`, the writer of ``xumx.test``)."""
+    from ..encode import write_stems
+    write_stems({os.path.join(folder, f"{name}.wav"): audio for name, audio in estimates.items()},
+                rate, "wav", "float")
+
+
+def score_track(track, estimates: Dict[str, np.ndarray], path: str):
+    """Score estimates with museval v4 (1 s windows) and write the track's JSON atomically."""
+    import museval
+    store = museval.eval_mus_track(track, estimates)
+    store.validate()
+    files.write_text(path, store.json)
+    return store
+
+
+# --------------------------------------------------------------------------- one track
+def process_track(cfg: EvalConfig, separator, track, targets: Sequence[str],
+                  methods: Sequence[Method],
+                  phase: Optional[Callable[[str], None]] = None) -> Dict[str, str]:
+    """Separate and score one track for each method not scored yet: {method: 'scored'|'skipped'}.
+
+    ``phase(text)`` is told each step as it starts ("<track>: separating", "<track>: scoring
+    <method>"). The estimates go to ``cfg.out_dir`` before the JSON, so a JSON on disk means
+    the track is complete.
+    """
+    phase = phase or (lambda text: None)
+    status = {}
+    for method in methods:
+        path = score_path(method, cfg.subset, track.name)
+        if read_scores(path, targets) is not None:
+            status[method.name] = "skipped"
+            continue
+        audio = track.audio
+        if method.baseline:
+            estimates = {t: audio for t in targets}
+        else:
+            phase(f"{track.name}: separating")
+            estimates = estimate_track(separator, audio, track.rate)
+            if cfg.out_dir:
+                write_estimates(estimates, os.path.join(cfg.out_dir, cfg.subset, track.name),
+                                track.rate)
+        phase(f"{track.name}: scoring {method.name} (museval)")
+        score_track(track, {t: estimates[t] for t in targets}, path)
+        status[method.name] = "scored"
+    return status
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: EvalConfig, model: ModelFiles, load: LoadConfig,
+                 separation: SeparationConfig, chunking: ChunkConfig, targets, methods) -> None:
+    """Runs once in each worker process: open the data set and build the Separator once
+    (``model`` is the parent's resolved one: workers download nothing)."""
+    tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav)
+    _WORKER.update(cfg=cfg, targets=targets, methods=methods, tracks={t.name: t for t in tracks},
+                   separator=eval_separator(model, load, separation, chunking))
+
+
+def _worker_track(name: str):
+    w = _WORKER
+    try:
+        return name, process_track(w["cfg"], w["separator"], w["tracks"][name], w["targets"],
+                                   w["methods"])
+    except XumxError as e:  # sent back to the parent as one line
+        raise EvalError(f"track {name!r}: {e}") from None
+
+
+def eval_separator(model: ModelFiles, load: LoadConfig, separation: SeparationConfig,
+                   chunking: ChunkConfig):
+    """The Separator of ``model`` with the settings of ``load``, ``separation`` and
+    ``chunking``, which must give museval at least two targets to score."""
+    import dataclasses
+    from ..separator import Separator
+    sep = Separator.load(model, load.device, sample_rate=load.sample_rate,
+                         **dataclasses.asdict(separation), **dataclasses.asdict(chunking))
+    if len(sep.stems) < 2:
+        raise ConfigError("museval needs at least two targets to score (--targets)")
+    return sep
+
+
+# --------------------------------------------------------------------------- the whole run
+def methods_of(cfg: EvalConfig, model: ModelFiles) -> List[Method]:
+    """The model's method (named after its run folder, UMX folder or weights file:
+    :attr:`~xumx.modelfiles.ModelFiles.name`), then the baseline with ``cfg.baseline``."""
+    out = [Method(model.name, cfg.eval_dir)]
+    if cfg.baseline:
+        out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
+    return out
+
+
+def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadConfig = LoadConfig(),
+             separation: SeparationConfig = SeparationConfig(), progress: bool = True,
+             log=None) -> Results:
+    """Separate (the model of ``load``, by default the published weights, in the chunks of
+    ``chunking``) and score the tracks of ``cfg``, then aggregate (see the module docstring).
+    Raises XumxError subclasses; EvalError for an eval folder holding other scores
+    (:func:`~xumx.evaluation.identity.check_identity`)."""
+    from ..progress import progress_bar
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav, cfg.tracks)
+    from ..separator import needed_sources
+    model = ModelFiles.resolve(load.model, load.umx or None, needed_sources(separation),
+                               quiet=not progress)
+    separator = eval_separator(model, load, separation, chunking)
+    targets = tuple(separator.stems)
+    known = set(tracks[0].sources)
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise EvalError(f"the data set has no reference for target(s) {missing}")
+    check_identity(cfg.eval_dir, identity_of(model, separator, separation, chunking), model.path)
+    methods = methods_of(cfg, model)
+    pending = [t for t in tracks if any(
+        read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
+    if len(pending) < len(tracks):
+        log(f"{len(tracks) - len(pending)} of {len(tracks)} track(s) already scored in "
+            f"{cfg.eval_dir}: skipped")
+    if not pending:
+        return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)
+    with progress_bar(len(pending), "tracks", not progress, "track") as bar:
+        if cfg.cores == 1 or len(pending) <= 1:
+            for track in pending:
+                process_track(cfg, separator, track, targets, methods, bar.set_postfix_str)
+                bar.update()
+        else:
+            del separator  # each worker builds its own
+            ctx = multiprocessing.get_context("spawn")
+            worker_cfg = replace(cfg, tracks=None)
+            processes = min(cfg.cores, len(pending))
+            bar.set_postfix_str(f"separating and scoring in {processes} processes")
+            with ctx.Pool(processes, initializer=_worker_init,
+                          initargs=(worker_cfg, model, load, separation, chunking, targets,
+                                    methods)) as pool:
+                for name, _ in pool.imap_unordered(_worker_track, [t.name for t in pending]):
+                    bar.set_postfix_str(f"{name}: scored")
+                    bar.update()
+    return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)
