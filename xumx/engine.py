@@ -17,8 +17,8 @@ when its CUDA provider fails to load, so the session's providers are checked.
 Models built from parameter files are cached, serialised, in ``<cache_dir>/onnx`` (see
 :func:`xumx.pretrained.cache_dir`), keyed by the SHA-256 of the parameter files and their
 sidecars: a later run loads the graph directly (0.2-0.3 s of CPU for the published model)
-instead of reading, folding and serialising the weights (about 0.6-0.9 s). Building needs the ``onnx``
-package; a cached model needs only onnxruntime.
+instead of reading, folding and serialising the weights (about 0.6-0.9 s). Building needs numpy
+only (:mod:`xumx.onnxproto` writes the bytes; no ``onnx`` package), running only onnxruntime.
 """
 import contextlib
 import hashlib
