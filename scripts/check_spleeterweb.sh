@@ -8,8 +8,17 @@
 # signal-to-error ratio between the two worlds' stems (>= 60 dB expected).
 #
 #   scripts/check_spleeterweb.sh          # XUMX_PYTHON_311=/path/to/python3.11 to choose it
+#   scripts/check_spleeterweb.sh --stack  # then Spleeter Web's whole stack (TensorFlow, torch):
+#                                         # scripts/check_spleeterweb_stack.sh, GBs, 20-40 min
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STACK=0
+for arg in "$@"; do
+  case "$arg" in
+    --stack) STACK=1 ;;
+    *) echo "unknown option $arg (known: --stack)" >&2; exit 2 ;;
+  esac
+done
 
 py311="${XUMX_PYTHON_311:-}"
 if [ -z "$py311" ]; then
@@ -55,3 +64,6 @@ else
   echo "(no .venv: run make setup to compare with Python 3.10 and nnabla)"
 fi
 echo "Spleeter Web call: ok"
+if [ "$STACK" = 1 ]; then
+  "$ROOT/scripts/check_spleeterweb_stack.sh"
+fi
