@@ -5,7 +5,7 @@ exporting need no ``onnx`` package (nor protobuf or ml_dtypes through it): this 
 the bytes itself. It covers what the X-UMX graph uses and nothing else:
 
 * ``ModelProto``: ir_version, producer_name, doc_string, graph, opset_import, metadata_props;
-* ``GraphProto``: node, name, initializer, input, output;
+* ``GraphProto``: node, name, initializer, doc_string, input, output;
 * ``NodeProto``: input, output, name, op_type, attribute, domain;
 * ``AttributeProto`` of one int, float, string, or list of ints or floats;
 * ``TensorProto`` with dims, data_type, name and the data as raw_data (little-endian);
