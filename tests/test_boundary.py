@@ -23,10 +23,12 @@ PROBE = os.path.join(ROOT, "tests", "nnabla_probe.py")
 SOURCES = ["bass", "drums", "vocals", "other"]
 
 
-def probe(tmp_path, *args, block=False):
-    """(CompletedProcess, nnabla modules loaded) of ``nnabla_probe.py [--block] -m/-c ...``."""
+def probe(tmp_path, *args, block=False, watch=None):
+    """(CompletedProcess, nnabla modules loaded) of ``nnabla_probe.py [--block] -m/-c ...``;
+    with ``watch`` (packages), the modules of those packages loaded instead."""
     report = tmp_path / "nnabla-modules.json"
-    cmd = [sys.executable, PROBE] + (["--block"] if block else []) + [str(report), *args]
+    cmd = [sys.executable, PROBE] + (["--block"] if block else []) + \
+        (["--watch", ",".join(watch)] if watch else []) + [str(report), *args]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
     return p, json.loads(report.read_text())
@@ -81,6 +83,55 @@ def test_evaluation_never_imports_nnabla(tiny_model, tiny_musdb, tmp_path):
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "scores" / "scores.csv").exists()
     assert loaded == []
+
+
+# ------------------------------------------------------------------ nor the onnx package
+#: what the onnx package brings; none of it is a dependency of xumx (issue 19: Spleeter Web's
+#: TensorFlow pins protobuf < 5 and ml-dtypes 0.3, which no recent onnx accepts)
+ONNX_STACK = ("onnx", "google.protobuf", "ml_dtypes")
+
+BUILD_AND_SEPARATE = '''
+import sys
+import numpy as np
+from xumx.engine import OnnxNet
+from xumx.onnxnet import model_bytes
+from xumx.separator import Separator
+from xumx.weights import load_xumx
+cfg, arrays = load_xumx(sys.argv[1])
+assert model_bytes(cfg, arrays)[:2] == b"\\x08\\x07"   # ModelProto.ir_version = 7
+out = Separator(OnnxNet.from_arrays(cfg, arrays)).separate(np.zeros((4000, 2), np.float32))
+print("separated", sorted(out))
+'''
+
+
+@pytest.mark.parametrize("run", ["export", "separate", "api"])
+def test_building_and_serving_never_import_onnx(run, tiny_model, song, tmp_path, monkeypatch):
+    """Exporting, separating with a model built in this very process (an empty model cache)
+    and the API build the ONNX model without the onnx package, protobuf or ml_dtypes (all
+    three are installed in the test environments, so an import would show)."""
+    monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
+    args = {"export": ["-m", "xumx.export", "--model", tiny_model, "--out",
+                       str(tmp_path / "m.onnx")],
+            "separate": ["-m", "xumx.test", song, "--model", tiny_model, "--outdir",
+                         str(tmp_path / "out")],
+            "api": ["-c", BUILD_AND_SEPARATE, tiny_model]}[run]
+    p, loaded = probe(tmp_path, *args, watch=ONNX_STACK)
+    assert p.returncode == 0, p.stderr
+    assert loaded == []
+    if run == "export":
+        assert (tmp_path / "m.onnx").stat().st_size > 100000
+    elif run == "separate":
+        assert len(os.listdir(tmp_path / "out" / "song")) == 4
+        assert [n for n in os.listdir(tmp_path / "cache" / "onnx") if n.endswith(".onnx")]
+    else:
+        assert "separated ['bass', 'drums', 'other', 'vocals']" in p.stdout
+
+
+def test_the_probe_sees_onnx(tmp_path):
+    """The watch of the test above works: importing onnx's helper shows up."""
+    p, loaded = probe(tmp_path, "-c", "import onnx.helper", watch=ONNX_STACK)
+    assert p.returncode == 0, p.stderr
+    assert "onnx.helper" in loaded and "google.protobuf" in loaded
 
 
 # ------------------------------------------------------------------ without nnabla: one line

@@ -78,16 +78,31 @@ def test_environments_list_the_python_3_10_requirements():
 
 @pytest.mark.parametrize("python", ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14"])
 def test_every_python_gets_the_separation_stack(python):
-    """nnabla only where it has wheels (3.8-3.10); numpy 1.2x and 2.x, onnx and onnxruntime on
-    every Python; no upper bound on Python."""
+    """nnabla only where it has wheels (3.8-3.10); numpy 1.2x and 2.x and onnxruntime on every
+    Python; no upper bound on Python, numpy or onnxruntime."""
     reqs = requirements_on(python)
     assert ("nnabla" in reqs) == (python in ("3.8", "3.9", "3.10"))
-    for pkg in ("numpy", "scipy", "h5py", "onnx", "onnxruntime", "soundfile", "museval"):
+    for pkg in ("numpy", "scipy", "h5py", "onnxruntime", "soundfile", "museval"):
         assert pkg in reqs, (python, pkg)
     for numpy_version in ("1.24.3", "1.26.4", "2.0.0", "2.5.5"):  # Spleeter Web's, nnabla's, numpy 2
         assert reqs["numpy"].specifier.contains(numpy_version), numpy_version
+    # 1.26.0: the newest beside Spleeter Web's protobuf 4.25.5; 1.32.0: the newest
+    for ort_version in ("1.19.2", "1.23.2", "1.26.0", "1.32.0"):
+        assert reqs["onnxruntime"].specifier.contains(ort_version), ort_version
+    assert not any(s.operator in ("<", "<=", "==", "~=") for pkg in ("numpy", "onnxruntime")
+                   for s in reqs[pkg].specifier), "no upper bound on numpy or onnxruntime"
     python_requires = setup_py_value("PYTHON_REQUIRES")
     assert python_requires.startswith(">=3.8") and "<" not in python_requires
+
+
+def test_onnx_is_a_test_dependency_only():
+    """xumx writes ONNX itself (xumx/onnxproto.py): the onnx package, which pins protobuf and
+    ml_dtypes that Spleeter Web's TensorFlow refuses (issue 19), is only the tests' oracle, in a
+    range that installs beside nnabla's protobuf 3.20 (onnx 1.17) and takes the newest."""
+    for python in ("3.8", "3.10", "3.11", "3.13"):
+        assert not {"onnx", "protobuf", "ml-dtypes"} & set(requirements_on(python)), python
+    test = {name(r): Requirement(r) for r in setup_py_value("EXTRAS_REQUIRE")["test"]}
+    assert test["onnx"].specifier.contains("1.17.0") and test["onnx"].specifier.contains("1.23.2")
 
 
 #: The module each distribution is imported as, where the names differ.
@@ -109,8 +124,9 @@ def third_party_imports(folder):
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found.add(node.module.split(".")[0])
     stdlib = set(getattr(__import__("sys"), "stdlib_module_names", ())) or None
-    local = {"xumx", "__future__"} | {os.path.splitext(n)[0] for n in os.listdir(os.path.join(ROOT, "tests"))
-                                       if n.endswith(".py")}
+    # the project's own: xumx, and the folder's modules imported by their names (conftest...)
+    local = {"xumx", "__future__"} | {n[:-3] for _, _, names in os.walk(os.path.join(ROOT, folder))
+                                      for n in names if n.endswith(".py")}
     if stdlib is None:   # Python < 3.10: ask where each module lives
         import importlib.util
         import sysconfig
@@ -146,3 +162,64 @@ def test_dependencies_are_the_imports():
     assert third_party_imports("tests") - runtime - mpi == declared_modules(extras["test"])
     assert "norbert" in declared_modules(extras["test"]) and "norbert" not in runtime
     assert "pydub" not in runtime
+
+
+# ------------------------------------------------------------------ Spleeter Web's stack (issue 19)
+#: What Spleeter Web v4 holds that xumx's dependencies meet (its requirements.txt at f27ed9c,
+#: Python 3.11): numpy and protobuf pinned, and ml-dtypes ~=0.3.1 through TensorFlow 2.15.1.
+SPLEETER_WEB_PINS = {"numpy": "1.24.3", "protobuf": "4.25.5", "ml-dtypes": "0.3.2"}
+
+
+def python_3_11():
+    """A CPython 3.11, found as scripts/check_spleeterweb.sh finds it: $XUMX_PYTHON_311, else
+    python3.11 on PATH, else pyenv's newest 3.11.x; None where there is none."""
+    import glob
+    import shutil
+    import subprocess
+    candidates = [os.environ.get("XUMX_PYTHON_311"), shutil.which("python3.11")]
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    versions = glob.glob(os.path.join(root, "versions", "3.11.*", "bin", "python"))
+    candidates += sorted(versions, key=lambda p: [int(x) for x in re.findall(r"\d+", p)[-3:]],
+                         reverse=True)
+    check = ("import sys; "
+             "sys.exit(sys.version_info[:2] != (3, 11) or sys.implementation.name != 'cpython')")
+    for c in filter(None, candidates):
+        if os.access(c, os.X_OK) and subprocess.run([c, "-c", check]).returncode == 0:
+            return c
+    return None
+
+
+def test_dependencies_resolve_beside_spleeter_webs_pins(tmp_path):
+    """pip resolves `pip install xumx` on CPython 3.11 with Spleeter Web's numpy, protobuf and
+    ml-dtypes held (wheels only, a dry run: nothing is installed): those exact versions, an
+    onnxruntime, and no onnx. Needs the package index."""
+    import json
+    import shutil
+    import subprocess
+    python = python_3_11()
+    if python is None:
+        pytest.skip("no CPython 3.11 found ($XUMX_PYTHON_311, python3.11 on PATH, pyenv's "
+                    "versions/3.11.*): Spleeter Web's stack is Python 3.11, so its pins cannot "
+                    "be resolved here")
+    src = tmp_path / "xumx"   # the checkout's packaging inputs only: its metadata is built here
+    src.mkdir()
+    for f in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(ROOT, f), src / f)
+    for d in ("xumx", "recipes"):
+        shutil.copytree(os.path.join(ROOT, d), src / d,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("".join(f"{k}=={v}\n" for k, v in SPLEETER_WEB_PINS.items()))
+    report = tmp_path / "report.json"
+    p = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                        "--only-binary", ":all:", "--quiet", "--report", str(report),
+                        "-c", str(constraints), str(src)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, "\n".join(p.stderr.splitlines()[-15:])
+    picked = {name(i["metadata"]["name"]): i["metadata"]["version"]
+              for i in json.loads(report.read_text())["install"]}
+    assert picked["xumx"] and picked["numpy"] == SPLEETER_WEB_PINS["numpy"]
+    assert picked["protobuf"] == SPLEETER_WEB_PINS["protobuf"]   # onnxruntime requires protobuf
+    assert picked.get("ml-dtypes", SPLEETER_WEB_PINS["ml-dtypes"]) == SPLEETER_WEB_PINS["ml-dtypes"]
+    assert "onnxruntime" in picked and "nnabla" not in picked, picked
+    assert "onnx" not in picked, f"pip picked onnx {picked.get('onnx')}: a runtime dependency again"

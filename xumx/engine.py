@@ -12,7 +12,8 @@ measurement window restarts in a forked child (celery/billiard prefork workers,
 ``multiprocessing`` with fork), whose own CPU time starts at zero.
 
 The session's model comes from :mod:`xumx.modelcache` (built once per model file); running
-needs only onnxruntime and numpy.
+needs only onnxruntime and numpy; building one needs numpy only (:mod:`xumx.onnxproto`
+writes the bytes; no ``onnx`` package).
 """
 import contextlib
 import json

@@ -1,4 +1,4 @@
-"""The X-UMX network (magnitude to masks, test mode) as an ONNX graph, written with ``onnx``.
+"""The X-UMX network (magnitude to masks, test mode) as an ONNX graph, written with numpy only.
 
 :func:`build_model` turns a configuration and its parameter arrays (the names of
 :func:`xumx.params.parameter_spec`) into an ONNX ``ModelProto`` that computes
@@ -19,13 +19,16 @@ output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative
 configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
 ``xumx.sources``.
 
-Only building needs the ``onnx`` package; running the model needs only onnxruntime.
+The bytes are written by :mod:`xumx.onnxproto` (the protobuf wire format of the few ONNX
+messages used), so neither building nor running the model needs the ``onnx`` package (nor
+protobuf or ml_dtypes): numpy builds it, onnxruntime runs it.
 """
 import json
 from typing import Dict, Tuple
 
 import numpy as np
 
+from . import onnxproto
 from .config import ModelConfig
 from .params import gate_permutation
 
@@ -37,6 +40,7 @@ OPSET = 13
 #: ONNX IR version of opset 13 (onnx 1.8): newer onnx packages write newer IR versions by
 #: default, which older onnxruntimes refuse.
 IR_VERSION = 7
+GRAPH_NAME = PRODUCER = "xumx"
 INPUT = "magnitude"
 OUTPUT = "masks"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
@@ -103,17 +107,18 @@ def folded_layers(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> Dict[str, 
 
 
 class _Graph:
-    """A small helper around onnx.helper: nodes with generated output names, initializers."""
+    """The graph being written: nodes with generated output names, and initializers, as
+    :mod:`xumx.onnxproto` messages. ``tests/onnx_oracle.py`` has the same four methods with
+    ``onnx.helper`` (the oracle of the bytes)."""
 
     def __init__(self):
-        from onnx import helper, numpy_helper
-        self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.inits, self._n = [], {}, 0
 
     def const(self, name: str, value) -> str:
-        """An initializer (made once per name: later calls reuse it)."""
+        """An initializer (made once per name: later calls reuse it). The message refers to
+        the array's buffer."""
         if name not in self.inits:
-            self.inits[name] = self.numpy_helper.from_array(np.asarray(value), name)
+            self.inits[name] = onnxproto.tensor(name, np.asarray(value))
         return name
 
     def ints(self, name: str, values) -> str:
@@ -123,23 +128,36 @@ class _Graph:
         self._n += 1
         base = name or f"{op_type.lower()}_{self._n}"
         outs = [base] if outputs == 1 else [f"{base}:{k}" for k in range(outputs)]
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), outs, name=base, **attrs))
+        self.nodes.append(onnxproto.node(op_type, list(inputs), outs, name=base, **attrs))
         return outs[0] if outputs == 1 else outs
 
+    def model(self, inputs, outputs, doc_string: str,
+              metadata: Dict[str, str]) -> onnxproto.Message:
+        """The ``ModelProto`` of the graph: ``inputs`` and ``outputs`` are (name, shape) of
+        float32 tensors (a shape's dimensions numbers or names)."""
+        f32 = onnxproto.DataType.FLOAT
+        graph = onnxproto.graph(
+            self.nodes, GRAPH_NAME, [onnxproto.tensor_value_info(n, f32, s) for n, s in inputs],
+            [onnxproto.tensor_value_info(n, f32, s) for n, s in outputs],
+            initializers=list(self.inits.values()))
+        return onnxproto.model(graph, IR_VERSION, [onnxproto.opset("", OPSET)],
+                               producer_name=PRODUCER, doc_string=doc_string, metadata=metadata)
 
-def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray]):
-    """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``.
+
+def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> onnxproto.Message:
+    """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``, not yet
+    serialised (:meth:`xumx.onnxproto.Message.tobytes` does; :func:`model_bytes` is both).
 
     See the module docstring for the inputs, outputs and what is folded.
     """
     return graph_model(cfg, folded_layers(cfg, arrays))
 
 
-def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray]):
-    """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (each
-    array is released once the model holds its copy)."""
-    from onnx import TensorProto, helper
-    g = _Graph()
+def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None):
+    """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (the model
+    refers to each array's buffer; nothing is copied until it is serialised). ``graph``: the
+    writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``)."""
+    g = graph if graph is not None else _Graph()
     ns, c, bins, hid = len(cfg.sources), cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     h, d = cfg.lstm_hidden, cfg.nb_directions
     x = INPUT
@@ -199,38 +217,27 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray]):
     g.op("Reshape", y, shape, name=OUTPUT)                                    # (S, N, B, C, F)
     assert not layers, sorted(layers)
 
-    dims = lambda *names: names  # noqa: E731
-    graph = helper.make_graph(
-        g.nodes, "xumx",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, dims("frames", "batch", c, bins))],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT,
-                                       dims(ns, "frames", "batch", c, bins))],
-        initializer=list(g.inits.values()))
-    model = helper.make_model(graph, producer_name="xumx",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    model.doc_string = ("X-UMX (CrossNet-Open-Unmix) masks from a mixture magnitude spectrogram: "
-                        f"input {INPUT} (frames, batch, channels, bins), output {OUTPUT} "
-                        "(sources, frames, batch, channels, bins)")
-    helper.set_model_props(model, {"xumx.config": cfg.to_json(),
-                                   "xumx.sources": json.dumps(list(cfg.sources))})
-    return model
+    doc = ("X-UMX (CrossNet-Open-Unmix) masks from a mixture magnitude spectrogram: "
+           f"input {INPUT} (frames, batch, channels, bins), output {OUTPUT} "
+           "(sources, frames, batch, channels, bins)")
+    return g.model([(INPUT, ("frames", "batch", c, bins))],
+                   [(OUTPUT, (ns, "frames", "batch", c, bins))], doc,
+                   {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))})
 
 
 def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> bytes:
     """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
-    return build_model(cfg, arrays).SerializeToString()
+    return build_model(cfg, arrays).tobytes()
 
 
 def file_model(model) -> Tuple[ModelConfig, bytes]:
     """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`).
-    The parameter arrays are released once folded, so memory holds at most the folded arrays,
-    the model and its bytes."""
+    The parameter arrays are released once folded, so memory holds at most the folded arrays
+    and the model's bytes (two copies of the weights)."""
     cfg, arrays = model.read()
     layers = folded_layers(cfg, arrays)
     del arrays
-    model = graph_model(cfg, layers)
-    return cfg, model.SerializeToString()
+    return cfg, graph_model(cfg, layers).tobytes()
 
 
 def export(model, out: str) -> ModelConfig:
