@@ -1,4 +1,5 @@
 """Shared fixtures: tiny model configurations and generated parameter files."""
+import hashlib
 import os
 import sys
 
@@ -73,6 +74,31 @@ def write_umx_folder(folder, cfg: ModelConfig, arrays) -> str:
                                           if k.split("/")[0].endswith(f"_{t}")})
         (folder / f"{t}.json").write_text(cfg.to_json())
     return str(folder)
+
+
+def read_h5(path):
+    """{name: (array, need_grad, index)} of every dataset of a parameter file we wrote ourselves
+    (a trusted test file, read plainly with h5py)."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj[()], bool(obj.attrs.get("need_grad", True)),
+                             int(obj.attrs.get("index", len(out))))
+        f.visititems(visit)
+    return out
+
+
+def params_digest(params) -> str:
+    """SHA-256 over {name: (array, need_grad, index)} in index order: names, flags, shapes,
+    dtypes and every bit of every array."""
+    h = hashlib.sha256()
+    for name in sorted(params, key=lambda k: params[k][2]):
+        value, need_grad, index = params[name]
+        h.update(f"{name}|{int(need_grad)}|{index}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
 
 
 def adam_states(cfg: ModelConfig, value: float = 0.0) -> dict:

@@ -7,7 +7,6 @@ xumx's own generator (:func:`xumx.weights.random_arrays`, seed 0), checked here 
 bit those of the published fixture's ``make_params.py``.
 """
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import PARITY, SHARED_PARITY
+from conftest import PARITY, SHARED_PARITY, params_digest, read_h5
 from xumx import api
 from xumx.config import ModelConfig, SeparationConfig
 from xumx.params import parameter_spec
@@ -39,31 +38,6 @@ def ser_db(ref, est):
 #: SHA-256 of the parity parameters (see :func:`params_digest`), taken from the file that the
 #: published fixture's make_params.py writes for seed 0 (test_generator_matches_make_params).
 PARITY_PARAMS_SHA256 = "50ccc5bb7be792ac83e38a256019f37da6bed219f3d949a35922a105e034b714"
-
-
-def read_h5(path):
-    """{name: (array, need_grad, index)} of every dataset of a parameter file we wrote ourselves
-    (a trusted test file, read plainly with h5py)."""
-    import h5py
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = (obj[()], bool(obj.attrs.get("need_grad", True)),
-                             int(obj.attrs.get("index", len(out))))
-        f.visititems(visit)
-    return out
-
-
-def params_digest(params) -> str:
-    """SHA-256 over {name: (array, need_grad, index)} in index order: names, flags, shapes,
-    dtypes and every bit of every array."""
-    h = hashlib.sha256()
-    for name in sorted(params, key=lambda k: params[k][2]):
-        value, need_grad, index = params[name]
-        h.update(f"{name}|{int(need_grad)}|{index}|{value.dtype.str}|{value.shape}|".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    return h.hexdigest()
 
 
 def test_generator_writes_the_parity_parameters(parity_model):
