@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/parity.py [PARITY_DIR]   (default: tests/data/parity)
 
-The parameters are the fixture's (xumx.weights.random_arrays, seed 0). The NNabla graph column
+The parameters are the fixture's (random_arrays of tests/seeded.py, seed 0). The NNabla graph column
 needs nnabla (Python 3.8-3.10); without it only onnxruntime is measured.
 """
 import os

@@ -230,11 +230,14 @@ def compare(args):
 # ---------------------------------------------------------------------- workers
 def work_engine(seconds, niter):
     from chunking import test_song
-    from xumx.config import SeparationConfig
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from seeded import random_arrays
+    from xumx.config import ChunkConfig, SeparationConfig
+    from xumx.engine import OnnxNet
     from xumx.separator import Separator
-    from xumx.weights import random_arrays
     audio = test_song(seconds, RATE)
-    sep = Separator(DEFAULT, random_arrays(DEFAULT, 0), SeparationConfig(niter=niter))
+    sep = Separator(OnnxNet.from_arrays(DEFAULT, random_arrays(DEFAULT, 0)), None,
+                    SeparationConfig(niter=niter), ChunkConfig(chunk_dur=0))
     base = peak_mb()
     start = time.perf_counter()
     out = sep.separate(audio)

@@ -3,7 +3,7 @@
 The NNabla graph (the reference path, also used on GPUs) is checked here for every
 configuration; the onnxruntime engine has the same check in test_engine.py. The three
 function-style API forms are checked on the same fixture. The parameters come from
-xumx's own generator (:func:`xumx.weights.random_arrays`, seed 0), checked here to be bit for
+xumx's own generator (``random_arrays`` of tests/seeded.py, seed 0), checked here to be bit for
 bit those of the published fixture's ``make_params.py``.
 """
 import argparse

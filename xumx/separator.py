@@ -334,8 +334,11 @@ class Separator:
             y = y.transpose(0, 2, 1, 3)                   # of spectra are sums of stems
             return ola.segment(y.reshape((-1,) + y.shape[2:]))
 
+        # one source alone would be the whole mixture: it is filtered against the residual,
+        # as the published code does (docs/fixes.md), which is returned only if asked for
+        residual = sep.residual_model or len(self.cfg.sources) == 1
         for start, _, segment in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
-                                               sep.softmask, sep.alpha, sep.residual_model,
+                                               sep.softmask, sep.alpha, residual,
                                                post=synthesis, dtype=np.complex64):
             ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
         del v, spec

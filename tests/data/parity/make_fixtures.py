@@ -27,7 +27,7 @@ context. Its ``test.py`` also imports resampy and pydub, and its ``utils.py`` sk
 Before anything is written, the script checks that this setup reproduces the original fixture
 (``official_seed0.npz``, config ``default``) to float32 rounding.
 
-Parameters: X-UMX from :func:`xumx.weights.random_arrays` (ModelConfig(), seed 0: the original
+Parameters: X-UMX from ``random_arrays`` of tests/seeded.py (ModelConfig(), seed 0: the original
 fixture's, written by :func:`xumx.weights.save_model`); UMX (per-target Open-Unmix files) from
 the same generator with seed 1, split into ``<target>.h5`` by the tests' ``write_umx_folder``.
 """
@@ -51,7 +51,8 @@ sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..", "..")))   # tests/:
 from conftest import params_digest, read_h5, write_umx_folder  # noqa: E402
 from xumx.config import ModelConfig  # noqa: E402
 from xumx.synth import song_stems  # noqa: E402
-from xumx.weights import random_arrays, save_model  # noqa: E402
+from seeded import random_arrays  # noqa: E402
+from xumx.weights import save_model  # noqa: E402
 
 SOURCES = ["bass", "drums", "vocals", "other"]
 XUMX_SEED, UMX_SEED = 0, 1
