@@ -171,3 +171,25 @@ def test_deprecated_train_model_warns_and_resumes(tmp_path, capsys):
     assert got["cfg"].resume == str(tmp_path)
     assert capsys.readouterr().err.splitlines() == [
         "xumx.train: warning: --model is deprecated here: use --resume"]
+
+
+def test_resume_with_another_model_flag_is_refused(tmp_path, capsys):
+    """Issue 20: a resumed run keeps its model, so a model flag (or a recipe's) that differs
+    from its config.yaml is one line and status 2, not silently dropped; the same value, or a
+    training flag, is fine."""
+    from xumx.config import ModelConfig, TrainConfig
+    from xumx.recipes import RUN_CONFIG, recipe_text
+    from xumx.train import main as train_main
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(recipe_text(ModelConfig(hidden_size=64), TrainConfig(output=str(run))))
+    assert train_main(["--resume", str(run), "--hidden-size", "128"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--hidden-size 128 differs from the resumed run's 64" in err[0], err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("nb_layers: 2\n")
+    assert train_main(["--resume", str(run), "--config", str(recipe)]) == 2
+    assert "--nb-layers 2 differs from the resumed run's 3" in capsys.readouterr().err
+    model, train = parsing.parse("train", ["--resume", str(run), "--hidden-size", "64",
+                                           "--epochs", "7"])
+    assert model.hidden_size == 64 and train.epochs == 7 and train.output == str(run)

@@ -21,7 +21,7 @@ _lock = threading.Lock()
 
 
 def _memo_path() -> str:
-    from .pretrained import cache_dir
+    from .cachedir import cache_dir
     return os.path.join(cache_dir(), MEMO_NAME)
 
 

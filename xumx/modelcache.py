@@ -5,7 +5,7 @@ for the published model) is done once per model content; later runs load
 ``<cache>/onnx/xumx-<key>.onnx`` directly. The key is the SHA-256 of the model's files and
 sidecars (:attr:`xumx.modelfiles.ModelFiles.sha256`) and of :data:`GRAPH_VERSION`, so a changed
 file or a changed graph writer never reuses an old entry. The least recently used entries beyond
-:data:`CACHE_ENTRIES` are removed. Cache folder: :func:`xumx.pretrained.cache_dir`
+:data:`CACHE_ENTRIES` are removed. Cache folder: :func:`xumx.cachedir.cache_dir`
 (``$XUMX_CACHE``; in a container, a volume).
 
 Where the cache cannot be written (a read-only home, a full disk) the model is built in memory
@@ -30,7 +30,7 @@ PREFIX, SUFFIX = "xumx-", ".onnx"
 
 
 def cache_folder() -> str:
-    from .pretrained import cache_dir
+    from .cachedir import cache_dir
     return os.path.join(cache_dir(), "onnx")
 
 

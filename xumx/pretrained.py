@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Callable, Optional
 
+from .cachedir import cache_dir  # noqa: F401  (where the weights go)
 from .digests import file_digest
 from .errors import DownloadError
 from .files import os_reason, replacing
@@ -19,14 +20,6 @@ from .files import os_reason, replacing
 PUBLISHED_URL = "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
 PUBLISHED_SHA1 = "6414e08527d37bd1d08130c4b87255830af819bf"
 FILENAME = "x-umx.h5"
-
-
-def cache_dir() -> str:
-    """Where downloaded weights are kept."""
-    if os.environ.get("XUMX_CACHE"):
-        return os.path.expanduser(os.environ["XUMX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "xumx")
 
 
 def manual_hint(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1) -> str:
