@@ -32,6 +32,23 @@ def chunk_bounds(nb_samples: int, chunk: int, overlap: int) -> List[Tuple[int, i
     return bounds
 
 
+def nb_chunks(nb_samples: int, chunk: int, overlap: int) -> int:
+    """``len(chunk_bounds(nb_samples, chunk, overlap))``, without making the list (a header's
+    claim of 2^62 samples costs nothing).
+
+    >>> nb_chunks(10, 4, 1)
+    3
+    """
+    if nb_samples <= 0:
+        raise ValueError(f"nothing to chunk: {nb_samples} samples")
+    if chunk <= 0 or chunk >= nb_samples:
+        return 1
+    if not 0 <= 2 * overlap < chunk:
+        raise ValueError(f"overlap ({overlap}) must be less than half the chunk ({chunk})")
+    hop = chunk - overlap
+    return 1 + -(-(nb_samples - chunk) // hop)
+
+
 def fade_in(overlap: int) -> np.ndarray:
     """Raised-cosine ramp of ``overlap`` samples, (overlap,) float64; ``fade_in + fade_in[::-1] == 1``."""
     return np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2

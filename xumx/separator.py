@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import dsp, heap
-from .chunking import chunk_bounds, separate_stream
+from .chunking import nb_chunks, separate_stream
 from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError
 from .filtering import wiener_blocks
@@ -243,7 +243,7 @@ class Separator:
     def nb_chunks(self, nb_samples: int, rate: Optional[int] = None) -> int:
         """How many chunks :meth:`separate_blocks` runs for ``nb_samples`` at ``rate``."""
         n = resampled_length(nb_samples, int(rate or self.sample_rate), self.sample_rate)
-        return len(chunk_bounds(n, *self.chunking.samples(self.sample_rate))) if n else 0
+        return nb_chunks(n, *self.chunking.samples(self.sample_rate)) if n else 0
 
     def separate_blocks(self, blocks: Iterable[np.ndarray], rate: Optional[int] = None,
                         out_rate: Optional[int] = None, progress: Optional[Progress] = None,

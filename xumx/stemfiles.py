@@ -21,7 +21,7 @@ import numpy as np
 
 from . import decode, interrupt
 from .config import OutputConfig
-from .errors import AudioError
+from .errors import AudioError, one_line
 from .times import clock
 
 #: The mixture's file name in the MUSDB18 layout (its stems are named after the track).
@@ -116,8 +116,9 @@ DECODE_BLOCK = 1 << 16
 
 
 def _expected_samples(info, options: OutputConfig) -> Optional[int]:
-    """Samples of the selected span as far as the container says (for the progress bar)."""
-    total = info.nb_samples or (int(round(info.duration * info.rate)) if info.duration else None)
+    """Samples of the selected span as far as the container says, for the progress bar only
+    (:func:`xumx.decode.hint_samples`: a claim the file's size cannot hold is no hint)."""
+    total = decode.hint_samples(info)
     if total is None:
         return None
     left = max(total - int(round(options.start * info.rate)), 0)
@@ -200,7 +201,7 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
             total = separator.nb_chunks(expected, rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
             paths: Dict[str, str] = {}
-            with progress_bar(total, os.path.basename(in_path), options.quiet, "chunk",
+            with progress_bar(total, one_line(os.path.basename(in_path)), options.quiet, "chunk",
                               leave=False, lines=False) as bar, \
                     StemWriter(out_rate, options.out_format, options.bits,
                                options.bitrate) as stems, \
