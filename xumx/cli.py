@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import Callable, List, Optional, Union
 
-from .errors import ConfigError, XumxError, XumxWarning
+from .errors import ConfigError, XumxError, XumxWarning, one_line
 from .progress import on_terminal
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -28,14 +28,30 @@ OK, FAILED, USAGE = 0, 1, 2
 
 
 def say(command: str, message: str):
-    """``xumx.<command>: <message>`` on stderr."""
-    print(f"xumx.{command}: {message}", file=sys.stderr, flush=True)
+    """``xumx.<command>: <message>`` on stderr, on one line (:func:`xumx.errors.one_line`:
+    a newline in a file name is printed as ``\\n``)."""
+    print(one_line(f"xumx.{command}: {message}"), file=sys.stderr, flush=True)
 
 
-def failure(error: BaseException) -> str:
-    """The one line of an expected failure."""
+#: Flags that make a command need less memory, in the order a hint names them.
+MEMORY_FLAGS = ("--chunk-dur", "--batch-size", "--seq-dur")
+
+
+def memory_hint(command: Optional[str]) -> str:
+    """" (a smaller --chunk-dur needs less)": the flags of :data:`MEMORY_FLAGS` that
+    ``command`` has ("" for none, or an unknown command)."""
+    from .parsing import COMMANDS, command_fields
+    if command not in COMMANDS:
+        return ""
+    names = {n for _, f in command_fields(command) for n in f.metadata["flag"].names}
+    flags = [f for f in MEMORY_FLAGS if f in names]
+    return f" (a smaller {' or '.join(flags)} needs less)" if flags else ""
+
+
+def failure(error: BaseException, command: Optional[str] = None) -> str:
+    """The one line of an expected failure of ``python -m xumx.<command>``."""
     if isinstance(error, MemoryError):
-        return "out of memory (a smaller --chunk-dur or --batch-size needs less)"
+        return "out of memory" + memory_hint(command)
     if isinstance(error, OSError) and not isinstance(error, XumxError):
         from .files import os_reason
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
@@ -69,10 +85,10 @@ def run(command: str, body: Callable[[Optional[List[str]]], int], argv=None,
                     check()   # an error that a signal caused (a pipe it broke) is the signal's
                     raise
         except ConfigError as e:
-            say(command, f"error: {failure(e)}")
+            say(command, f"error: {failure(e, command)}")
             return USAGE
         except (XumxError, OSError, MemoryError) as e:
-            say(command, f"error: {failure(e)}")
+            say(command, f"error: {failure(e, command)}")
             return FAILED
         except KeyboardInterrupt as e:
             word = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -13,8 +13,29 @@ arise re-export their class (``xumx.weights.WeightsError``, ``xumx.audio.AudioEr
 """
 
 
+import unicodedata
+
+#: Unicode categories written as escapes in a line for the user: control characters (a
+#: newline in a file name), lone surrogates (the undecodable bytes of a file name) and the
+#: line and paragraph separators.
+_ESCAPED = {"Cc", "Cs", "Zl", "Zp"}
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: each character of :data:`_ESCAPED` as its Python
+    escape (``\\n``, ``\\x1b``, ``\\udcff``), every other character as it is (``é``, ``♫``)."""
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(c) in _ESCAPED else c for c in text)
+
+
 class XumxError(Exception):
-    """Base of the package's expected failures; ``str()`` is one line for the user."""
+    """Base of the package's expected failures; ``str()`` is one line for the user (a file
+    name's newline or terminal escape comes out escaped: :func:`one_line`)."""
+
+    def __str__(self):
+        return one_line(super().__str__())
 
 
 class ConfigError(XumxError, ValueError):
@@ -42,7 +63,7 @@ class WriteError(XumxError, OSError):
     """A file could not be written; names it and the operating system's reason."""
 
     def __str__(self):
-        return self.strerror or super().__str__()
+        return one_line(self.strerror or super().__str__())
 
 
 class EngineError(XumxError, RuntimeError):

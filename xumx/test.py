@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 def _separate_files(argv) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
-    from .errors import AudioError, XumxError
+    from .errors import AudioError, XumxError, one_line
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
@@ -46,12 +46,12 @@ def _separate_files(argv) -> int:
             result = separate_file(separator, path, folder, output)
         except (XumxError, OSError, MemoryError) as e:   # this input fails, the others go on
             interrupt.check()   # an error that a signal caused is the signal's
-            line = failure(e)
+            line = failure(e, "test")
             say("test", f"error: {line if isinstance(e, AudioError) else f'{path}: {line}'}")
             failed += 1
             continue
         if not output.quiet:
-            print(result.summary(), flush=True)
+            print(one_line(result.summary()), flush=True)
     if failed and len(output.inputs) > 1:
         say("test", f"error: {failed} of {len(output.inputs)} inputs failed")
     return FAILED if failed else OK
