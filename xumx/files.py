@@ -114,12 +114,14 @@ def remove_stale(path: str) -> List[str]:
 
 
 def _remove(tmp: str):
-    """Remove a temporary file or folder if it is there."""
+    """Remove a temporary file or folder if it is there. A clean-up that fails is left to
+    :func:`remove_stale` and never raises: the error that made the clean-up run is the one to
+    report (on a read-only file system even removing a file that is not there fails)."""
     import shutil
     if os.path.isdir(tmp) and not os.path.islink(tmp):
         shutil.rmtree(tmp, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 
@@ -130,10 +132,12 @@ def temporary(path: str, folder: bool = False):
     temporaries of ``path`` go first. Creating it is inside the block's clean-up, so a
     signal that arrives just after it was made still removes it."""
     tmp = temporary_name(path)
+    made = False
     try:
         try:
             os.makedirs(os.path.dirname(path) or os.curdir, exist_ok=True)
             remove_stale(path)
+            made = True   # from here on the temporary may exist
             if folder:
                 os.mkdir(tmp)
             else:
@@ -142,7 +146,8 @@ def temporary(path: str, folder: bool = False):
             raise write_error(path, e) from None
         yield tmp
     finally:
-        _remove(tmp)
+        if made:
+            _remove(tmp)
 
 
 @contextlib.contextmanager
