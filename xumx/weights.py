@@ -125,12 +125,26 @@ def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
             ds.attrs["index"] = index
 
 
+def _vote(names_shapes: Dict[str, Tuple[int, ...]], seen: Sequence[Tuple[str, int, int]]):
+    """The value most of the parameters ``seen`` ((name, ndim, axis): the size of that axis of
+    a parameter of that many dimensions) agree on, the first one seen breaking a tie; None
+    when none of them is there with that many dimensions."""
+    values = [tuple(names_shapes[n])[axis] for n, ndim, axis in seen
+              if n in names_shapes and len(tuple(names_shapes[n])) == ndim]
+    if not values:
+        return None
+    return max(values, key=lambda v: (values.count(v), -values.index(v)))
+
+
 def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] = None,
                  source_order=None) -> ModelConfig:
     """The ModelConfig that the parameter shapes imply; ``meta`` supplies nhop/sample_rate.
 
-    Only ``input_mean_<s>``, ``output_scale_<s>``, ``fc1_<s>/affine/W`` and the LSTM weights
-    of the first source are looked at; the caller compares every other shape with the spec.
+    Each size is the one most parameters that show it agree on (the hidden size: every
+    source's fc1, fc2, fc3 and batch-norm shapes; the bins: every source's means and scales;
+    the LSTM's layers and directions: every source's LSTM), so that one wrong parameter is
+    the one :func:`check_declared` then names, whichever source it belongs to. The caller
+    compares every shape with the spec.
     """
     meta = dict(meta or {})
     found = [m.group(1) for n in names_shapes for m in [re.fullmatch(r"input_mean_(.+)", n)] if m]
@@ -145,25 +159,40 @@ def infer_config(names_shapes: Dict[str, Tuple[int, ...]], meta: Optional[dict] 
     order = list(source_order or meta.get("sources") or DEFAULT_SOURCES)
     sources = [s for s in order if s in found] + [s for s in found if s not in order]
     s0 = sources[0]
+    bn = ("beta", "gamma", "mean", "var")
 
-    def shape(name, ndim):
-        if name not in names_shapes:
-            raise WeightsError(f"missing parameter '{show(name)}'")
-        got = tuple(names_shapes[name])
-        if len(got) != ndim or min(got) < 1:
-            raise WeightsError(f"parameter '{show(name)}' has shape {got}, expected {ndim} "
-                               f"non-empty dimension(s)")
-        return got
+    def size(what, *seen):
+        value = _vote(names_shapes, [c for s in sources for c in seen_of(s, seen)])
+        if value is None or value < 1:
+            name, ndim, _ = seen[0]
+            name = name.format(s=s0)
+            if name not in names_shapes:
+                raise WeightsError(f"missing parameter '{show(name)}'")
+            raise WeightsError(f"parameter '{show(name)}' has shape "
+                               f"{tuple(names_shapes[name])}, expected {ndim} non-empty "
+                               f"dimension(s) ({what})")
+        return value
 
-    max_bin = shape(f"input_mean_{s0}", 1)[0]
-    nb_bins = shape(f"output_scale_{s0}", 1)[0]
-    n_in, hidden = shape(f"fc1_{s0}/affine/W", 2)
+    def seen_of(s, seen):
+        return [(name.format(s=s), ndim, axis) for name, ndim, axis in seen]
+
+    max_bin = size("bins", ("input_mean_{s}", 1, 0), ("input_scale_{s}", 1, 0))
+    nb_bins = size("bins", ("output_scale_{s}", 1, 0), ("output_mean_{s}", 1, 0))
+    n_in = size("inputs", ("fc1_{s}/affine/W", 2, 0))
+    hidden = size("hidden size", ("fc1_{s}/affine/W", 2, 1), ("fc2_{s}/affine/W", 2, 1),
+                  ("fc3_{s}/affine/W", 2, 0),
+                  *[(f"{fc}_{{s}}/bn/{p}", 3, 2) for fc in ("fc1", "fc2") for p in bn])
+    directions = size("directions", ("lstm_{s}/lstm/weight_l0", 4, 0),
+                      ("lstm_{s}/lstm/bias", 4, 1))
+    layers = _vote(names_shapes, [c for s in sources
+                                  for c in seen_of(s, [("lstm_{s}/lstm/bias", 4, 0)])])
+    if layers is None:
+        deeper = f"lstm_{s0}/lstm/weight"
+        layers = 1 + (tuple(names_shapes[deeper])[0] if deeper in names_shapes
+                      and len(tuple(names_shapes[deeper])) == 5 else 0)
     if n_in % max_bin:
         raise WeightsError(f"fc1_{show(s0)}/affine/W has {n_in} inputs, not a multiple of "
                            f"{max_bin} bins")
-    directions = shape(f"lstm_{s0}/lstm/weight_l0", 4)[0]
-    deeper = f"lstm_{s0}/lstm/weight"
-    layers = 1 + (shape(deeper, 5)[0] if deeper in names_shapes else 0)
     nfft = 2 * (nb_bins - 1)
     try:
         return ModelConfig(sources=tuple(sources), nb_channels=n_in // max_bin, hidden_size=hidden,
@@ -275,14 +304,13 @@ def read_parameters(files: Sequence[str], umx_targets: Optional[Sequence[str]] =
             meta = meta or _read_meta(path)   # its errors name the sidecar
         entries = {x: h5.datasets[name] for x, (h5, name) in found.items()}
         if umx_targets is None:
-            order, first = _source_order(entries), "source"
+            order = _source_order(entries)
         else:
-            meta, order, first = dict(meta, crossing=False), list(umx_targets), "target"
+            meta, order = dict(meta, crossing=False), list(umx_targets)
         try:
             _check_sizes(entries)
             cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=order)
-            check_total(cfg, f"the shapes of the first {first}'s input_mean, output_scale, fc1 "
-                              f"and lstm parameters")
+            check_total(cfg, "the shapes of the input_mean, output_scale, fc and lstm parameters")
             check_declared(cfg, entries)
         except WeightsError as e:
             raise WeightsError(f"{where}: {e}") from None
