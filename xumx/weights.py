@@ -95,6 +95,16 @@ def check_declared(cfg: ModelConfig, entries, prefix: str = ""):
             raise WeightsError(f"parameter '{show(name)}' has shape {entry.shape}, expected {shape}")
 
 
+@contextlib.contextmanager
+def naming(where: str):
+    """A WeightsError inside the block is re-raised as one line starting with ``where`` (the
+    file or folder the parameters come from)."""
+    try:
+        yield
+    except WeightsError as e:
+        raise WeightsError(f"{where}: {e}") from None
+
+
 def check_finite(arrays: Dict[str, np.ndarray]):
     for name, value in arrays.items():
         if not np.all(np.isfinite(value)):
@@ -278,22 +288,18 @@ def read_parameters(files: Sequence[str], umx_targets: Optional[Sequence[str]] =
             order, first = _source_order(entries), "source"
         else:
             meta, order, first = dict(meta, crossing=False), list(umx_targets), "target"
-        try:
+        with naming(where):
             _check_sizes(entries)
             cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=order)
             check_total(cfg, f"the shapes of the first {first}'s input_mean, output_scale, fc1 "
                               f"and lstm parameters")
             check_declared(cfg, entries)
-        except WeightsError as e:
-            raise WeightsError(f"{where}: {e}") from None
         arrays = {}
         for name, shape, _ in parameter_spec(cfg):
             h5, inner = found[name]
             arrays[name] = h5.read(inner, shape)
-    try:
+    with naming(where):
         check_finite(arrays)
-    except WeightsError as e:
-        raise WeightsError(f"{where}: {e}") from None
     return cfg, arrays
 
 
