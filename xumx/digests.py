@@ -4,7 +4,7 @@ A model file is hashed for three purposes: verifying the published weights (thei
 a built ONNX model in the model cache, and recording what made an evaluation's scores (both
 SHA-256). :func:`file_digest` is the one way: it remembers each digest with the file's size,
 modification time and inode (as git's index does), in this process and in
-``<cache>/digests.json``, so an unchanged 140 MB file is read once, not on every load. A file
+``<cache>/digests.json``, so an unchanged weights file is read once, not on every load. A file
 that changes in place keeping all three is not noticed; that is the trade every build tool makes.
 Where the cache folder cannot be written, digests are remembered for this process only.
 """

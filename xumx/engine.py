@@ -185,9 +185,8 @@ def default_threads() -> int:
     other processes keep busy (:func:`busy_elsewhere`, rounded), at least one.
 
     The LSTM recurrence splits every time step between the threads, which spin while they
-    wait: a thread that shares its core with another busy process stalls every step. Measured
-    on a 2-core machine at load 3 (30 s of audio): 1 thread 0.64 s, 2 threads 1.02 s (0.82 s
-    without spinning); on a quiet one 2 threads take about 60 % of 1 thread's time.
+    wait: a thread that shares its core with another busy process stalls every step
+    (measurements: docs/onnx-engine.md, "Both cores").
     """
     cores = physical_cores()
     busy = busy_elsewhere()
@@ -227,8 +226,7 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
 def run_options(device: Device):
     """onnxruntime's options for each run: the memory arena of ``device`` shrinks back after the
     run, so the arena does not keep the network's peak while the Wiener filter and the
-    synthesis run (a 10-minute song's stems are held beside it; about 200 MB less at the
-    peak, no time lost)."""
+    synthesis run (docs/onnx-engine.md, "Memory")."""
     import onnxruntime as ort
     opts = ort.RunOptions()
     arena = "cpu:0" if device.kind == "cpu" else f"gpu:{device.index}"

@@ -3,7 +3,7 @@
 A chunk's work allocates and frees arrays of tens of megabytes on several threads (the Wiener
 filter's workers, onnxruntime's, the stem writer). glibc's malloc serves many of them from its
 heaps rather than from fresh mappings once a large block has been freed, and keeps what is freed
-there: over a 10-minute song the retained memory grew by hundreds of megabytes. :func:`trim`
+there, growing over a long song (docs/onnx-engine.md, "Memory"). :func:`trim`
 hands the free memory back after each chunk; :func:`limit_arenas` (the command lines only: it
 is a process-wide setting) caps the number of heaps. Both do nothing where the C library is not
 glibc.
@@ -31,9 +31,8 @@ def trim():
 
 def limit_arenas(count: int = 2):
     """Let glibc's malloc use at most ``count`` heaps for the whole process (a process-wide
-    setting, for the command lines). With one heap per allocating thread (up to 8 per core) a
-    10-minute song peaked about 150 MB higher (0.82-0.89 GB instead of 0.70-0.72 GB, measured
-    when the file path was written)."""
+    setting, for the command lines): one heap per allocating thread (up to 8 per core) keeps
+    more freed memory (docs/onnx-engine.md, "Memory")."""
     libc = _libc()
     if libc is not None:
         m_arena_max = -8   # glibc's M_ARENA_MAX

@@ -1,7 +1,7 @@
 """The model cache: each model's ONNX graph built once and kept, serialised, on disk.
 
-Building the graph from a weights file (reading, checking, folding, serialising: about 0.6-0.9 s
-for the published model) is done once per model content; later runs load
+Building the graph from a weights file (reading, checking, folding, serialising; timings in
+docs/onnx-engine.md, "Load time") is done once per model content; later runs load
 ``<cache>/onnx/xumx-<key>.onnx`` directly. The key is the SHA-256 of the model's files and
 sidecars (:attr:`xumx.modelfiles.ModelFiles.sha256`) and of :data:`GRAPH_VERSION`, so a changed
 file or a changed graph writer never reuses an old entry. The least recently used entries beyond

@@ -95,6 +95,16 @@ def check_declared(cfg: ModelConfig, entries, prefix: str = ""):
             raise WeightsError(f"parameter '{show(name)}' has shape {entry.shape}, expected {shape}")
 
 
+@contextlib.contextmanager
+def naming(where: str):
+    """A WeightsError inside the block is re-raised as one line starting with ``where`` (the
+    file or folder the parameters come from)."""
+    try:
+        yield
+    except WeightsError as e:
+        raise WeightsError(f"{where}: {e}") from None
+
+
 def check_finite(arrays: Dict[str, np.ndarray]):
     for name, value in arrays.items():
         if not np.all(np.isfinite(value)):
@@ -307,21 +317,17 @@ def read_parameters(files: Sequence[str], umx_targets: Optional[Sequence[str]] =
             order = _source_order(entries)
         else:
             meta, order = dict(meta, crossing=False), list(umx_targets)
-        try:
+        with naming(where):
             _check_sizes(entries)
             cfg = infer_config({k: e.shape for k, e in entries.items()}, meta, source_order=order)
             check_total(cfg, "the shapes of the input_mean, output_scale, fc and lstm parameters")
             check_declared(cfg, entries)
-        except WeightsError as e:
-            raise WeightsError(f"{where}: {e}") from None
         arrays = {}
         for name, shape, _ in parameter_spec(cfg):
             h5, inner = found[name]
             arrays[name] = h5.read(inner, shape)
-    try:
+    with naming(where):
         check_finite(arrays)
-    except WeightsError as e:
-        raise WeightsError(f"{where}: {e}") from None
     return cfg, arrays
 
 

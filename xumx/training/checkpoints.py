@@ -9,7 +9,7 @@ from ..config import ModelConfig
 from ..h5safe import H5File, WeightsError, show
 from ..modelfiles import BEST_NAME, CHECKPOINT_NAME  # noqa: F401  (a run folder's files)
 from ..params import parameter_spec
-from ..weights import check_declared, check_finite, check_total, writing_h5
+from ..weights import check_declared, check_finite, check_total, naming, writing_h5
 
 #: The format marker of training checkpoints (one HDF5 file: params/, solver/, meta).
 CHECKPOINT_FORMAT = "xumx-checkpoint/1"
@@ -70,10 +70,8 @@ def read_checkpoint(path: str):
             entry = h5.datasets[key]
             solver[key[len("solver/"):]] = h5.read(key, entry.shape,
                                                    np.int64 if entry.shape == () else np.float32)
-    try:
+    with naming(path):
         check_finite(params)
-    except WeightsError as e:
-        raise WeightsError(f"{path}: {e}") from None
     return params, solver, meta
 
 
