@@ -28,6 +28,10 @@ DEFAULT_BANDWIDTH = 16000
 #: Largest sample magnitude separated (full scale is 1): beyond it float32 spectra overflow,
 #: so such input is refused rather than turned into NaN stems.
 MAX_AMPLITUDE = 1e6
+#: Sample rates (Hz, lowest and highest) an audio file and a model's sidecar may state: a
+#: header's rate fixes the work of resampling, so 1 Hz (3000 samples would become hours at
+#: the model's rate) is refused.
+SAMPLE_RATES = (1000, 768000)
 
 
 def bandwidth_to_max_bin(rate: int, n_fft: int, bandwidth: float) -> int:

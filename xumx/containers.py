@@ -1,6 +1,7 @@
 """What an audio file's container says about itself, read from a few header bytes without
 decoding: which files libsndfile may open (:func:`sndfile_magic`), how many frames a WAV or
-AIFF header states (:func:`stated_frames`) and whether an Ogg stream reaches its last page
+AIFF header states (:func:`stated_frames`), how many samples an mp3's Xing or Info header
+states (:func:`xing_samples`) and whether an Ogg stream reaches its last page
 (:func:`ogg_ends`).
 
 Every reader here touches at most :data:`MAX_CHUNKS` chunk headers or the last
@@ -84,3 +85,51 @@ def ogg_ends(path: str) -> Optional[bool]:
             return end == len(tail) and bool(tail[at + 5] & 0x04)
         at = tail.rfind(b"OggS", 0, at)
     return False
+
+
+#: Bytes of an mp3 searched for its first frame (after any ID3v2 tag).
+MP3_SEARCH = 1 << 16
+#: Samples per frame of MPEG audio by (version is MPEG-1, layer): layer III of MPEG-2 and
+#: 2.5 has half as many.
+_SAMPLES_PER_FRAME = {(True, 1): 384, (True, 2): 1152, (True, 3): 1152,
+                      (False, 1): 384, (False, 2): 1152, (False, 3): 576}
+
+
+def xing_samples(path: str) -> Optional[int]:
+    """Samples per channel that an mp3's Xing (VBR) or Info (CBR) header states: its frame
+    count times the samples per frame, less the encoder's delay and padding of a LAME tag;
+    None when the file has no such header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+            start = 0
+            if head[:3] == b"ID3" and len(head) == 10:   # syncsafe size, plus a footer
+                size = 0
+                for b in head[6:10]:
+                    size = (size << 7) | (b & 0x7F)
+                start = 10 + size + (10 if head[5] & 0x10 else 0)
+            f.seek(start)
+            data = f.read(MP3_SEARCH)
+    except OSError:
+        return None
+    at = next((i for i in range(len(data) - 3)
+               if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0), None)
+    if at is None:
+        return None
+    version, layer = (data[at + 1] >> 3) & 3, 4 - ((data[at + 1] >> 1) & 3)
+    if version == 1 or layer == 4:   # reserved values: no frame here
+        return None
+    frame = data[at:at + 200]
+    tag = max(frame.find(b"Xing"), frame.find(b"Info"))
+    if tag < 0 or len(frame) < tag + 12:
+        return None
+    flags = struct.unpack(">I", frame[tag + 4:tag + 8])[0]
+    if not flags & 1:
+        return None
+    frames = struct.unpack(">I", frame[tag + 8:tag + 12])[0]
+    total = frames * _SAMPLES_PER_FRAME[version == 3, layer]
+    lame = tag + 8 + 4 * sum(bool(flags & b) for b in (1, 2, 8)) + (100 if flags & 4 else 0)
+    gap = data[at + lame + 21:at + lame + 24]
+    if len(gap) == 3 and data[at + lame:at + lame + 4] in (b"LAME", b"Lavc", b"Lavf", b"L3.9"):
+        total -= (gap[0] << 4 | gap[1] >> 4) + ((gap[1] & 0x0F) << 8 | gap[2])
+    return max(total, 0)

@@ -28,7 +28,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 
 from . import containers
-from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE
+from .config import DEFAULT_NB_CHANNELS, MAX_AMPLITUDE, SAMPLE_RATES
 from .errors import AudioError, AudioWarning
 from .times import clock
 
@@ -51,6 +51,9 @@ class AudioInfo:
     nb_samples: Optional[int] = None
     #: decoded by libsndfile instead of an ffmpeg process (:data:`SNDFILE_KINDS`)
     sndfile: bool = False
+    #: samples a header states when not as an exact count (an mp3's Xing or Info header:
+    #: frames less the encoder's delay and padding): for hints and truncation warnings only
+    stated: Optional[int] = None
     #: False when the container shows that the file was cut short (an Ogg stream without its
     #: last page)
     whole: bool = True
@@ -116,14 +119,10 @@ _TAG = re.compile(r"^\[[^\]@]+ @ (0x)?[0-9a-fA-F]+\] ")
 def said_lines(text: bytes, path: str = "") -> List[str]:
     """The non-empty lines of an ffmpeg error output, without the component tags and the file
     name they may start with."""
-    out = []
-    for line in text.decode("utf-8", "replace").splitlines():
-        line = _TAG.sub("", line.strip())
-        if path and line.startswith(path + ": "):
-            line = line[len(path) + 2:]
-        if line:
-            out.append(line)
-    return out
+    text = text.decode("utf-8", "replace")
+    if path:   # before splitting: the name may hold a newline
+        text = text.replace(path + ": ", "")
+    return [line for line in (_TAG.sub("", ln.strip()) for ln in text.splitlines()) if line]
 
 
 def last_line(text: bytes, path: str = "") -> str:
@@ -168,6 +167,7 @@ def probe(path: str, sndfile: bool = True) -> AudioInfo:
         raise AudioError(f"{path}: the audio stream has no channel count or sample rate") from None
     if channels < 1 or rate < 1:
         raise AudioError(f"{path}: the audio stream has {channels} channels at {rate} Hz")
+    _check_rate(path, rate)
     dur = s.get("duration", meta.get("format", {}).get("duration"))
     try:
         dur = float(dur) if dur is not None else None
@@ -179,9 +179,17 @@ def probe(path: str, sndfile: bool = True) -> AudioInfo:
             nb_samples = int(s["duration_ts"])
         except (KeyError, ValueError, TypeError):
             pass
-    whole = containers.ogg_ends(path) is not False
+    mp3 = meta.get("format", {}).get("format_name") == "mp3"
     return AudioInfo(path, channels, rate, str(s.get("codec_name", "?")), dur, nb_samples,
-                     whole=whole, size=size)
+                     stated=containers.xing_samples(path) if mp3 else None,
+                     whole=containers.ogg_ends(path) is not False, size=size)
+
+
+def _check_rate(path: str, rate: int):
+    low, high = SAMPLE_RATES
+    if not low <= rate <= high:
+        raise AudioError(f"{path}: a sample rate of {rate} Hz, outside the {low}..{high} Hz "
+                         f"of audio files separated")
 
 
 #: Bytes per sample of libsndfile's subtypes in :data:`SNDFILE_KINDS`.
@@ -202,15 +210,16 @@ def _sndfile_info(path: str, size: int) -> Optional[AudioInfo]:
     if i.format not in formats or i.subtype not in subtypes or i.frames <= 0 \
             or i.channels < 1 or i.samplerate < 1:
         return None
+    _check_rate(path, i.samplerate)
     stated = containers.stated_frames(path, i.channels * _SUBTYPE_BYTES[i.subtype])
     return AudioInfo(path, i.channels, i.samplerate, f"{i.format.lower()}/{i.subtype.lower()}",
                      i.frames / i.samplerate, max(i.frames, stated or 0), sndfile=True,
                      size=size)
 
 
-#: The most samples per byte of file a header may claim and still serve as a progress hint:
-#: silence coded as FLAC, Vorbis or Opus stays below a thousand per byte, so a claim beyond
-#: this is a lie (a 12 kB file "of 2^62 samples").
+#: The most samples per byte of file a header may claim and still serve as a progress hint
+#: (generous: docs/reliability.md); a claim beyond it is a lie (a 12 kB file "of 2^62
+#: samples").
 MAX_SAMPLES_PER_BYTE = 1 << 14
 
 
@@ -218,8 +227,8 @@ def hint_samples(info: AudioInfo) -> Optional[int]:
     """The samples the file's header claims (exact or estimated), as a hint for progress and
     plans: None when it does not say, or claims more than :data:`MAX_SAMPLES_PER_BYTE` of its
     size could hold. Never a size to allocate: the decoder may deliver fewer."""
-    total = info.nb_samples or (int(round(info.duration * info.rate))
-                                if info.duration and info.duration > 0 else None)
+    total = info.nb_samples or info.stated or (int(round(info.duration * info.rate))
+                                               if info.duration and info.duration > 0 else None)
     if total is None or (info.size and total > info.size * MAX_SAMPLES_PER_BYTE):
         return None
     return total
@@ -372,7 +381,7 @@ def _warn_if_cut(info: AudioInfo, end: int, damage: Optional[str]):
     """One warning when a file that decoded to ``end`` samples is damaged or truncated: less
     than its header states (beyond a tenth of a second: Opus's priming samples are no cut), a
     decoder that reported ``damage``, or an Ogg stream without its last page."""
-    stated = info.nb_samples
+    stated = info.nb_samples or info.stated
     short = stated is not None and end < stated - max(info.rate // 10, 1)
     if not (short or damage or not info.whole):
         return

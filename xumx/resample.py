@@ -14,6 +14,26 @@ def resampled_length(nb_samples: int, rate_in: int, rate_out: int) -> int:
     return max(n, 1) if nb_samples > 0 else 0
 
 
+#: The largest term of a resampling ratio up/down: the filter has ``20 * max(up, down) + 1``
+#: taps, so an odd rate in a header (767,999 Hz to 8 kHz: down = 767,999, 15 M taps) would
+#: cost memory and time out of all proportion to the audio.
+MAX_TERM = 1 << 16
+
+
+def ratio(rate_in: int, rate_out: int) -> Fraction:
+    """up/down = ``rate_out / rate_in``, in lowest terms; ValueError when a term exceeds
+    :data:`MAX_TERM` (never between common rates: 44,100 -> 48,000 is 160/147, 44,056 ->
+    44,100 is 11,025/11,014; any rate up to 65,536 Hz to any other)."""
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"sample rates must be positive, not {rate_in} -> {rate_out}")
+    exact = Fraction(int(rate_out), int(rate_in))
+    if max(exact.numerator, exact.denominator) > MAX_TERM:
+        raise ValueError(f"resampling {rate_in} Hz to {rate_out} Hz needs the ratio "
+                         f"{exact.numerator}/{exact.denominator}, beyond the terms up to "
+                         f"{MAX_TERM} resampled here (resample it to a common rate first)")
+    return exact
+
+
 class StreamResampler:
     """scipy's ``resample_poly`` of a signal that arrives in blocks, with the same result.
 
@@ -22,14 +42,13 @@ class StreamResampler:
     output has ``length`` samples. The concatenated output equals ``resample`` of the whole
     signal (scipy ``resample_poly``: same Kaiser FIR, same zero padding at both ends; each
     output sample is computed from the same input samples and taps). Memory: the block plus
-    the filter's span (``20 * max(up, down) / up`` input samples).
+    the filter's span (``20 * max(up, down) / up`` input samples), up/down being
+    :func:`ratio` (terms up to :data:`MAX_TERM`).
     """
 
     def __init__(self, rate_in: int, rate_out: int):
-        if rate_in <= 0 or rate_out <= 0:
-            raise ValueError(f"sample rates must be positive, not {rate_in} -> {rate_out}")
-        ratio = Fraction(int(rate_out), int(rate_in))
-        self.up, self.down = ratio.numerator, ratio.denominator
+        r = ratio(rate_in, rate_out)
+        self.up, self.down = r.numerator, r.denominator
         self._buf: Optional[np.ndarray] = None   # input from sample self._first on
         self._channels = 1
         self._first = 0          # a multiple of ``down``

@@ -23,7 +23,7 @@ from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError
 from .filtering import wiener_blocks
 from .modelfiles import ModelFiles
-from .resample import StreamResampler, resampled_length
+from .resample import StreamResampler, ratio, resampled_length
 from .waveform import BLOCK, audio_rate, check_audio, to_float
 
 #: 'onnxruntime' (also 'auto'): the separation engine. 'nnabla': the NNabla graph, the
@@ -253,7 +253,9 @@ class Separator:
         Shapes: blocks (t, C) float32 at ``rate`` (default: the model's), in order -> pieces
         {stem: (t', C) float32} at ``out_rate`` (default: ``rate``), in order; the pieces of
         each stem add up to the mixture's duration at ``out_rate``. The audio is resampled to
-        the model's rate (:class:`~xumx.resample.StreamResampler`), cut into the chunks of
+        the model's rate (:class:`~xumx.resample.StreamResampler`; InputError, before any
+        block is read, for rates whose ratio has a term beyond
+        :data:`xumx.resample.MAX_TERM`), cut into the chunks of
         :attr:`chunking`, separated with cross-fades (:func:`xumx.chunking.separate_stream`)
         and resampled back. ``progress(done, total)`` after each chunk (``total``: the number
         of chunks if the caller knows it, else None). Memory: one chunk and its overlap, the
@@ -262,6 +264,11 @@ class Separator:
         model_rate = self.sample_rate
         rate = int(rate or model_rate)
         out_rate = int(out_rate or rate)
+        for a, b in ((rate, model_rate), (model_rate, out_rate)):
+            try:
+                ratio(a, b)
+            except ValueError as e:
+                raise InputError(str(e)) from None
         into = StreamResampler(rate, model_rate)
         back: Dict[str, StreamResampler] = {}
         seen = [0, 0]   # input samples, chunks done

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import (DEFAULT_NHOP, DEFAULT_NFFT, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES,
-                     ModelConfig)
+                     SAMPLE_RATES, ModelConfig)
 from .files import os_reason, write_bytes, write_text
 from .errors import XumxError
 from .h5safe import H5File, WeightsError, show
@@ -36,8 +36,6 @@ _LEGACY_KEYS = {"conv_r", "conv_i", "conv_cos", "conv_sin"}
 MAX_MODEL_FACTOR = 4
 #: Largest sidecar read (bytes).
 MAX_SIDECAR = 1 << 20
-#: Sample rates a sidecar may state (Hz).
-SIDECAR_RATES = (1000, 768000)
 
 
 def sidecar_path(path: str) -> str:
@@ -249,7 +247,7 @@ def _read_meta(path: str) -> dict:
         raise WeightsError(f"{side}: unreadable model sidecar ({e})") from None
     if not isinstance(meta, dict):
         raise WeightsError(f"{side}: model sidecar is not a JSON object")
-    for key, low, high in (("sample_rate",) + SIDECAR_RATES, ("nhop", 1, 1 << 20)):
+    for key, low, high in (("sample_rate",) + SAMPLE_RATES, ("nhop", 1, 1 << 20)):
         value = meta.get(key)
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
                                       and low <= value <= high):
