@@ -354,8 +354,12 @@ class TrainConfig:
     seed: int = SEED.field(42)
     bandwidth: float = opt(float(DEFAULT_BANDWIDTH), "--bandwidth", group="model", metavar="HZ",
                            help="highest frequency the network sees, in Hz (fixes max_bin)")
-    output: str = opt("x-umx", "--output", help="output folder of the run", group="training",
-                      metavar="DIR")
+    output: str = opt("x-umx", "--output", group="training", metavar="DIR",
+                      help="output folder of the run; one that holds another run is refused "
+                           "(continue that one with --resume DIR, or add --force)")
+    force: bool = opt(False, "--force", group="training",
+                      help="start a new run in an --output folder that holds one, removing that "
+                           "run's files (its model, checkpoint, history and configuration)")
     resume: Optional[str] = opt(None, "--resume", deprecated=("--model",), group="training",
                                 metavar="PATH",
                                 help="continue a run: its output folder (its checkpoint.h5 and "

@@ -8,7 +8,8 @@
 
 then prints SDR per target for the trained model next to the baseline. Each step is the
 entry module run as a subprocess with its documented flags; a step that fails stops the demo
-with one line naming it. Steps already completed in DIR are not run again.
+with one line naming it. Steps already completed in DIR are not run again; a training step
+that was stopped resumes from its checkpoint.
 """
 import glob
 import os
@@ -53,10 +54,14 @@ def test_song(data_dir: str) -> str:
 
 def plan(workdir: str) -> List[Step]:
     """The steps, with the flags of each entry module (the test song is resolved when run)."""
-    from .recipes import recipe_path
+    from .recipes import recipe_path, resumable, run_files
     p = paths(workdir)
     model = os.path.join(p["model"], BEST_NAME)
     train = ["--config", recipe_path(RECIPE), "--root", p["data"], "--is-wav", "--output", p["model"]]
+    if resumable(p["model"]):      # a demo stopped during training goes on from its checkpoint
+        train += ["--resume", p["model"]]
+    elif run_files(p["model"]):    # ... or, stopped before a checkpoint, starts the run again
+        train += ["--force"]
     return [
         Step("synth", ["-m", "xumx.synth", "--out", p["data"]], p["data"]),
         Step("train", ["-m", "xumx.train", *train], p["model"]),

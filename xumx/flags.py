@@ -66,7 +66,9 @@ CONTEXT = Flag(("--context", "-c"), "cpu, or cudnn for an NVIDIA GPU (separation
                "CUDA provider; training: nnabla-ext-cuda)", "runtime", choices=("cpu", "cudnn"))
 DEVICE_ID = Flag(("--device-id", "-d"), "GPU index for --context cudnn", "runtime", metavar="ID")
 OUT_DIR = Flag(("--out-dir", "--outdir"), "folder for the separated stems: <out-dir>/<input name>/"
-               "<target>.<ext> (xumx.test), <out-dir>/<subset>/<track>/<target>.wav (xumx.eval)",
+               "<target>.<ext> (xumx.test: inputs of the same name get <name>_2, <name>_3... in "
+               "the order given; an earlier run's stems there that this run does not write are "
+               "removed), <out-dir>/<subset>/<track>/<target>.wav (xumx.eval)",
                "input and output", metavar="DIR")
 ROOT = Flag(("--root",), "MUSDB18 root folder (STEMS, or WAV with --is-wav)", "data", metavar="DIR")
 IS_WAV = Flag(("--is-wav",), "the data set is decoded WAV: <root>/<subset>/<track>/<source>.wav "

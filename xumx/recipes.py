@@ -6,7 +6,7 @@ on the command line override it. A run's folder records its effective configurat
 ``config.yaml`` (:func:`recipe_text`), which ``--resume`` reads back (:func:`train_values`).
 """
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from .config import ModelConfig, TrainConfig
 from .errors import ConfigError
@@ -14,8 +14,10 @@ from .flags import coerce, flagged_fields
 
 #: The file in a training run's folder that records its effective configuration.
 RUN_CONFIG = "config.yaml"
-#: Fields a recipe does not set: where a run goes and what it continues are the command line's.
-NOT_IN_RECIPES = ("resume",)
+#: Fields a recipe does not set: what a run continues or replaces is the command line's.
+NOT_IN_RECIPES = ("resume", "force")
+#: The history files of a run's folder (``.json`` and ``.csv``) and its plot.
+HISTORY, PLOT = "history", "training.png"
 
 
 def recipe_fields() -> dict:
@@ -67,6 +69,48 @@ def run_config_path(resume: str) -> str:
     """The recorded configuration of the run that ``--resume`` names (a folder or a file in it)."""
     folder = resume if os.path.isdir(resume) else os.path.dirname(resume)
     return os.path.join(folder, RUN_CONFIG)
+
+
+def run_files(folder: str) -> List[str]:
+    """The files of a training run in ``folder`` (what ``xumx.train`` writes there), those
+    that exist."""
+    from .modelfiles import BEST_NAME, CHECKPOINT_NAME
+    names = (RUN_CONFIG, CHECKPOINT_NAME, BEST_NAME, os.path.splitext(BEST_NAME)[0] + ".json",
+             f"{HISTORY}.json", f"{HISTORY}.csv", PLOT)
+    return [os.path.join(folder, n) for n in names if os.path.lexists(os.path.join(folder, n))]
+
+
+def resumable(folder: str) -> bool:
+    """Whether ``folder`` holds a run that ``--resume`` can continue (its checkpoint)."""
+    from .modelfiles import CHECKPOINT_NAME
+    return os.path.isfile(os.path.join(folder, CHECKPOINT_NAME))
+
+
+def replaced_run(cfg: TrainConfig) -> List[str]:
+    """The files of another run that a new run into ``cfg.output`` would replace: [] when the
+    folder holds none, or ``cfg.resume`` continues the run there; with ``cfg.force``, those
+    files (the caller removes them before writing); else a ConfigError (exit status 2) that
+    says how to continue that run or where to start this one. No run's work is replaced
+    without ``--force``."""
+    held = run_files(cfg.output)
+    if not held:
+        return []
+    if cfg.resume:
+        from .modelfiles import CHECKPOINT_NAME
+        resumed = os.path.join(cfg.resume, CHECKPOINT_NAME) if os.path.isdir(cfg.resume) \
+            else cfg.resume
+        if os.path.realpath(resumed) == os.path.realpath(os.path.join(cfg.output,
+                                                                        CHECKPOINT_NAME)):
+            return []
+    if cfg.force:
+        return held
+    names = ", ".join(os.path.basename(f) for f in held)
+    if resumable(cfg.output):
+        how = f"continue it with --resume {cfg.output}, or give a new --output"
+    else:
+        how = "it finished no epoch, so there is nothing to resume: give a new --output"
+    raise ConfigError(f"{cfg.output} holds a training run ({names}): {how} (--force starts "
+                      f"over there, removing that run's files)")
 
 
 #: Training fields that fix the network's shapes besides ModelConfig's (the bandwidth fixes

@@ -179,6 +179,12 @@ class Separator:
         return tuple(name for name, _ in self._plan)
 
     @property
+    def stem_names(self) -> Tuple[str, ...]:
+        """Every name a stem of this model may have: its sources, the residual and the
+        aggregate stems of these settings (an earlier run's stems in a folder have these)."""
+        return tuple(dict.fromkeys(self.sources + (RESIDUAL,) + self.stems))
+
+    @property
     def targets(self) -> Tuple[str, ...]:
         """The model's sources that are returned as they are (the targets asked for)."""
         return tuple(self.separation.targets or self.cfg.sources)

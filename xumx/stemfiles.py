@@ -7,9 +7,12 @@ decoded, separated and encoded block by block).
 Output layout: ``<out_dir>/<input name>/<stem>.<ext>`` for one or many inputs, where
 ``<input name>`` is the input's file name without its extension, or the track's folder name
 for a MUSDB-layout ``<track>/mixture.<ext>`` (``out_dir`` defaults to the current folder).
-Inputs of one run with the same name get ``<name>_2``, ``<name>_3``... in the order given.
+Inputs of one run with the same name (names that differ only in case included) get
+``<name>_2``, ``<name>_3``... in the order given, skipping a name another input has.
 Every stem has exactly the duration of the selected span of its input, at the input's rate
-unless ``OutputConfig.output_rate`` says otherwise.
+unless ``OutputConfig.output_rate`` says otherwise. A folder holds the stems of one run: once
+the new stems are in place, the stems an earlier run left there that this one did not write
+(other targets, another format) are removed (:func:`stale_stems`); any other file stays.
 """
 import contextlib
 import os
@@ -21,7 +24,7 @@ import numpy as np
 
 from . import decode, interrupt
 from .config import OutputConfig
-from .errors import AudioError, one_line
+from .errors import AudioError, AudioWarning, one_line
 from .times import clock
 
 #: The mixture's file name in the MUSDB18 layout (its stems are named after the track).
@@ -82,12 +85,16 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
 def output_folders(inputs: Sequence[str], out_dir: Optional[str] = None) -> List[str]:
     """The folder of each input's stems (see the module docstring for the rule)."""
     base = out_dir if out_dir else os.curdir
-    seen: Dict[str, int] = {}
+    taken = set()
     folders = []
     for path in inputs:
-        name = input_name(path)
-        seen[name] = seen.get(name, 0) + 1
-        folders.append(os.path.join(base, name if seen[name] == 1 else f"{name}_{seen[name]}"))
+        name = candidate = input_name(path)
+        number = 1
+        while candidate.casefold() in taken:   # "Song" and "song" are one folder on macOS
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate.casefold())
+        folders.append(os.path.join(base, candidate))
     return folders
 
 
@@ -123,6 +130,31 @@ def _expected_samples(info, options: OutputConfig) -> Optional[int]:
         return None
     left = max(total - int(round(options.start * info.rate)), 0)
     return min(left, int(round(options.duration * info.rate))) if options.duration > 0 else left
+
+
+def stale_stems(folder: str, written: Iterable[str], names: Iterable[str]) -> List[str]:
+    """The files of ``folder`` named like a stem, ``<name>.<format>`` for one of ``names`` and
+    of :data:`xumx.config.OUTPUT_FORMATS`, that are not among ``written``: an earlier run's."""
+    from .config import OUTPUT_FORMATS
+    keep = {os.path.normcase(os.path.abspath(p)) for p in written}
+    out = []
+    for name in dict.fromkeys(names):
+        for ext in OUTPUT_FORMATS:
+            path = os.path.join(folder, f"{name}.{ext}")
+            if os.path.isfile(path) and os.path.normcase(os.path.abspath(path)) not in keep:
+                out.append(path)
+    return out
+
+
+def _remove_stale(folder: str, written: Iterable[str], names: Iterable[str]):
+    import warnings
+    for path in stale_stems(folder, written, names):
+        try:
+            os.unlink(path)
+        except OSError as e:
+            from .files import os_reason
+            warnings.warn(f"{path}: an earlier run's stem, not removed ({os_reason(e)})",
+                          AudioWarning, stacklevel=3)
 
 
 class WriteBehind:
@@ -166,9 +198,10 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     (:meth:`xumx.Separator.separate_blocks`, :class:`xumx.encode.StemWriter`): memory does not
     grow with its length. A bar over chunks goes to stderr when it is a terminal, unless
     ``options.quiet`` (:func:`xumx.progress.progress_bar`). All stems of the file appear
-    together (temporary names, then renamed), and none on an error or an interruption. Raises
-    :class:`~xumx.errors.AudioError` with a one-line message for unreadable inputs and
-    unwritable outputs.
+    together (temporary names, then renamed), and none on an error or an interruption; then
+    the stems an earlier run left in ``out_folder`` that this one did not write are removed
+    (:func:`stale_stems`). Raises :class:`~xumx.errors.AudioError` with a one-line message for
+    unreadable inputs and unwritable outputs.
     """
     from .encode import StemWriter
     from .progress import progress_bar
@@ -215,6 +248,7 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
                         paths.setdefault(name, os.path.join(out_folder,
                                                             f"{name}.{options.out_format}"))
                         writer.write(paths[name], y)
+            _remove_stale(out_folder, paths.values(), separator.stem_names)
         except BaseException:
             if created and os.path.isdir(out_folder) and not os.listdir(out_folder):
                 os.rmdir(out_folder)   # leave no empty folder behind a failed or interrupted file

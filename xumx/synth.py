@@ -3,7 +3,8 @@
 ``python -m xumx.synth --out DIR`` writes ``DIR/{train,test}/<Artist - Title>/`` folders with
 ``mixture.wav`` and one WAV per source (musdb's ``is_wav`` layout, 44.1 kHz stereo 16-bit), so
 ``musdb.DB(root=DIR, is_wav=True)`` and ``python -m xumx.train --root DIR --is-wav`` read it.
-The mixture is the exact sum of the stems.
+The mixture is the exact sum of the stems. The set appears whole, in a new or empty DIR only
+(:func:`make_dataset`).
 
 The four published sources differ in band, timbre and rhythm, so a small model can learn to
 separate them on a CPU within minutes:
@@ -23,6 +24,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from .config import DEFAULT_NB_CHANNELS, DEFAULT_SAMPLE_RATE, DEFAULT_SOURCES
+from .errors import ConfigError
 from .files import replacing
 
 SUBSETS = ("train", "test")
@@ -148,15 +150,16 @@ def song_stems(rng: np.random.RandomState, duration: float, rate: int = DEFAULT_
 
 
 def write_song(folder: str, stems: Dict[str, np.ndarray], rate: int):
-    """Write the stems and their exact sum as 16-bit WAVs (mixture = sum of the quantised stems)."""
+    """Write the stems and their exact sum as 16-bit WAVs (mixture = sum of the quantised
+    stems) into the new folder ``folder``."""
     import soundfile as sf
     total = sum(stems.values())
     scale = 0.9 / max(np.max(np.abs(total)), 1e-9)
     ints = {s: np.round(a * scale * 32767).astype(np.int32) for s, a in stems.items()}
     mix = sum(ints.values())
-    with replacing(folder, folder=True) as tmp:   # the song appears whole
-        for name, a in list(ints.items()) + [("mixture", mix)]:
-            sf.write(os.path.join(tmp, f"{name}.wav"), a.astype(np.int16), rate, subtype="PCM_16")
+    os.makedirs(folder)
+    for name, a in list(ints.items()) + [("mixture", mix)]:
+        sf.write(os.path.join(folder, f"{name}.wav"), a.astype(np.int16), rate, subtype="PCM_16")
 
 
 def song_name(subset: str, index: int, seed: int) -> str:
@@ -166,16 +169,27 @@ def song_name(subset: str, index: int, seed: int) -> str:
 def make_dataset(out: str, nb_train: int = 8, nb_test: int = 3, duration: float = 12.0,
                  seed: int = 0, rate: int = DEFAULT_SAMPLE_RATE,
                  sources: Sequence[str] = DEFAULT_SOURCES, nb_channels: int = DEFAULT_NB_CHANNELS) -> Dict[str, list]:
-    """Write the dataset under ``out``; return {subset: [track folder, ...]}."""
-    written = {}
-    for subset, count in zip(SUBSETS, (nb_train, nb_test)):
-        written[subset] = []
-        for index in range(count):
-            rng = np.random.RandomState(np.random.SeedSequence(
-                (seed, SUBSETS.index(subset), index)).generate_state(1)[0])
-            folder = os.path.join(out, subset, song_name(subset, index, seed))
-            write_song(folder, song_stems(rng, duration, rate, sources, nb_channels), rate)
-            written[subset].append(folder)
+    """Write the dataset as the folder ``out``; return {subset: [track folder, ...]}.
+
+    The set appears whole: it is written into a temporary folder beside ``out``, which then
+    takes its place (an interrupted run leaves no ``out``). ``out`` must not exist or be
+    empty: a folder holding anything is refused (ConfigError), so no set is ever mixed with
+    the songs of another."""
+    out = os.path.abspath(out)
+    if os.path.isdir(out) and os.listdir(out):
+        raise ConfigError(f"{out} is not empty: give a new or empty --out (the data set is "
+                          f"written whole, never mixed with what a folder holds)")
+    written = {subset: [] for subset in SUBSETS}
+    with replacing(out, folder=True) as tmp:
+        for subset, count in zip(SUBSETS, (nb_train, nb_test)):
+            os.makedirs(os.path.join(tmp, subset))
+            for index in range(count):
+                rng = np.random.RandomState(np.random.SeedSequence(
+                    (seed, SUBSETS.index(subset), index)).generate_state(1)[0])
+                name = song_name(subset, index, seed)
+                write_song(os.path.join(tmp, subset, name),
+                           song_stems(rng, duration, rate, sources, nb_channels), rate)
+                written[subset].append(os.path.join(out, subset, name))
     return written
 
 

@@ -6,8 +6,16 @@ import sys
 
 def main(argv=None) -> int:
     from .cli import run
-    kept = {"note": "nothing was trained"}
-    return run("train", lambda a: _train(a, kept), argv, lambda: kept["note"])
+    kept = {"output": None}
+    return run("train", lambda a: _train(a, kept), argv, lambda: kept_note(kept["output"]))
+
+
+def kept_note(output) -> str:
+    """What an interrupted run leaves: a checkpoint to resume, or nothing to resume yet."""
+    from .recipes import resumable
+    if output and resumable(output):
+        return f"resume with --resume {output}"
+    return "no epoch finished, so there is nothing to resume"
 
 
 def _train(argv, kept: dict) -> int:
@@ -16,7 +24,7 @@ def _train(argv, kept: dict) -> int:
     model_cfg, train_cfg = parse("train", argv)
     require_nnabla("training")
     from .training.trainer import train
-    kept["note"] = f"resume with --resume {train_cfg.output}"
+    kept["output"] = train_cfg.output
     result = train(model_cfg, train_cfg)
     if result["rank"] == 0:
         print(f"best model: {result['best']}")

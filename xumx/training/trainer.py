@@ -14,6 +14,9 @@ Files in ``TrainConfig.output`` (only rank 0 writes, each atomically with :mod:`
   ``--resume <folder>`` reads back;
 - ``history.json`` / ``history.csv``: per-epoch training and validation loss, learning rate, time;
 - ``training.png``: the loss curves and the learning rate, redrawn every epoch.
+
+A folder that holds another run is refused unless ``TrainConfig.force`` (which removes that
+run's files first) or the run resumed is that one (:func:`xumx.recipes.replaced_run`).
 """
 import csv
 import io
@@ -28,7 +31,7 @@ from typing import Dict, List
 import numpy as np
 
 from ..config import ModelConfig, TrainConfig
-from ..recipes import RUN_CONFIG, recipe_text
+from ..recipes import HISTORY, PLOT, RUN_CONFIG, recipe_text, replaced_run
 from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
@@ -113,13 +116,13 @@ def restore_solver(solver, arrays: Dict[str, np.ndarray]):
 
 def write_history(output: str, history: List[dict]):
     """history.json and history.csv (one row per epoch)."""
-    write_text(os.path.join(output, "history.json"), json.dumps(history, indent=1))
+    write_text(os.path.join(output, f"{HISTORY}.json"), json.dumps(history, indent=1))
     buf = io.StringIO()
     fields = ["epoch", "train_loss", "valid_loss", "lr", "best", "seconds"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
-    write_text(os.path.join(output, "history.csv"), buf.getvalue())
+    write_text(os.path.join(output, f"{HISTORY}.csv"), buf.getvalue())
 
 
 def plot_history(path: str, history: List[dict]):
@@ -167,6 +170,7 @@ class Trainer:
         from . import data as datamod
         self.cfg, self.progress = cfg, progress
         self.comm, self.ctx = make_communicator(cfg.context, cfg.device_id)
+        self.replaced = replaced_run(cfg)   # every rank refuses before any writes (a barrier)
         self.state = None
         resume = None
         if cfg.resume:
@@ -215,7 +219,10 @@ class Trainer:
         import nnabla.solvers as S
         from .model import OpenUnmixCrossNet
         cfg, mcfg, comm = self.cfg, self.model_cfg, self.comm
-        if comm.rank == 0:   # the effective configuration, which --resume reads back
+        comm.barrier()   # every rank has checked the folder (replaced_run) before it changes
+        if comm.rank == 0:   # --force: the other run goes; then the effective configuration,
+            for path in self.replaced:   # which --resume reads back
+                os.unlink(path)
             write_text(os.path.join(cfg.output, RUN_CONFIG), recipe_text(mcfg, cfg))
         meta = None
         if self._resume is None:
@@ -329,7 +336,7 @@ class Trainer:
                 "n_procs": self.comm.n_procs}
         write_checkpoint(os.path.join(out, CHECKPOINT_NAME), arrays, solver_arrays(solver), meta)
         write_history(out, history)
-        plot_history(os.path.join(out, "training.png"), history)
+        plot_history(os.path.join(out, PLOT), history)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True) -> dict:
