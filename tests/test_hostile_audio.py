@@ -415,3 +415,27 @@ def test_a_wrong_parameter_is_the_one_named(name, shape, tmp_path):
     with pytest.raises(WeightsError) as e:
         load_xumx(path)
     assert f"parameter '{name}' has shape {shape}, expected" in str(e.value), str(e.value)
+
+
+# --------------------------------------------------------------------------- claims are hints
+def test_chunk_count_is_computed_not_listed():
+    from xumx.chunking import chunk_bounds, nb_chunks
+    for n, chunk, overlap in [(10, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 1), (100, 0, 0),
+                              (240001, 240000, 8000), (10 ** 6 + 7, 1000, 333)]:
+        assert nb_chunks(n, chunk, overlap) == len(chunk_bounds(n, chunk, overlap))
+    t0 = time.perf_counter()
+    assert nb_chunks(2 ** 62, 240000, 8000) == 1 + -(-(2 ** 62 - 240000) // 232000)
+    assert time.perf_counter() - t0 < 0.01
+
+
+def test_a_claim_the_file_cannot_hold_is_no_hint():
+    from xumx.decode import MAX_SAMPLES_PER_BYTE, AudioInfo, hint_samples
+    info = AudioInfo("x.ogg", 2, 44100, "vorbis", 3.0, 132300, size=12000)
+    assert hint_samples(info) == 132300
+    lying = AudioInfo("x.ogg", 2, 44100, "vorbis", 2 ** 62 / 44100, 2 ** 62, size=12000)
+    assert hint_samples(lying) is None
+    assert hint_samples(AudioInfo("x.mp3", 2, 44100, "mp3", 1e8, None, stated=None,
+                                  size=12000)) is None
+    assert hint_samples(AudioInfo("x.mp3", 2, 44100, "mp3", None, None,
+                                  stated=12000 * MAX_SAMPLES_PER_BYTE, size=12000)) \
+        == 12000 * MAX_SAMPLES_PER_BYTE
