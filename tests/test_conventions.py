@@ -107,19 +107,23 @@ def test_a_bug_while_separating_a_file_keeps_its_traceback(tiny_model, tmp_path)
 
 
 def test_sigterm_of_a_command_is_143(tmp_path):
-    """A real SIGTERM through the module (synth writing a large data set)."""
+    """A real SIGTERM through the module (synth writing a large data set), sent once the
+    first song is in the temporary folder: status 143, one line, and neither the data set
+    (it appears whole or not at all) nor the temporary is left."""
+    import glob
+    import time
     proc = subprocess.Popen([sys.executable, "-m", "xumx.synth", "--out", str(tmp_path / "d"),
                              "--train", "50", "--song-dur", "30"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = 60
-    import time
     start = time.time()
-    while not (tmp_path / "d").exists() and time.time() - start < deadline:
+    while not glob.glob(str(tmp_path / ".*" / "train" / "*")) and time.time() - start < 120:
+        assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert proc.stderr.read().strip().splitlines() == [
-        "xumx.synth: terminated; finished songs are kept"]
+        "xumx.synth: terminated; no data set was written (it appears whole or not at all)"]
+    assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------------------------ one meaning per flag

@@ -195,7 +195,7 @@ def make_dataset(out: str, nb_train: int = 8, nb_test: int = 3, duration: float 
 
 def main(argv=None) -> int:
     from .cli import run
-    return run("synth", _synth, argv, "finished songs are kept")
+    return run("synth", _synth, argv, "no data set was written (it appears whole or not at all)")
 
 
 def _synth(argv) -> int:
