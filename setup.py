@@ -58,6 +58,11 @@ setup(
         "xumx-test=xumx.test:main",
         "xumx-train=xumx.train:main",
         "xumx-eval=xumx.eval:main",
+        "xumx-export=xumx.export:main",
+        "xumx-synth=xumx.synth:main",
+        "xumx-demo=xumx.demo:main",
     ]},
-    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
+    # the licence is the SPDX expression above: a "License ::" classifier beside it makes
+    # setuptools >= 77 print a deprecation banner on every install
+    classifiers=["Programming Language :: Python :: 3"],
 )

@@ -407,3 +407,42 @@ def test_identity_of_a_umx_folder_hashes_each_target_file(tmp_path):
     assert second["model_sha256"]["drums"] != first["model_sha256"]["drums"]
     assert second["model_sha256"]["vocals"] == first["model_sha256"]["vocals"]
     assert json.loads(json.dumps(second)) == second   # compares equal once recorded
+
+
+def test_a_bad_command_line_exits_2(data, tmp_path, capsys, monkeypatch):
+    """Issue 22 item 10: no --root, an unknown --tracks name or --targets name are a bad
+    command line (2), as everywhere; a --root that is not there is a failed run (1)."""
+    monkeypatch.delenv("MUSDB_PATH", raising=False)
+    base = ["--model", data["model"], "--evaldir", str(tmp_path / "s")]
+    assert eval_cli.main(base) == 2
+    assert one_error_line(capsys).startswith("xumx.eval: error: no --root")
+    base += ["--root", data["root"], "--is-wav"]
+    assert eval_cli.main(base + ["--tracks", "Nobody - Nothing"]) == 2
+    assert "Nobody - Nothing" in one_error_line(capsys)
+    assert eval_cli.main(base + ["--targets", "vocals,piano"]) == 2
+    assert "['piano']" in one_error_line(capsys)
+    assert eval_cli.main(base[:-3] + ["--root", str(tmp_path / "missing")]) == 1
+    assert "no such folder" in one_error_line(capsys)
+
+
+def test_scores_name_the_run_folder_or_name_and_quiet_prints_nothing(data, tmp_path, capsys):
+    """Issue 22 items 12 and 9: a run folder's best_xumx.h5, named as a file or by its folder,
+    is labelled with the folder's name; --name labels it as asked; --quiet prints nothing
+    (the scores are in the files)."""
+    import shutil
+    run = tmp_path / "run-b"
+    run.mkdir()
+    for ext in (".h5", ".json"):
+        shutil.copy(os.path.splitext(data["model"])[0] + ext, run / f"best_xumx{ext}")
+
+    def methods(evaldir):
+        rows = open(evaldir / "scores.csv").read().splitlines()[1:]
+        return {r.split(",")[0] for r in rows}
+    args = ["--root", data["root"], "--is-wav", "--tracks", TRACKS[0], "--targets", *TARGETS]
+    assert eval_cli.main(["--model", str(run / "best_xumx.h5"), "--evaldir",
+                          str(tmp_path / "a"), "-q", *args]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert methods(tmp_path / "a") == {"run-b"}
+    assert eval_cli.main(["--model", str(run), "--name", "second try", "--evaldir",
+                          str(tmp_path / "b"), "--quiet", *args]) == 0
+    assert methods(tmp_path / "b") == {"second try"}

@@ -223,3 +223,26 @@ def test_dependencies_resolve_beside_spleeter_webs_pins(tmp_path):
     assert picked.get("ml-dtypes", SPLEETER_WEB_PINS["ml-dtypes"]) == SPLEETER_WEB_PINS["ml-dtypes"]
     assert "onnxruntime" in picked and "nnabla" not in picked, picked
     assert "onnx" not in picked, f"pip picked onnx {picked.get('onnx')}: a runtime dependency again"
+
+
+def test_no_license_classifier_so_no_setuptools_banner():
+    """setup.py states its licence as the SPDX expression only: a "License ::" classifier
+    beside it makes setuptools >= 77 print "License classifiers are deprecated" on every
+    install (make demo, make test). Where setuptools is installed, setup.py runs without a
+    deprecation warning."""
+    import subprocess
+    import sys
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", None) == "setup")
+    kw = {k.arg: k.value for k in call.keywords}
+    assert ast.literal_eval(kw["license"]) == "Apache-2.0"
+    classifiers = ast.literal_eval(kw["classifiers"])
+    assert not [c for c in classifiers if c.startswith("License ::")]
+    import importlib.util
+    if importlib.util.find_spec("setuptools") is None:   # .venv-latest: the check above is all
+        return
+    done = subprocess.run([sys.executable, "-W", "always", "setup.py", "--version"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "deprecated" not in done.stderr.lower(), done.stderr

@@ -192,3 +192,26 @@ def test_resume_with_the_folder_alone_continues_with_its_configuration(tiny_musd
     _, _, meta = read_checkpoint(str(out / CHECKPOINT_NAME))
     assert meta["epoch"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
     assert "resuming after epoch 1" in capsys.readouterr().err
+
+
+@pytest.mark.nnabla
+def test_wav_data_without_is_wav_says_to_add_it(tiny_musdb, tmp_path, capsys):
+    """Issue 22 item 1: as xumx.eval does, a WAV data set read as STEMS names --is-wav."""
+    from xumx.train import main
+    assert main(["--root", tiny_musdb, "--output", str(tmp_path / "run"), *TINY_FLAGS]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("xumx.train: error: no tracks in "), err
+    assert err[0].endswith("they are WAV folders: add --is-wav"), err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.nnabla
+def test_quiet_training_prints_nothing(tiny_musdb, tmp_path, capsys):
+    """Issue 22 item 9: --quiet: no bars, no epoch lines, no summary; the run is the same."""
+    from xumx.train import main
+    out = tmp_path / "run"
+    assert main(["--root", tiny_musdb, "--is-wav", "--output", str(out), *TINY_FLAGS,
+                 "--nb-layers", "1", "--epochs", "1", "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert (out / "best_xumx.h5").is_file()
+    assert "\nquiet:" not in (out / "config.yaml").read_text()   # how a run prints: no recipe

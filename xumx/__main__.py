@@ -1,4 +1,4 @@
-"""``python -m xumx``: what the package's commands are."""
+"""``python -m xumx``: what the package's commands are (``--version``: the version)."""
 import sys
 
 COMMANDS = (("test", "separate audio files into stems"),
@@ -9,11 +9,23 @@ COMMANDS = (("test", "separate audio files into stems"),
             ("demo", "the whole job offline on a CPU: data, training, separation, scores"))
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    """Print the commands (0), the version with ``--version`` (0); anything else is a bad
+    command line (2, as for every command: :mod:`xumx.cli`)."""
     from . import __version__
-    lines = [f"xumx {__version__}: X-UMX music source separation. The commands:"]
+    from .cli import USAGE, say
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in (["--version"], ["-V"]):
+        print(f"xumx {__version__}")
+        return 0
+    if argv and argv not in (["--help"], ["-h"]):
+        say("", f"error: unknown arguments {' '.join(argv)!r}: give a command, e.g. "
+                f"python -m xumx.test --help")
+        return USAGE
+    lines = [f"xumx {__version__}: X-UMX music source separation. The commands "
+             f"(installed also as xumx-<command>):"]
     lines += [f"  python -m xumx.{name:<7} {what}" for name, what in COMMANDS]
-    lines.append("Each takes --help. Python API: from xumx import Separator")
+    lines.append("Each takes --help and --version. Python API: from xumx import Separator")
     print("\n".join(lines))
     return 0
 

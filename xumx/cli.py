@@ -29,8 +29,10 @@ OK, FAILED, USAGE = 0, 1, 2
 
 def say(command: str, message: str):
     """``xumx.<command>: <message>`` on stderr, on one line (:func:`xumx.errors.one_line`:
-    a newline in a file name is printed as ``\\n``)."""
-    print(one_line(f"xumx.{command}: {message}"), file=sys.stderr, flush=True)
+    a newline in a file name is printed as ``\\n``); ``xumx: <message>`` for command "" (the
+    package's own ``python -m xumx``)."""
+    print(one_line(f"xumx.{command}: {message}" if command else f"xumx: {message}"),
+          file=sys.stderr, flush=True)
 
 
 #: Flags that make a command need less memory, in the order a hint names them.

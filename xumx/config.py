@@ -136,7 +136,8 @@ class SeparationConfig:
     """Which stems a separation returns and how the estimates are post-processed (norbert 0.2.1
     semantics).
 
-    ``targets``: source names (one name may be a string); None: every source of the model.
+    ``targets``: source names (one name may be a string; "vocals,drums" is two names); None:
+    every source of the model.
     ``aggregate``: extra stems, each the sum of some sources' estimates, as
     {name: sources} or ((name, sources), ...), e.g. {"accompaniment": ("bass", "drums",
     "other")} (all but vocals, for karaoke); they come after the targets.
@@ -159,10 +160,10 @@ class SeparationConfig:
              "accompaniment=bass,drums,other (may be repeated)")
 
     def __post_init__(self):
-        if isinstance(self.targets, str):   # one name, not its letters
-            object.__setattr__(self, "targets", (self.targets,))
-        elif self.targets is not None:
-            object.__setattr__(self, "targets", tuple(self.targets))
+        if self.targets is not None:   # one name is not its letters; "vocals,drums" is two
+            names = (self.targets,) if isinstance(self.targets, str) else self.targets
+            object.__setattr__(self, "targets", tuple(
+                t.strip() for name in names for t in str(name).split(",") if t.strip()))
         if self.aggregate is not None:
             items = self.aggregate.items() if isinstance(self.aggregate, dict) else self.aggregate
             try:
@@ -322,6 +323,10 @@ class EvalConfig:
     baseline: bool = opt(False, "--baseline", group="evaluation",
                          help="also score the mixture as the estimate of every target "
                               "(the mixture-as-estimate baseline)")
+    name: Optional[str] = opt(None, "--name", metavar="NAME", group="evaluation",
+                              default_text="the run folder's or weights file's name",
+                              help="the model's name in scores.csv and sdr.png")
+    quiet: bool = QUIET.field(False)
 
     def __post_init__(self):
         if self.tracks is not None:
@@ -381,6 +386,7 @@ class TrainConfig:
                        help="loss = mcoef * time-domain loss + frequency-domain loss")
     context: str = CONTEXT.field("cpu")
     device_id: str = DEVICE_ID.field("0")
+    quiet: bool = QUIET.field(False)
 
     def __post_init__(self):
         object.__setattr__(self, "source_augmentations", tuple(self.source_augmentations))

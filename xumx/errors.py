@@ -47,15 +47,20 @@ class InputError(XumxError, ValueError):
     or dtype, non-finite samples, a target the model does not have)."""
 
 
+class TargetError(InputError, ConfigError):
+    """A target or aggregate source that the model does not have: a bad setting, so on a
+    command line a bad command line (exit status 2)."""
+
+
 class WeightsError(XumxError, ValueError):
     """A weights file, UMX folder or training checkpoint that cannot be used (names the file)."""
 
 
-class DownloadError(XumxError):
+class DownloadError(XumxError, RuntimeError):
     """The published weights could not be fetched or verified."""
 
 
-class AudioError(XumxError):
+class AudioError(XumxError, ValueError):
     """An audio input that cannot be read or an output that cannot be written (names the file)."""
 
 

@@ -18,7 +18,10 @@ def _evaluate(argv) -> int:
     from .parsing import parse
     from .evaluation import evaluate, format_table, sdr_comparison
     cfg, chunking, load, separation = parse("eval", argv)
-    results = evaluate(cfg, chunking, load, separation)
+    results = evaluate(cfg, chunking, load, separation, progress=not cfg.quiet,
+                       log=(lambda line: None) if cfg.quiet else None)
+    if cfg.quiet:
+        return 0
     print(format_table(results.tables, results.nb_tracks))
     if len(results.tables) > 1:
         print()

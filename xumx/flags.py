@@ -22,6 +22,8 @@ class Flag:
     ``deprecated``: older spellings still accepted, each with a warning naming the new one.
     ``parse``: turns the command line's text into the value (default: the field's type).
     ``positional``: the values may also be given without the flag (``xumx.test song.mp3``).
+    ``detail``: ((command, text), ...): what the flag's one meaning is in that command (the
+    layout of ``--out-dir``...), appended to ``help`` in that command's help only.
     """
     names: Tuple[str, ...]
     help: str
@@ -33,6 +35,11 @@ class Flag:
     deprecated: Tuple[str, ...] = ()
     parse: Optional[Callable[[str], Any]] = None
     positional: bool = False
+    detail: Tuple[Tuple[str, str], ...] = ()
+
+    def help_for(self, command: str) -> str:
+        """The help of this flag in ``command``: ``help`` and that command's ``detail``."""
+        return self.help + dict(self.detail).get(command, "")
 
     def field(self, default, default_text: Optional[str] = None):
         """A dataclass field with this flag; ``default_text`` says what a None default means."""
@@ -52,9 +59,10 @@ MODEL = Flag(("--model",), "X-UMX weights file (.h5) or a training run's folder 
              "by SHA-1", "model", metavar="PATH")
 UMX = Flag(("--umx-infer",), "independent Open-Unmix (UMX) networks, a folder of <target>.h5, "
            "instead of X-UMX", "model")
-SAMPLE_RATE = Flag(("--sample-rate",), "the rate the model runs at, in Hz: audio is resampled to "
-                   "it (xumx.train: the rate of the model trained, which the data set must have)",
-                   "model", metavar="HZ")
+SAMPLE_RATE = Flag(("--sample-rate",), "the rate the model runs at, in Hz", "model", metavar="HZ",
+                   detail=(("test", ": audio is resampled to it"),
+                           ("eval", ": audio is resampled to it"),
+                           ("train", ": the rate of the data set")))
 TARGETS = Flag(("--targets",), "sources to separate, by name (with --umx-infer: the <target>.h5 "
                "files read)", "separation", metavar="NAME")
 CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cross-faded over "
@@ -65,18 +73,21 @@ OVERLAP = Flag(("--overlap",), "seconds shared by neighbouring chunks, cross-fad
 CONTEXT = Flag(("--context", "-c"), "cpu, or cudnn for an NVIDIA GPU (separation: onnxruntime-gpu's "
                "CUDA provider; training: nnabla-ext-cuda)", "runtime", choices=("cpu", "cudnn"))
 DEVICE_ID = Flag(("--device-id", "-d"), "GPU index for --context cudnn", "runtime", metavar="ID")
-OUT_DIR = Flag(("--out-dir", "--outdir"), "folder for the separated stems: <out-dir>/<input name>/"
-               "<target>.<ext> (xumx.test: inputs of the same name get <name>_2, <name>_3... in "
-               "the order given; an earlier run's stems there that this run does not write are "
-               "removed), <out-dir>/<subset>/<track>/<target>.wav (xumx.eval)",
-               "input and output", metavar="DIR")
+# -o: Demucs's and many tools' short flag; --outdir: open-unmix's spelling
+OUT_DIR = Flag(("--out-dir", "-o", "--outdir"), "folder for the separated stems",
+               "input and output", metavar="DIR", detail=(
+                   ("test", ": <out-dir>/<input name>/<target>.<ext> (inputs of the same name get "
+                            "<name>_2, <name>_3... in the order given; an earlier run's stems "
+                            "there that this run does not write are removed)"),
+                   ("eval", ": <out-dir>/<subset>/<track>/<target>.wav")))
 ROOT = Flag(("--root",), "MUSDB18 root folder (STEMS, or WAV with --is-wav)", "data", metavar="DIR")
 IS_WAV = Flag(("--is-wav",), "the data set is decoded WAV: <root>/<subset>/<track>/<source>.wav "
               "(musdb's is_wav layout)", "data")
 SEED = Flag(("--seed",), "random seed (every generator of the run is a function of it)", "data",
             metavar="N")
-OUT = Flag(("--out",), "what the command writes: the ONNX file (xumx.export), the data set's root "
-           "folder (xumx.synth)", "input and output", metavar="PATH", required=True)
+OUT = Flag(("--out",), "what the command writes", "input and output", metavar="PATH",
+           required=True, detail=(("export", ": the ONNX file"),
+                                  ("synth", ": the data set's root folder")))
 QUIET = Flag(("--quiet", "-q"), "no progress bars and no summary lines (errors and warnings are "
              "still printed)", "input and output")
 

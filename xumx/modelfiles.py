@@ -64,8 +64,10 @@ class ModelFiles:
             if umx is None:   # a run's folder (its checkpoint) is not a UMX folder
                 umx = bool(_h5_names(path)) and not os.path.isfile(
                     os.path.join(path, CHECKPOINT_NAME))
-        if not umx:
-            return cls(path)
+        if not umx:   # a run's best weights named as a file still carry the run's name
+            best_of_run = os.path.basename(path) == BEST_NAME
+            return cls(path, run=(os.path.dirname(os.path.abspath(path)) if best_of_run
+                                  else None))
         if targets:
             chosen = tuple(targets)
         else:

@@ -27,7 +27,8 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(message + self._suggestion(message))
 
     def _suggestion(self, message: str) -> str:
-        """``" (did you mean --outdir?)"`` for a mistyped flag, else ``""``."""
+        """``" (did you mean --outdir?)"`` for a mistyped flag or another tool's spelling
+        (:data:`FOREIGN`), else ``""``."""
         import difflib
         prefix = "unrecognized arguments: "
         if not message.startswith(prefix):
@@ -36,13 +37,31 @@ class Parser(argparse.ArgumentParser):
         hints = {}
         for word in message[len(prefix):].split():
             flag = word.split("=")[0]
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) \
+            foreign = FOREIGN.get(flag)
+            if foreign and foreign.split()[0] in known:
+                hints[flag] = f"did you mean {foreign}?"
+                continue
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) \
                 if flag.startswith("-") else []
             if close:
                 hints[flag] = f"did you mean {close[0]}?"
         if len(hints) == 1:
             return f" ({next(iter(hints.values()))})"
         return " (" + "; ".join(f"{k}: {v}" for k, v in hints.items()) + ")" if hints else ""
+
+
+#: Flags of open-unmix and Demucs that xumx spells otherwise: {their flag: ours}.
+FOREIGN = {"--ext": "--format", "--mp3": "--format mp3", "--flac": "--format flac"}
+
+
+def program(command: str) -> str:
+    """How the user started ``command``: ``xumx-test`` (the console script) or
+    ``python -m xumx.test``."""
+    import os
+    import sys
+    script = f"xumx-{command}"
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if os.path.splitext(argv0)[0] == script else f"python -m xumx.{command}"
 
 
 @dataclass(frozen=True)
@@ -108,8 +127,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     """The parser of ``python -m xumx.<command>``, generated from :data:`COMMANDS`.
 
     Flags not given are absent from its namespace (defaults come from the dataclasses)."""
-    parser = Parser(prog=f"python -m xumx.{command}", description=COMMANDS[command].summary,
+    from . import __version__
+    parser = Parser(prog=program(command), description=COMMANDS[command].summary,
                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"xumx {__version__}",
+                        help="print the version and exit")
     groups = {}
     for _, f in shown_fields(command):
         flag = f.metadata["flag"]
@@ -130,7 +152,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             group.add_argument(f"{POSITIONAL}{f.name}", nargs="*", type=kw["type"],
                                metavar=kw["metavar"], help=argparse.SUPPRESS, default=[])
         shown = "" if kind is bool or flag.required else f" (default: {default_text(f)})"
-        group.add_argument(*flag.names, help=flag.help.replace("%", "%%") + shown, **kw)
+        group.add_argument(*flag.names, help=flag.help_for(command).replace("%", "%%") + shown,
+                           **kw)
         for old in flag.deprecated:
             group.add_argument(old, dest=f.name, action=_Deprecated, type=kind,
                                metavar=flag.names[0], help=argparse.SUPPRESS)
@@ -157,7 +180,7 @@ def given(command: str, argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             values[f.name] = loose + list(values.get(f.name, []))
         elif flag.required:
             raise ConfigError(f"the following arguments are required: {flag.names[0]} "
-                              f"(or give them without it: python -m xumx.{command} "
+                              f"(or give them without it: {program(command)} "
                               f"{flag.metavar or f.name.upper()} ...)")
     return values
 
@@ -205,7 +228,7 @@ def flags_markdown(command: str) -> str:
         if many and arg:
             arg += f" [{arg} ...]"
         names = [f"`{flag.names[0]}{' ' + arg if arg else ''}`"] + [f"`{n}`" for n in flag.names[1:]]
-        meaning = flag.help + (f" (old spelling: {', '.join(flag.deprecated)})"
+        meaning = flag.help_for(command) + (f" (old spelling: {', '.join(flag.deprecated)})"
                                if flag.deprecated else "")
         rows.append(f"| {', '.join(names)} | {default_text(f)} | {_md(meaning)} |")
     if COMMANDS[command].recipes:
@@ -222,7 +245,8 @@ def flags_document() -> str:
     parts = ["# Flags of every command", "",
              "Generated from the parsers (`python scripts/flags_doc.py > docs/flags.md`; "
              "`tests/test_readme.py` checks that it is current). A flag that several commands "
-             "have means the same in each. Exit statuses: README, \"Errors and exit statuses\"."]
+             "have means the same in each; every command also takes `--help` and `--version`. "
+             "Exit statuses: README, \"Errors and exit statuses\"."]
     for command, spec in COMMANDS.items():
         parts += ["", f"## python -m xumx.{command}", "", spec.summary, "", flags_markdown(command)]
     return "\n".join(parts) + "\n"

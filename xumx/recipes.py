@@ -14,8 +14,9 @@ from .flags import coerce, flagged_fields
 
 #: The file in a training run's folder that records its effective configuration.
 RUN_CONFIG = "config.yaml"
-#: Fields a recipe does not set: what a run continues or replaces is the command line's.
-NOT_IN_RECIPES = ("resume", "force")
+#: Fields a recipe does not set: what a run continues or replaces, and how much it prints,
+#: are the command line's.
+NOT_IN_RECIPES = ("resume", "force", "quiet")
 #: The history files of a run's folder (``.json`` and ``.csv``) and its plot.
 HISTORY, PLOT = "history", "training.png"
 

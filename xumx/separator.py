@@ -20,7 +20,7 @@ import numpy as np
 from . import dsp, heap
 from .chunking import nb_chunks, separate_stream
 from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
 from .modelfiles import ModelFiles
 from .resample import StreamResampler, ratio, resampled_length
@@ -64,14 +64,14 @@ def needed_sources(separation: SeparationConfig) -> Optional[Tuple[str, ...]]:
 def stem_plan(sources: Sequence[str], separation: SeparationConfig) -> List[Tuple[str, Tuple[int, ...]]]:
     """[(stem name, indices of the estimates it sums)] in the order :meth:`Separator.separate`
     returns them: the targets (or every source), 'residual' with ``residual_model``, then the
-    aggregate stems. The estimates are the sources, then the residual. Raises InputError for a
-    target or aggregate source the model does not have, or a stem name given twice."""
+    aggregate stems. The estimates are the sources, then the residual. Raises TargetError (an
+    InputError) for a target or aggregate source the model does not have, or a stem name given twice."""
     sources = list(sources)
     targets = list(separation.targets or sources)
     unknown = [t for t in targets if t not in sources]
     unknown += [s for _, parts in separation.aggregate or () for s in parts if s not in sources]
     if unknown:
-        raise InputError(f"unknown target(s) {sorted(set(unknown), key=unknown.index)}: the "
+        raise TargetError(f"unknown target(s) {sorted(set(unknown), key=unknown.index)}: the "
                          f"model separates {sources}")
     plan = [(t, (sources.index(t),)) for t in targets]
     if separation.residual_model:

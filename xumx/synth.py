@@ -30,6 +30,18 @@ from .files import replacing
 SUBSETS = ("train", "test")
 
 
+def no_tracks(folder: str, is_wav: bool) -> str:
+    """The line for a MUSDB subset folder where musdb found no track: the layout it expects,
+    and ``--is-wav`` when the folder holds WAV tracks (this module's layout) but it was not
+    given."""
+    if is_wav:
+        return f"no tracks in {folder}: expected <track>/mixture.wav and one WAV per source"
+    wav = os.path.isdir(folder) and any(os.path.isfile(os.path.join(folder, n, "mixture.wav"))
+                                        for n in os.listdir(folder))
+    hint = "they are WAV folders: add --is-wav" if wav else "for WAV folders add --is-wav"
+    return f"no tracks in {folder}: expected <track>.stem.mp4 files; {hint}"
+
+
 def _midi_hz(m):
     return 440.0 * 2.0 ** ((np.asarray(m, dtype=float) - 69.0) / 12.0)
 

@@ -25,8 +25,8 @@ def _train(argv, kept: dict) -> int:
     require_nnabla("training")
     from .training.trainer import train
     kept["output"] = train_cfg.output
-    result = train(model_cfg, train_cfg)
-    if result["rank"] == 0:
+    result = train(model_cfg, train_cfg, progress=not train_cfg.quiet)
+    if result["rank"] == 0 and not train_cfg.quiet:
         print(f"best model: {result['best']}")
     return 0
 

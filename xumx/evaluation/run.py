@@ -25,7 +25,7 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
     import musdb
     root = root or os.environ.get("MUSDB_PATH")
     if not root:
-        raise EvalError("no --root given and $MUSDB_PATH is not set")
+        raise ConfigError("no --root given and $MUSDB_PATH is not set")
     if not os.path.isdir(root):
         raise EvalError(f"--root {root}: no such folder")
     try:
@@ -33,15 +33,14 @@ def open_tracks(root: Optional[str], subset: str, is_wav: bool,
     except Exception as e:  # musdb raises bare RuntimeErrors / OSErrors on odd layouts
         raise EvalError(f"--root {root}: cannot read it as MUSDB18: {e}") from None
     if not db.tracks:
-        layout = ("<track>/mixture.wav and one WAV per source" if is_wav
-                  else "<track>.stem.mp4 files; for WAV folders add --is-wav")
-        raise EvalError(f"no tracks in {os.path.join(root, subset)}: expected {layout}")
+        from ..synth import no_tracks
+        raise EvalError(no_tracks(os.path.join(root, subset), is_wav))
     if not names:
         return list(db.tracks)
     by_name = {t.name: t for t in db.tracks}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise EvalError(f"--tracks: no track named {', '.join(map(repr, unknown))} in "
+        raise ConfigError(f"--tracks: no track named {', '.join(map(repr, unknown))} in "
                         f"{os.path.join(root, subset)}")
     return [by_name[n] for n in names]
 
@@ -142,9 +141,9 @@ def eval_separator(model: ModelFiles, load: LoadConfig, separation: SeparationCo
 
 # --------------------------------------------------------------------------- the whole run
 def methods_of(cfg: EvalConfig, model: ModelFiles) -> List[Method]:
-    """The model's method (named after its run folder, UMX folder or weights file:
-    :attr:`~xumx.modelfiles.ModelFiles.name`), then the baseline with ``cfg.baseline``."""
-    out = [Method(model.name, cfg.eval_dir)]
+    """The model's method (named ``cfg.name``, else after its run folder, UMX folder or weights
+    file: :attr:`~xumx.modelfiles.ModelFiles.name`), then the baseline with ``cfg.baseline``."""
+    out = [Method(cfg.name or model.name, cfg.eval_dir)]
     if cfg.baseline:
         out.append(Method(BASELINE, os.path.join(cfg.eval_dir, BASELINE), baseline=True))
     return out

@@ -104,7 +104,11 @@ def open_musdb(root: Optional[str], is_wav: bool):
                             f"({type(e).__name__}: {e}); pass --root DIR (e.g. from python -m xumx.synth)") from None
     if not os.path.isdir(os.path.join(root, "train")):
         raise DataError(f"{root}: no 'train' folder (expected a MUSDB18 root)")
-    return musdb.DB(root=root, is_wav=is_wav, subsets="train")
+    db = musdb.DB(root=root, is_wav=is_wav, subsets="train")
+    if not db.tracks:
+        from ..synth import no_tracks
+        raise DataError(no_tracks(os.path.join(root, "train"), is_wav))
+    return db
 
 
 def split_tracks(tracks, validation_names: Sequence[str]) -> Split:

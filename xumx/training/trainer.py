@@ -149,11 +149,6 @@ def plot_history(path: str, history: List[dict]):
 
 
 # --------------------------------------------------------------------------- the trainer
-def _log(comm, msg):
-    if comm.rank == 0:
-        print(msg, file=sys.stderr, flush=True)
-
-
 def resolve_resume(path: str) -> str:
     """A folder means its checkpoint."""
     if os.path.isdir(path):
@@ -165,6 +160,11 @@ def resolve_resume(path: str) -> str:
 
 class Trainer:
     """One training run (see :func:`train`)."""
+
+    def _log(self, msg: str):
+        """A line on stderr from the first process, unless ``cfg.quiet``."""
+        if self.comm.rank == 0 and not self.cfg.quiet:
+            print(msg, file=sys.stderr, flush=True)
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, data=None, progress: bool = True):
         from . import data as datamod
@@ -180,7 +180,7 @@ class Trainer:
         if data is None:
             db = datamod.open_musdb(cfg.root, cfg.is_wav)
             split = datamod.split_tracks(db.tracks, db.setup.get("validation_tracks", []))
-            _log(self.comm, f"{len(split.train)} training and {len(split.valid)} validation tracks "
+            self._log(f"{len(split.train)} training and {len(split.valid)} validation tracks "
                             f"({'MUSDB18 validation split' if split.fixed else 'hold-out of every %dth track by name' % datamod.HOLDOUT_EVERY})")
             data = datamod.MusdbTraining(split.train, split.valid, model_cfg, cfg.seq_dur,
                                          cfg.samples_per_track, cfg.source_augmentations)
@@ -201,7 +201,7 @@ class Trainer:
         from .data import input_statistics, training_mixtures
         stats = None
         if self.comm.rank == 0:
-            _log(self.comm, f"input statistics over {len(self.data.tracks)} training mixtures")
+            self._log(f"input statistics over {len(self.data.tracks)} training mixtures")
             stats = input_statistics(training_mixtures(self.data), self.model_cfg.nfft, self.model_cfg.nhop)
         if self.comm.n_procs > 1:
             if self.comm.rank != 0:
@@ -249,9 +249,9 @@ class Trainer:
             stopper = EarlyStopping.from_state(meta["early_stopping"])
             history, start = meta["history"], meta["epoch"] + 1
             solver.set_learning_rate(scheduler.lr)
-            _log(comm, f"resuming after epoch {meta['epoch']} (lr {scheduler.lr:g})")
+            self._log(f"resuming after epoch {meta['epoch']} (lr {scheduler.lr:g})")
         steps = self.data.iterations(cfg.batch_size, comm.n_procs)
-        _log(comm, f"{comm.n_procs} process(es), {steps} steps of {cfg.batch_size} excerpts per epoch "
+        self._log(f"{comm.n_procs} process(es), {steps} steps of {cfg.batch_size} excerpts per epoch "
                    f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}")
         stopped = False
         for epoch in range(start, cfg.epochs + 1):
@@ -265,10 +265,10 @@ class Trainer:
                             "lr": lr, "best": bool(stopper.improved), "seconds": time.time() - t0})
             if comm.rank == 0:
                 self._write_epoch(model, solver, scheduler, stopper, history, epoch)
-            _log(comm, f"epoch {epoch}: train {train_loss:.5f} valid {valid_loss:.5f} lr {lr:g}"
+            self._log(f"epoch {epoch}: train {train_loss:.5f} valid {valid_loss:.5f} lr {lr:g}"
                        + (" (best)" if stopper.improved else ""))
             if stopped:
-                _log(comm, f"early stopping after epoch {epoch}: no improvement for {cfg.patience} "
+                self._log(f"early stopping after epoch {epoch}: no improvement for {cfg.patience} "
                            "epochs" if not math.isnan(valid_loss) else "stopping: the validation loss is NaN")
                 break
         comm.barrier()
