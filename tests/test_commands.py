@@ -141,3 +141,112 @@ def test_library_failures_are_value_and_runtime_errors(tmp_path):
     with pytest.raises(ValueError, match="junk.wav"):
         sep.separate_file(str(junk), str(tmp_path / "out"))
     assert isinstance(Separator, type)
+
+
+def test_mp3_at_a_rate_mp3_cannot_hold_says_so(song, tiny_model, tmp_path, capsys):
+    """Item 2: the stems' rate changes for mp3 only with one warning line naming both rates."""
+    from xumx import decode
+    from xumx.test import main
+    hi = str(tmp_path / "hi.wav")
+    sf.write(hi, sine_mix(9600, 96000), 96000)
+    for path, asked, got in ((song, ["--output-rate", "12345"], 16000), (hi, [], 48000),
+                             (song, [], 44100)):
+        out = tmp_path / f"o{got}"
+        assert main([path, "--model", tiny_model, "-o", str(out), "--format", "mp3", "-q",
+                     "--targets", "vocals", *asked]) == 0
+        err = capsys.readouterr().err.splitlines()
+        stem = out / os.path.splitext(os.path.basename(path))[0] / "vocals.mp3"
+        assert decode.probe(str(stem)).rate == got
+        if got == 44100:
+            assert err == []
+        else:
+            rate = 12345 if asked else 96000
+            assert err == [f"xumx.test: warning: mp3 cannot hold {rate} Hz: the stems are "
+                           f"written at {got} Hz (wav and flac keep any rate)"], err
+
+
+def test_inputs_are_checked_before_the_model_is_fetched(tmp_path, monkeypatch, capsys):
+    """Item 5: a missing input is reported at once, offline or not: nothing is downloaded."""
+    from xumx import pretrained
+    from xumx.test import main
+
+    def no_download(*a, **k):
+        raise AssertionError("the model was fetched for inputs that cannot be separated")
+    monkeypatch.setattr(pretrained, "fetch_published", no_download)
+    assert main([str(tmp_path / "nosuch.mp3")]) == 1
+    assert one_error(capsys) == f"xumx.test: error: {tmp_path / 'nosuch.mp3'}: no such file"
+
+
+def test_an_interruption_names_the_inputs_not_separated(song, tiny_model, tmp_path,
+                                                        monkeypatch, capsys):
+    """Item 6: Ctrl-C during the second of three inputs: the first's stems are kept and the
+    line names the second and third as not separated."""
+    from xumx import stemfiles
+    from xumx.test import main
+    real, seen = stemfiles.separate_file, []
+
+    def second_interrupted(separator, path, folder, options):
+        seen.append(path)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(separator, path, folder, options)
+    monkeypatch.setattr(stemfiles, "separate_file", second_interrupted)
+    songs = []
+    for name in ("a", "b", "c"):
+        songs.append(str(tmp_path / f"{name}.wav"))
+        sf.write(songs[-1], sine_mix(4000, 44100), 44100)
+    out = tmp_path / "out"
+    assert main([*songs, "--model", tiny_model, "-o", str(out), "-q"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "xumx.test: interrupted; stems already finished are kept, no partial stem was written; "
+        f"not separated: {songs[1]}, {songs[2]}"]
+    assert os.listdir(out) == ["a"]
+
+
+def test_recursive_takes_the_sub_folders_and_without_it_says_so(song, tiny_model, tmp_path,
+                                                                 capsys):
+    """Item 7: albums/<album>/<song>: the folder alone names --recursive; with it every song
+    is separated, folder by folder in name order."""
+    from xumx.test import main
+    albums = tmp_path / "albums"
+    for album, name in (("b-side", "two"), ("a-side", "one"), ("a-side/live", "three")):
+        (albums / album).mkdir(parents=True, exist_ok=True)
+        sf.write(str(albums / album / f"{name}.wav"), sine_mix(4000, 44100), 44100)
+    out = tmp_path / "out"
+    assert main([str(albums), "--model", tiny_model, "-o", str(out)]) == 1
+    assert one_error(capsys) == (f"xumx.test: error: {albums}: a folder without audio files "
+                                 f"(its sub-folders hold 3: add --recursive)")
+    assert main([str(albums), "--model", tiny_model, "-o", str(out), "-r"]) == 0
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [str(albums / "a-side" / "one.wav"),
+                       str(albums / "a-side" / "live" / "three.wav"),
+                       str(albums / "b-side" / "two.wav")]
+    assert sorted(os.listdir(out)) == ["one", "three", "two"]
+
+
+def test_standard_input(song, tiny_model, tmp_path):
+    """Item 14: `-` reads the audio from standard input (any format ffmpeg reads) into
+    <out-dir>/stdin; the same stems as from the file."""
+    mp3 = str(tmp_path / "song.mp3")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", song, mp3], check=True)
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))   # where the piped audio is kept while separated
+    for path in (song, mp3):
+        with open(path, "rb") as f:
+            done = subprocess.run([sys.executable, "-m", "xumx.test", "-", "--model", tiny_model,
+                                   "-o", str(out / os.path.splitext(path)[1][1:])], stdin=f,
+                                  capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("stdin: ")
+    from xumx.test import main
+    assert main([song, "--model", tiny_model, "-o", str(out / "file"), "-q"]) == 0
+    import numpy as np
+    piped, _ = sf.read(str(out / "wav" / "stdin" / "vocals.wav"))
+    direct, _ = sf.read(str(out / "file" / "song" / "vocals.wav"))
+    assert np.array_equal(piped, direct)
+    assert sf.info(str(out / "mp3" / "stdin" / "vocals.wav")).frames >= 11025
+    done = subprocess.run([sys.executable, "-m", "xumx.test", "-", "-", "--model", tiny_model],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert done.returncode == 2 and "standard input" in done.stderr
+    assert os.listdir(tmp) == []

@@ -250,9 +250,13 @@ class OutputConfig:
     inputs: Tuple[str, ...] = opt((), "--inputs", metavar="FILE", required=True, positional=True,
                                   group="input and output",
                                   help="audio files to separate (anything ffmpeg decodes), "
-                                       "folders of them or quoted wildcards ('songs/*.mp3'); "
-                                       "also without --inputs: xumx.test song.mp3")
+                                       "folders of them, quoted wildcards ('songs/*.mp3') or - "
+                                       "(standard input: stems in <out-dir>/stdin); also "
+                                       "without --inputs: xumx.test song.mp3")
     out_dir: Optional[str] = OUT_DIR.field(None, "the current folder")
+    recursive: bool = opt(False, "--recursive", "-r", group="input and output",
+                          help="a folder given also means the audio files of its sub-folders, at "
+                               "any depth (without it: only the folder's own files)")
     start: float = opt(0.0, "--start", help=f"separate from this time: {TIME_FORMS}",
                        group="input and output", metavar="TIME", parse=seconds)
     duration: float = opt(-1.0, "--duration", help="separate this long (same forms as --start); "
@@ -269,7 +273,8 @@ class OutputConfig:
                                  default_text=f"{DEFAULT_BITRATE}")
     output_rate: str = opt("input", "--output-rate", group="input and output", metavar="RATE",
                            help="sample rate of the stems: 'input' (the input file's), 'model' "
-                                "(the model's), or a rate in Hz")
+                                "(the model's), or a rate in Hz; mp3 stems at a rate mp3 cannot "
+                                "hold: the next one up (at most 48000), with a warning")
     quiet: bool = QUIET.field(False)
 
     def __post_init__(self):

@@ -89,7 +89,7 @@ _NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _check_input_path(path: str) -> int:
+def check_input_path(path: str) -> int:
     """The size of the regular, readable, non-empty file ``path``; else AudioError, before
     anything is read (a FIFO or a device is never opened: reading it could block or not end)."""
     try:
@@ -143,7 +143,7 @@ def probe(path: str, sndfile: bool = True) -> AudioInfo:
     """Channels, rate, codec and duration of the first audio stream of ``path``: via
     libsndfile for the files of :data:`SNDFILE_KINDS` (unless not ``sndfile``), else
     ffprobe."""
-    size = _check_input_path(path)
+    size = check_input_path(path)
     info = _sndfile_info(path, size) if sndfile and containers.sndfile_magic(path) else None
     if info is not None:
         return info

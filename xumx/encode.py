@@ -23,6 +23,20 @@ from .decode import last_line, tool
 from .errors import AudioError, AudioWarning
 
 
+#: The sample rates an mp3 file can hold (MPEG-1, 2 and 2.5 layer III), in Hz.
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def mp3_rate(rate: int) -> int:
+    """The rate mp3 stems of ``rate`` Hz are written at: ``rate`` itself when an mp3 can hold
+    it, else the lowest :data:`MP3_RATES` above it (no band is lost), at most 48000 Hz.
+
+    >>> mp3_rate(44100), mp3_rate(12345), mp3_rate(96000)
+    (44100, 16000, 48000)
+    """
+    return next((r for r in MP3_RATES if r >= rate), MP3_RATES[-1])
+
+
 _SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
              ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
 

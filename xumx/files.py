@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import socket
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .errors import WriteError
 
@@ -202,3 +202,25 @@ def write_bytes(path: str, data) -> None:
     """Write ``data`` (bytes or a buffer) to ``path`` atomically."""
     with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def missing_folders(path: str) -> List[str]:
+    """The folders of ``path`` (``~`` expanded) that do not exist yet, deepest first: what
+    ``os.makedirs(path)`` would make, for :func:`remove_empty` to take back."""
+    out, path = [], os.path.abspath(os.path.expanduser(path))
+    while path and not os.path.exists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
+
+
+def remove_empty(folders: Sequence[str]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:   # not there, or not empty: it stays
+            pass

@@ -10,11 +10,13 @@ for a MUSDB-layout ``<track>/mixture.<ext>`` (``out_dir`` defaults to the curren
 Inputs of one run with the same name (names that differ only in case included) get
 ``<name>_2``, ``<name>_3``... in the order given, skipping a name another input has.
 Every stem has exactly the duration of the selected span of its input, at the input's rate
-unless ``OutputConfig.output_rate`` says otherwise. A folder holds the stems of one run: once
+unless ``OutputConfig.output_rate`` says otherwise (or mp3 cannot hold that rate:
+:func:`output_rate`). A folder holds the stems of one run: once
 the new stems are in place, the stems an earlier run left there that this one did not write
 (other targets, another format) are removed (:func:`stale_stems`); any other file stays.
 """
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from . import decode, interrupt
+from . import decode, files, interrupt
 from .config import OutputConfig
 from .errors import AudioError, AudioWarning, one_line
 from .times import clock
@@ -60,26 +62,61 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".
                     ".aiff", ".wma", ".webm", ".mka")
 
 
-def expand_inputs(inputs: Sequence[str]) -> List[str]:
+#: The input that means standard input (``cat song.mp3 | python -m xumx.test -``), and the
+#: name of its stems' folder.
+STDIN, STDIN_NAME = "-", "stdin"
+
+
+def folder_audio(folder: str, recursive: bool = False) -> List[str]:
+    """The audio files of ``folder`` (:data:`AUDIO_EXTENSIONS`), sorted by name; a MUSDB-layout
+    track folder as its ``mixture`` file. ``recursive``: then those of its sub-folders, each
+    sub-folder in name order after the folder's own files."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    names = [n for n in entries if n.lower().endswith(AUDIO_EXTENSIONS)
+             and os.path.isfile(os.path.join(folder, n))]
+    mixture = [n for n in names if os.path.splitext(n)[0] == MIXTURE]
+    out = [os.path.join(folder, n) for n in (mixture[:1] or names)]
+    if recursive:
+        for n in entries:
+            sub = os.path.join(folder, n)
+            if os.path.isdir(sub) and not os.path.islink(sub):   # no cycle through a link
+                out += folder_audio(sub, True)
+    return out
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> List[str]:
     """The files that ``inputs`` name, in order: a file as it is; a folder as its audio files
-    (:data:`AUDIO_EXTENSIONS`, sorted by name, not its sub-folders; a MUSDB-layout track
-    folder as its ``mixture`` file); a wildcard pattern that names no file as the files it
-    matches, sorted (``'songs/*.mp3'``, quoted so that no shell expanded it). A folder without
-    audio files and a pattern that matches nothing stay as they are: each is then one failed
-    input (:func:`xumx.decode.probe` says which), and the others are still separated."""
+    (:func:`folder_audio`: its sub-folders' too with ``recursive``); a wildcard pattern that
+    names no file as the files it matches, sorted (``'songs/*.mp3'``, quoted so that no shell
+    expanded it); :data:`STDIN` as it is. A folder without audio files and a pattern that
+    matches nothing stay as they are: each is then one failed input (:func:`check_input` says
+    which), and the others are still separated."""
     import glob
     out: List[str] = []
     for item in inputs:
         found: List[str] = []
         if os.path.isdir(item):
-            names = sorted(n for n in os.listdir(item) if n.lower().endswith(AUDIO_EXTENSIONS)
-                           and os.path.isfile(os.path.join(item, n)))
-            mixture = [n for n in names if os.path.splitext(n)[0] == MIXTURE]
-            found = [os.path.join(item, n) for n in (mixture[:1] or names)]
-        elif not os.path.exists(item) and decode.is_pattern(item):
+            found = folder_audio(item, recursive)
+        elif item != STDIN and not os.path.exists(item) and decode.is_pattern(item):
             found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
         out += found or [item]
     return out
+
+
+def check_input(path: str) -> None:
+    """Raise AudioError (one line) for an input that cannot be separated, as far as the file
+    system says (no such file, a folder without audio files, an empty file...), before any
+    model is loaded; :data:`STDIN` is checked when it is read."""
+    if path == STDIN:
+        return
+    if os.path.isdir(path):
+        below = len(folder_audio(path, recursive=True))
+        raise AudioError(f"{path}: a folder without audio files" + (
+            f" (its sub-folders hold {below}: add --recursive)" if below else ""))
+    decode.check_input_path(path)
 
 
 def output_folders(inputs: Sequence[str], out_dir: Optional[str] = None) -> List[str]:
@@ -100,7 +137,10 @@ def output_folders(inputs: Sequence[str], out_dir: Optional[str] = None) -> List
 
 def input_name(path: str) -> str:
     """The name of an input's stems folder: the file name without its extension, or for a
-    MUSDB-layout ``<track>/mixture.<ext>`` the track's folder name."""
+    MUSDB-layout ``<track>/mixture.<ext>`` the track's folder name (:data:`STDIN_NAME` for
+    standard input)."""
+    if path == STDIN:
+        return STDIN_NAME
     path = os.path.normpath(path)
     name = os.path.splitext(os.path.basename(path))[0]
     if name.lower().endswith(STEM_SUFFIX) and len(name) > len(STEM_SUFFIX):   # x.stem.mp4
@@ -111,11 +151,21 @@ def input_name(path: str) -> str:
 
 
 def output_rate(options: OutputConfig, input_rate: int, model_rate: int) -> int:
+    """The stems' rate: ``options.output_rate`` ('input', 'model' or Hz); for mp3 stems a rate
+    an mp3 holds (:func:`xumx.encode.mp3_rate`), with a warning when that changes it."""
+    import warnings
+    from .encode import mp3_rate
     if options.output_rate == "input":
-        return int(input_rate)
-    if options.output_rate == "model":
-        return int(model_rate)
-    return int(options.output_rate)
+        rate = int(input_rate)
+    elif options.output_rate == "model":
+        rate = int(model_rate)
+    else:
+        rate = int(options.output_rate)
+    if options.out_format == "mp3" and mp3_rate(rate) != rate:
+        warnings.warn(f"mp3 cannot hold {rate} Hz: the stems are written at {mp3_rate(rate)} Hz "
+                      f"(wav and flac keep any rate)", AudioWarning, stacklevel=2)
+        rate = mp3_rate(rate)
+    return rate
 
 
 #: frames decoded at a time by :func:`separate_file` (about 1.5 s at 44.1 kHz)
@@ -190,6 +240,26 @@ class WriteBehind:
         return False
 
 
+@contextlib.contextmanager
+def stdin_file() -> Iterator[str]:
+    """Standard input copied to a temporary file (removed on leaving): ffmpeg needs to seek in
+    most containers, so a pipe is read whole first. AudioError when it is a terminal."""
+    import shutil
+    import sys
+    import tempfile
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None or stream.closed or stream.isatty():
+        raise AudioError(f"{STDIN}: standard input is a terminal or closed: pipe the audio in "
+                         f"(cat song.mp3 | python -m xumx.test -)")
+    fd, path = tempfile.mkstemp(prefix="xumx-stdin-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        yield path
+    finally:
+        os.unlink(path)
+
+
 def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig) -> FileResult:
     """Separate one file with ``separator`` (its settings and chunking) and write its stems to
     ``out_folder/<stem>.<ext>``, in bounded memory.
@@ -205,6 +275,10 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     """
     from .encode import StemWriter
     from .progress import progress_bar
+    if in_path == STDIN:
+        with stdin_file() as path:
+            result = separate_file(separator, path, out_folder, options)
+        return dataclasses.replace(result, input=STDIN_NAME)
     t0 = time.perf_counter()
     model_rate = separator.sample_rate
     info = decode.probe(in_path)
@@ -221,7 +295,7 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     with contextlib.closing(decoded):
         first = next(decoded)   # unreadable input: fails here, before any folder is made
         counted[0] = first.shape[0]
-        created = not os.path.isdir(out_folder)
+        created = files.missing_folders(out_folder)   # --out-dir's own folder too
         try:   # before the long part, so that an unusable destination fails fast
             os.makedirs(out_folder, exist_ok=True)
         except OSError as e:
@@ -250,7 +324,6 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
                         writer.write(paths[name], y)
             _remove_stale(out_folder, paths.values(), separator.stem_names)
         except BaseException:
-            if created and os.path.isdir(out_folder) and not os.listdir(out_folder):
-                os.rmdir(out_folder)   # leave no empty folder behind a failed or interrupted file
+            files.remove_empty(created)   # no empty folder behind a failed or interrupted file
             raise
     return FileResult(in_path, paths, counted[0] / rate, time.perf_counter() - t0)

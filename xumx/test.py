@@ -3,7 +3,9 @@
     python -m xumx.test song.mp3 other.flac --model x-umx.h5 --out-dir out/
 
 writes ``out/song/{bass,drums,vocals,other}.wav`` and ``out/other/...`` (``--inputs`` may
-name the files too; folders and quoted wildcards are expanded: :mod:`xumx.stemfiles`). Without
+name the files too; folders, with ``--recursive`` their sub-folders, and quoted wildcards
+are expanded; ``-`` is standard input: :mod:`xumx.stemfiles`). Every input is checked
+(:func:`xumx.stemfiles.check_input`) before the model is loaded or downloaded. Without
 ``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
 The work is :meth:`xumx.Separator.separate_file`'s.
 
@@ -23,33 +25,62 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status (0: every input separated; see
     :mod:`xumx.cli` for the others)."""
     from .cli import run
-    return run("test", _separate_files, argv, KEPT)
+    left: list = []   # the inputs not separated yet, for the line of an interruption
+    return run("test", lambda a: _separate_files(a, left), argv, lambda: kept_note(left))
 
 
-def _separate_files(argv) -> int:
+def kept_note(left) -> str:
+    """What an interrupted run leaves, naming the inputs not separated (the first few)."""
+    if not left:
+        return KEPT
+    shown = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    return f"{KEPT}; not separated: {shown}"
+
+
+def _separate_files(argv, left: list) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
-    from .errors import AudioError, XumxError, one_line
+    from .errors import AudioError, ConfigError, XumxError, one_line
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
-    from .stemfiles import expand_inputs, output_folders, separate_file
+    from .stemfiles import STDIN, check_input, expand_inputs, output_folders, separate_file
     output, chunking, load, separation = parse("test", argv)
-    output = dataclasses.replace(output, inputs=expand_inputs(output.inputs))
-    limit_arenas()
-    separator = Separator.load(load.model, load.device, umx=load.umx or None,
-                               sample_rate=load.sample_rate, quiet=output.quiet,
-                               **dataclasses.asdict(separation), **dataclasses.asdict(chunking))
+    output = dataclasses.replace(output, inputs=expand_inputs(output.inputs, output.recursive))
+    if output.inputs.count(STDIN) > 1:
+        raise ConfigError(f"{STDIN} (standard input) can be one input only")
     failed = 0
+
+    def fails(path, e):
+        nonlocal failed
+        interrupt.check()   # an error that a signal caused is the signal's
+        line = failure(e, "test")
+        say("test", f"error: {line if isinstance(e, AudioError) else f'{path}: {line}'}")
+        failed += 1
+
+    jobs = []
     for path, folder in zip(output.inputs, output_folders(output.inputs, output.out_dir)):
+        try:   # before the model is loaded (or downloaded): no such file, a folder...
+            check_input(path)
+        except (XumxError, OSError) as e:
+            fails(path, e)
+            continue
+        jobs.append((path, folder))
+    left[:] = [path for path, _ in jobs]
+    if jobs:
+        limit_arenas()
+        separator = Separator.load(load.model, load.device, umx=load.umx or None,
+                                   sample_rate=load.sample_rate, quiet=output.quiet,
+                                   **dataclasses.asdict(separation),
+                                   **dataclasses.asdict(chunking))
+    for path, folder in jobs:
         try:
             result = separate_file(separator, path, folder, output)
         except (XumxError, OSError, MemoryError) as e:   # this input fails, the others go on
-            interrupt.check()   # an error that a signal caused is the signal's
-            line = failure(e, "test")
-            say("test", f"error: {line if isinstance(e, AudioError) else f'{path}: {line}'}")
-            failed += 1
+            fails(path, e)
+            left.remove(path)
             continue
+        left.remove(path)
         if not output.quiet:
             print(one_line(result.summary()), flush=True)
     if failed and len(output.inputs) > 1:

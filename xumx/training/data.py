@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import DataError
+from ..files import missing_folders, remove_empty
 
 #: Without the MUSDB18 validation names, every ``HOLDOUT_EVERY``-th track (sorted by name, starting
 #: with the last of each group) is held out for validation, at least one (MUSDB18: 14 of 100).
@@ -70,36 +71,15 @@ def holdout_indices(nb_tracks: int, every: int = HOLDOUT_EVERY) -> List[int]:
 PREVIEW_ROOT = os.path.join("~", "MUSDB18", "MUSDB18-7")
 
 
-def _missing_folders(path: str) -> List[str]:
-    """The folders of ``path`` (``~`` expanded) that do not exist yet, deepest first."""
-    out, path = [], os.path.expanduser(path)
-    while path and not os.path.exists(path):
-        out.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return out
-
-
-def _remove_empty(folders: Sequence[str]) -> None:
-    """Remove each of ``folders`` (deepest first) that exists and is empty."""
-    for folder in folders:
-        try:
-            os.rmdir(folder)
-        except OSError:   # not there, or not empty: it stays
-            pass
-
-
 def open_musdb(root: Optional[str], is_wav: bool):
     """All tracks of musdb's 'train' subset (downloading the 7 s preview when root is None)."""
     import musdb
     if root is None:
-        made = _missing_folders(PREVIEW_ROOT)
+        made = missing_folders(PREVIEW_ROOT)
         try:
             return musdb.DB(root=None, download=True, subsets="train")
         except Exception as e:  # urllib/zip/OS errors: the preview cannot be fetched
-            _remove_empty(made)   # musdb makes the folder before it downloads
+            remove_empty(made)   # musdb makes the folder before it downloads
             raise DataError(f"no --root given and the MUSDB18 7 s preview cannot be downloaded "
                             f"({type(e).__name__}: {e}); pass --root DIR (e.g. from python -m xumx.synth)") from None
     if not os.path.isdir(os.path.join(root, "train")):
