@@ -87,3 +87,46 @@ def test_a_step_that_cannot_start_is_reported(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     with pytest.raises(demo.DemoError, match="step 'synth' could not start"):
         demo.run_step("synth", ["-c", "pass"], echo=False)
+
+
+def test_nnabla_is_checked_before_any_step(tmp_path, monkeypatch, capsys):
+    """Issue 22 item 11: where training cannot run (Python 3.13), the demo says so in one line
+    before it writes the data set, not after."""
+    from xumx.errors import NnablaMissing
+    from xumx.training import backend
+
+    def missing(feature):
+        raise NnablaMissing(backend.missing_message(feature, version=(3, 13)))
+    monkeypatch.setattr(backend, "require_nnabla", missing)
+    work = tmp_path / "work here"
+    assert demo.main(["--workdir", str(work)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("xumx.demo: error: the demo (its training step) needs nnabla")
+    assert not work.exists()
+
+
+def test_commands_are_quoted_and_a_step_error_is_printed_once(tmp_path, monkeypatch, capfd):
+    """Item 11: the printed commands paste into a shell (a folder with a space); a failing
+    step's own error line is not echoed and then repeated by the demo's."""
+    folder = str(tmp_path / "with space")
+    fail = ("import sys; print('working', file=sys.stderr); "
+            "print('xumx.train: error: no tracks in ' + sys.argv[1], file=sys.stderr); "
+            "sys.exit(1)")
+    steps = [demo.Step("first", ["-c", "print('ok')", folder], str(tmp_path / "a")),
+             demo.Step("second", ["-c", fail, folder], str(tmp_path / "b"))]
+    monkeypatch.setattr(demo, "plan", lambda workdir: steps)
+    with pytest.raises(demo.DemoError) as e:
+        demo.run_steps(str(tmp_path))
+    out, err = capfd.readouterr()
+    assert f"[demo] first: python -c 'print('\"'\"'ok'\"'\"')' '{folder}'" in out
+    assert str(e.value) == f"step 'second' failed (exit 1): no tracks in {folder}"
+    assert err.splitlines() == ["working"]   # the step's other lines still pass through
+
+
+def test_eval_step_output_is_not_shown_so_the_table_is_printed_once(tmp_path, capfd):
+    eval_step = {s.name: s for s in demo.plan(str(tmp_path))}["eval"]
+    assert eval_step.stdout is False
+    demo.run_step("eval", ["-c", "print('SDR table')"], stdout=eval_step.stdout)
+    demo.run_step("test", ["-c", "print('song: separated')"])
+    assert capfd.readouterr().out == "song: separated\n"

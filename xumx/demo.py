@@ -6,13 +6,18 @@
 3. ``xumx.test``   separates one test song into DIR/stems/<track name>/,
 4. ``xumx.eval``   scores the test set (DIR/scores) together with the mixture-as-estimate baseline,
 
-then prints SDR per target for the trained model next to the baseline. Each step is the
-entry module run as a subprocess with its documented flags; a step that fails stops the demo
-with one line naming it. Steps already completed in DIR are not run again; a training step
-that was stopped resumes from its checkpoint.
+then prints SDR per target for the trained model next to the baseline (eval's own table is
+not shown, so the scores are printed once). Each step is the entry module run as a subprocess
+with its documented flags, printed as a command that can be pasted into a shell; a step that
+fails stops the demo with one line naming it and the step's own error (which is not printed
+twice). nnabla, which training needs, is checked before any step runs. Steps already
+completed in DIR are not run again; a training step that was stopped resumes from its
+checkpoint.
 """
 import glob
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +40,7 @@ class Step:
     name: str
     argv: List[str]      # arguments after ``python``
     output: str          # folder that holds the step's results (and its DONE marker)
+    stdout: bool = True  # pass the step's standard output through (eval's table: not shown)
 
 
 def paths(workdir: str) -> dict:
@@ -70,7 +76,7 @@ def plan(workdir: str) -> List[Step]:
         Step("eval", ["-m", "xumx.eval", "--model", model, "--root", p["data"], "--is-wav",
                       "--outdir", p["estimates"], "--evaldir", p["scores"], "--baseline",
                       "--cores", str(EVAL_CORES)],
-             p["scores"]),
+             p["scores"], stdout=False),
     ]
 
 
@@ -79,26 +85,48 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_step(name: str, argv: Sequence[str], echo=True) -> None:
-    """Run ``python argv...``; its stderr is passed through, and kept to name the failure."""
+#: The error line of an entry module (:mod:`xumx.cli`): the demo's own line repeats its cause.
+_STEP_ERROR = re.compile(rb"^xumx\.\w+: error: ")
+
+
+def run_step(name: str, argv: Sequence[str], echo=True, stdout=True) -> None:
+    """Run ``python argv...``; its stderr is passed through (unless not ``echo``), except an
+    entry module's error line, which the DemoError of a failed step carries instead.
+    ``stdout`` False: the step's standard output is discarded."""
     cmd = [sys.executable, *argv]
     try:
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE,
+                                stdout=None if stdout else subprocess.DEVNULL)
     except OSError as e:
         raise DemoError(f"step '{name}' could not start: {e}") from None
-    tail = b""
+    tail, pending, held = b"", b"", b""
+
+    def show(data: bytes):
+        if echo and data:
+            sys.stderr.buffer.write(data)
+            sys.stderr.flush()
     while True:
         chunk = os.read(proc.stderr.fileno(), 4096)
         if not chunk:
             break
-        if echo:
-            sys.stderr.buffer.write(chunk)
-            sys.stderr.flush()
         tail = (tail + chunk)[-4096:]
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if _STEP_ERROR.match(line):
+                held = line
+            else:
+                show(line + b"\n")
+        cut = pending.rfind(b"\r") + 1   # a progress bar's redraws: shown as they come
+        show(pending[:cut])
+        pending = pending[cut:]
+    show(pending)
     rc = proc.wait()
     if rc != 0:
-        why = _last_line(tail.decode("utf-8", "replace")) or "no message"
+        why = _STEP_ERROR.sub(b"", held).decode("utf-8", "replace").strip() if held else \
+            _last_line(tail.decode("utf-8", "replace")) or "no message"
         raise DemoError(f"step '{name}' failed (exit {rc}): {why}")
+    show(held + b"\n" if held else b"")
 
 
 def run_steps(workdir: str, echo=True, log=print) -> float:
@@ -112,9 +140,9 @@ def run_steps(workdir: str, echo=True, log=print) -> float:
             continue
         argv = [a.replace("{test_song}", test_song(p["data"])) if "{test_song}" in a else a
                 for a in step.argv]
-        log(f"[demo] {step.name}: python {' '.join(argv)}")
+        log(f"[demo] {step.name}: {shlex.join(['python', *argv])}")
         t0 = time.time()
-        run_step(step.name, argv, echo)
+        run_step(step.name, argv, echo, step.stdout)
         os.makedirs(step.output, exist_ok=True)
         open(marker, "w").close()
         log(f"[demo] {step.name}: done in {time.time() - t0:.0f} s")
@@ -166,6 +194,10 @@ def main(argv=None) -> int:
 def _demo(argv) -> int:
     from .parsing import parse
     (cfg,) = parse("demo", argv)
+    if any(s.name == "train" and not os.path.exists(os.path.join(s.output, DONE))
+           for s in plan(cfg.workdir)):   # checked before the data set is written
+        from .training.backend import require_nnabla
+        require_nnabla("the demo (its training step)")
     seconds = run_steps(cfg.workdir)
     print()
     print(report(cfg.workdir))
