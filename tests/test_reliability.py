@@ -450,7 +450,7 @@ def test_signal_during_separation_stops_promptly_leaving_nothing(signum, tmp_pat
              if ln.startswith("xumx.test:") or "Traceback" in ln or "Error" in ln]
     word = "terminated" if signum == signal.SIGTERM else "interrupted"
     assert lines == [f"xumx.test: {word}; stems already finished are kept, "
-                     "no partial stem was written"], lines
+                     f"no partial stem was written; not separated: {path}"], lines
     left = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs] if out.exists() else []
     assert left == []
     assert not out.exists() or not os.listdir(out)

@@ -154,5 +154,6 @@ def test_sigterm_while_writing_leaves_no_partial_stems(tiny_model, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert [ln for ln in err.splitlines() if ln.strip()] == [
-        "xumx.test: terminated; stems already finished are kept, no partial stem was written"]
-    assert os.listdir(out) == []
+        "xumx.test: terminated; stems already finished are kept, no partial stem was written; "
+        f"not separated: {song}"]
+    assert not out.exists()   # not even the --outdir folder this run made
