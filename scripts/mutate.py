@@ -70,6 +70,12 @@ MUTATIONS = [
              "xumx/files.py",
              "_swap_folder(tmp, path)", "_remove(path)\n                os.replace(tmp, path)",
              ("tests/test_files.py",)),
+    Mutation("api: mono or odd-length audio crashes inside Separator.separate (a ValueError)",
+             "xumx/separator.py",
+             "        total = audio.shape[0]\n        blocks = (to_float",
+             "        total = audio.shape[0]\n        if audio.shape[1] == 1 or total % 2:\n"
+             "            raise ValueError('crash')\n        blocks = (to_float",
+             ("tests/test_reliability.py", "-k", "api_property")),
     Mutation("h5safe: a filter applied twice allowed",
              "xumx/h5safe.py",
              "if len(set(filters)) != len(filters):", "if False:",
