@@ -38,6 +38,37 @@ def pytest_collection_modifyitems(config, items):
     if gone:
         config.hook.pytest_deselected(items=gone)
         items[:] = [item for item in items if not item.get_closest_marker("shared")]
+        _DESELECTED_WHY.append(f"{len(gone)} test(s) marked 'shared' deselected: no "
+                               f"{SHARED_PARITY} beside the checkout ("
+                               + ", ".join(item.name for item in gone) + ")")
+
+
+_DESELECTED_WHY = []
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """Say why tests were deselected by this file (not only how many), at the top of a run."""
+    return list(_DESELECTED_WHY)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _DESELECTED_WHY:
+        terminalreporter.write_line(line)
+
+
+def gpu_onnxruntime() -> bool:
+    """Whether this onnxruntime has the CUDA provider (onnxruntime-gpu)."""
+    import onnxruntime
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def nnabla_cuda() -> bool:
+    """Whether nnabla's CUDA extension (nnabla-ext-cuda) is installed."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("nnabla_ext.cuda") is not None
+    except ImportError:   # no nnabla_ext package at all
+        return False
 
 
 def tiny_config(**kw) -> ModelConfig:

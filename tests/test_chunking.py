@@ -37,6 +37,34 @@ def test_identity_separator_is_reconstructed_exactly():
     np.testing.assert_allclose(out["b"], -2 * x, atol=2e-6)
 
 
+def test_seams_have_the_raised_cosine_shape_against_the_whole_signal_result():
+    """A separator that removes each chunk's own mean differs from the whole-signal result by
+    a constant per chunk (the whole mean less the chunk's). Across each overlap the difference
+    goes from one chunk's constant to the next along sin^2 (a hard switch also sums to one,
+    and the identity separator cannot tell them apart), and is the constant elsewhere."""
+    n, chunk, overlap = 5000, 1200, 300
+    t = np.arange(n)
+    x = np.stack([t / n + 0.1 * np.sin(t / 7.0), -2 * t / n], axis=1).astype(np.float32)
+    centre = lambda a: {"y": a - a.mean(axis=0)}   # noqa: E731
+    out = separate_chunked(centre, x, chunk, overlap)["y"]
+    err = out.astype(np.float64) - centre(x.astype(np.float64))["y"]
+    bounds = chunk_bounds(n, chunk, overlap)
+    level = [x.mean(axis=0, dtype=np.float64) - x[s:e].mean(axis=0, dtype=np.float64)
+             for s, e in bounds]
+    assert len(bounds) >= 4
+    for k, (s, e) in enumerate(bounds):
+        inner_start = bounds[k - 1][1] if k else s
+        inner_end = bounds[k + 1][0] if k + 1 < len(bounds) else e
+        np.testing.assert_allclose(err[inner_start:inner_end], np.broadcast_to(
+            level[k], (inner_end - inner_start, 2)), atol=1e-5, err_msg=f"chunk {k}")
+        if k + 1 < len(bounds):
+            a, b = bounds[k + 1][0], e
+            ramp = (err[a:b] - level[k]) / (level[k + 1] - level[k])   # (overlap, C)
+            want = np.sin(0.5 * np.pi * (np.arange(b - a) + 0.5) / (b - a)) ** 2
+            np.testing.assert_allclose(ramp, np.stack([want, want], axis=1), atol=1e-3,
+                                       err_msg=f"seam {k}")
+
+
 def test_one_chunk_is_the_plain_call(tiny_model):
     from xumx.separator import Separator
     sep = Separator.load(tiny_model, chunk_dur=0)

@@ -107,6 +107,72 @@ def test_unusable_gpu_is_an_error_not_a_cpu_run(tiny_cfg, monkeypatch):
         OnnxNet.from_arrays(tiny_cfg, arrays, parse_device("cuda:1"))
 
 
+class FakeCudaRuntime(types.ModuleType):
+    """onnxruntime with a CUDA provider that always starts (``log`` empty) or that fails and
+    falls back to the CPU after writing ``log`` to file descriptor 2, as onnxruntime's native
+    logger does. Sessions really run, on the CPU; what was asked for is recorded."""
+
+    def __init__(self, log: str = ""):
+        import onnxruntime
+        super().__init__("onnxruntime")
+        self._real, self._log, self.asked, self.arenas = onnxruntime, log, [], []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def get_available_providers(self):
+        return [engine.CUDA_PROVIDER, engine.CPU_PROVIDER]
+
+    def InferenceSession(self, model, opts, providers):
+        self.asked.append(providers)
+        if self._log:
+            os.write(2, self._log.encode())
+        session = self._real.InferenceSession(model, opts, providers=[engine.CPU_PROVIDER])
+        cuda = [p for p in providers if p == engine.CUDA_PROVIDER or p[0] == engine.CUDA_PROVIDER]
+        if cuda and not self._log:
+            session.get_providers = lambda: [engine.CUDA_PROVIDER, engine.CPU_PROVIDER]
+        return session
+
+    def RunOptions(self):
+        fake, opts = self, self._real.RunOptions()
+
+        class Recorded:
+            def add_run_config_entry(self, key, value):
+                fake.arenas.append((key, value))
+                opts.add_run_config_entry(key, value)
+        return Recorded()
+
+
+@pytest.mark.parametrize("device,index", [("cuda:1", "1"), ("cudnn", "0"), ("gpu:3", "3")])
+def test_the_named_gpu_is_the_one_onnxruntime_is_asked_for(device, index, tiny_cfg, monkeypatch):
+    """The CUDA provider gets the device id of the device named (not always GPU 0), and the
+    memory arena shrunk after each run is that GPU's."""
+    fake = FakeCudaRuntime()
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    net = OnnxNet.from_arrays(tiny_cfg, random_arrays(tiny_cfg, seed=1), parse_device(device))
+    assert fake.asked == [[(engine.CUDA_PROVIDER, {"device_id": index}), engine.CPU_PROVIDER]]
+    assert fake.arenas == [("memory.enable_memory_arena_shrinkage", f"gpu:{index}")]
+    assert net.device == Device("cuda", int(index))
+
+
+def test_gpu_failure_names_the_cause_from_onnxruntimes_log(tiny_cfg, monkeypatch):
+    """A CUDA provider that fails to load: onnxruntime logs why on stderr and runs on the CPU;
+    the error is one line with the log's cause, and the log itself is not shown."""
+    log = ("2025-01-01 10:00:00.0 [W:onnxruntime:Default, env.cc:1 Start] a warning\n"
+           "2025-01-01 10:00:00.1 [E:onnxruntime:Default, provider_bridge_ort.cc:1744 "
+           "TryGetProviderInfo_CUDA] /src/provider_bridge_ort.cc:1426 Get() [ONNXRuntimeError] : "
+           "1 : FAIL : Failed to load library libonnxruntime_providers_cuda.so with error: "
+           "libcublasLt.so.12: cannot open shared object file: No such file or directory\n")
+    monkeypatch.setitem(sys.modules, "onnxruntime", FakeCudaRuntime(log))
+    with pytest.raises(EngineError) as e:
+        OnnxNet.from_arrays(tiny_cfg, random_arrays(tiny_cfg, seed=1), parse_device("cuda:2"))
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("cannot run on CUDA device 2: onnxruntime's CUDA "
+                                                "provider could not start (")
+    assert "libcublasLt.so.12: cannot open shared object file" in line, line
+    assert "a warning" not in line and "pip install onnxruntime-gpu" in line
+
+
 @pytest.mark.nnabla
 @pytest.mark.parametrize("sep", [dict(niter=1),
                                  dict(softmask=True, alpha=2.0, niter=0, residual_model=True)])

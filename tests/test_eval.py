@@ -120,6 +120,33 @@ def test_eval_writes_estimates_scores_table_and_plot(data, scored):
     assert not [p for p in os.listdir(evaldir) if p.endswith(files.SUFFIX)]
 
 
+def test_scores_are_of_each_estimate_against_its_own_reference(data, tmp_path, monkeypatch):
+    """Known answer: each target's estimate is its own reference plus a tenth of the bass (an
+    orthogonal source of the same power), so its SDR is 10 log10(1 / 0.1^2) = 20 dB. An
+    estimate scored against another target's reference (targets swapped or misnamed on the
+    way to museval) scores far below 0 dB."""
+    import soundfile as sf
+    from xumx.evaluation import run as running
+    stems = {}
+    for name in TRACKS:
+        folder = os.path.join(data["root"], "test", name)
+        stems[name] = {s: sf.read(os.path.join(folder, f"{s}.wav"), dtype="float32")[0]
+                       for s in SOURCES + ("mixture",)}
+
+    def known(separator, audio, rate):
+        gap = {n: np.abs(stems[n]["mixture"] - audio).max() for n in TRACKS}
+        name = min(gap, key=gap.get)
+        assert gap[name] < 0.01, gap   # the mixture as musdb reads it (16-bit steps)
+        return {t: stems[name][t] + 0.1 * stems[name]["bass"] for t in separator.stems}
+
+    monkeypatch.setattr(running, "estimate_track", known)
+    assert run_eval(data, tmp_path / "known") == 0
+    sdr = sdr_by_track(tmp_path / "known")
+    assert set(sdr) == {(n, t) for n in TRACKS for t in TARGETS}
+    for key, value in sdr.items():
+        assert value == pytest.approx(20.0, abs=1.0), (key, value)
+
+
 def test_rerun_skips_scored_tracks_and_resumes_a_killed_run(data, scored, monkeypatch, capsys):
     evaldir, _ = scored
     calls = []

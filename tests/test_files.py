@@ -194,3 +194,108 @@ def test_separation_killed_with_sigkill_then_run_again_leaves_no_temporary(tmp_p
     assert again.returncode == 0, again.stderr.decode()[-500:]
     assert sorted(os.listdir(out / "long")) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
     assert sf.info(str(out / "long" / "vocals.wav")).frames == 8000 * 120
+
+
+def _fill(folder, text):
+    os.makedirs(os.path.join(folder, "sub"))
+    for name in ("a.txt", os.path.join("sub", "b.txt")):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(text)
+
+
+def _contents(folder):
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n)).read()
+            for d, _, names in os.walk(folder) for n in names}
+
+
+def test_replacing_a_folder_leaves_no_moment_without_it(tmp_path, monkeypatch):
+    """The old folder stays at its name until the new one takes it: every rename the writer
+    makes finds the destination there (removing it first and renaming after left a gap in
+    which a reader, or a crash, found no folder at all)."""
+    path = str(tmp_path / "stems")
+    _fill(path, "old")
+    seen = []
+    for name in ("rename", "replace"):
+        real = getattr(os, name)
+
+        def watched(src, dst, *a, real=real, **k):
+            seen.append(os.path.isdir(path))
+            return real(src, dst, *a, **k)
+        monkeypatch.setattr(files.os, name, watched)
+    with files.replacing(path, folder=True) as tmp:
+        _fill(tmp, "new")
+        assert _contents(path) == {"a.txt": "old", "sub/b.txt": "old"}
+    assert all(seen), seen
+    assert _contents(path) == {"a.txt": "new", "sub/b.txt": "new"}
+    assert os.listdir(tmp_path) == ["stems"]
+
+
+def test_a_folder_that_cannot_take_the_place_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """Where the names cannot be exchanged in one step the old folder goes aside first; when
+    the new one then cannot be renamed in, the old one is put back: one line, the old folder
+    whole, no temporaries."""
+    path = str(tmp_path / "stems")
+    _fill(path, "old")
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    real = os.rename
+
+    def failing(src, dst):
+        if dst == path and files.SUFFIX in src and os.path.exists(path) is False \
+                and _contents(src).get("a.txt") == "new":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst)
+    monkeypatch.setattr(files.os, "rename", failing)
+    with pytest.raises(files.WriteError) as e:
+        with files.replacing(path, folder=True) as tmp:
+            _fill(tmp, "new")
+    assert str(e.value) == f"{path}: cannot write (Invalid cross-device link)"
+    assert _contents(path) == {"a.txt": "old", "sub/b.txt": "old"}
+    assert os.listdir(tmp_path) == ["stems"]
+
+
+def test_together_failing_part_way_leaves_each_file_whole_and_no_temporary(tmp_path, monkeypatch):
+    """Files that appear together are renamed one by one; when one rename fails the error
+    names that file, the files renamed before it are whole and new, the rest whole and old,
+    and no temporary is left."""
+    paths = [str(tmp_path / f"{n}.txt") for n in ("a", "b", "c")]
+    for p in paths:
+        with open(p, "w") as f:
+            f.write("old " + p)
+    real = os.replace
+
+    def failing(src, dst):
+        if dst == paths[1]:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(src, dst)
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(files.WriteError) as e:
+        with files.Together() as t:
+            for p in paths:
+                with open(t.temporary(p), "w") as f:
+                    f.write("new " + p)
+    assert str(e.value) == f"{paths[1]}: cannot write (Read-only file system)"
+    assert [open(p).read() for p in paths] == ["new " + paths[0], "old " + paths[1], "old " + paths[2]]
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_weights_reach_the_disk_before_they_take_the_name(tmp_path, monkeypatch):
+    """A weights file (and a checkpoint: the same writer) survives a power loss: its bytes
+    are flushed before the rename and its folder's entry after it; a stem file is not."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(files.os, "fsync", lambda fd: events.append(
+        ("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd))
+    monkeypatch.setattr(files.os, "replace", lambda a, b: events.append(("replace", b))
+                        or real_replace(a, b))
+    path = str(tmp_path / "model.h5")
+    cfg = tiny_config()
+    save_model(path, cfg, random_arrays(cfg, seed=1))
+    weights = [e for e in events if e[1] == path or (e[0] == "fsync" and files.SUFFIX in e[1]
+               and os.path.basename(e[1]).startswith(".model.h5."))
+               or e == ("fsync", str(tmp_path))]
+    kinds = [(k, "tmp" if files.SUFFIX in p else "folder" if p == str(tmp_path) else "file")
+             for k, p in weights]
+    assert kinds == [("fsync", "tmp"), ("replace", "file"), ("fsync", "folder")], events
+    events.clear()
+    files.write_text(str(tmp_path / "scores.json"), "{}")
+    assert [k for k, _ in events] == ["replace"]

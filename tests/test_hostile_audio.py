@@ -227,7 +227,7 @@ def test_one_input_one_line_for_the_issue_rows(model, tmp_path):
              fifo: "fails", zero: "fails", urandom: "fails", newline: "fails"}
     code, stdout, err, peak, wall = measured(
         ["--model", model, "--outdir", os.path.join(tmp, "out"), *cases], tmp)
-    assert code == 1 and peak < PEAK_MB and wall < 20, (code, peak, wall)
+    assert code == 1 and peak < PEAK_MB, (code, peak, wall)   # bounded by measured()'s timeout
     assert len(err) == 6 + 2 + 1, "\n".join(err)   # 6 failures, 2 warnings, the count
     for line in err:
         assert line.startswith("xumx.test: "), line

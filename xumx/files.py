@@ -150,18 +150,87 @@ def temporary(path: str, folder: bool = False):
             _remove(tmp)
 
 
+def _fsync(path: str):
+    """Flush ``path`` (a file, or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) * os.path.isdir(path))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(path: str):
+    """fsync every file under ``path`` (or the file ``path``), then the folders, deepest first."""
+    if not os.path.isdir(path):
+        _fsync(path)
+        return
+    for folder, _, names in os.walk(path, topdown=False):
+        for name in names:
+            _fsync(os.path.join(folder, name))
+        _fsync(folder)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the names ``a`` and ``b`` in one step (Linux renameat2 RENAME_EXCHANGE); False
+    where the system or the file system cannot."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (22, 38, 95):   # EINVAL, ENOSYS, EOPNOTSUPP: not here
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _swap_folder(tmp: str, path: str):
+    """Put the folder ``tmp`` in place of the folder ``path`` and remove the old one, with no
+    moment where ``path`` is missing: the two names are exchanged in one step where the
+    system can (Linux), else the old folder is renamed aside first (a temporary of ``path``)
+    and put back if the new one cannot be renamed in. Either way a failure leaves the old
+    folder at ``path``, whole."""
+    if _exchange(tmp, path):
+        _remove(tmp)   # the old folder, now under the temporary's name
+        return
+    aside = temporary_name(path)
+    os.rename(path, aside)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    _remove(aside)
+
+
 @contextlib.contextmanager
-def replacing(path: str, folder: bool = False):
+def replacing(path: str, folder: bool = False, durable: bool = False):
     """A temporary name beside ``path`` to write to (a file, or with ``folder`` a folder to
     fill): renamed onto ``path`` when the block ends, removed when it fails or is interrupted
     (Ctrl-C, SIGTERM), so ``path`` is always whole. The one atomic writer of the package.
-    An OSError inside the block (or from the rename) becomes a :class:`WriteError`."""
+    A folder replaces an existing one without a moment where ``path`` is missing
+    (:func:`_swap_folder`). ``durable``: the new contents are flushed to the disk before the
+    rename and the parent folder after it, so the replace survives a power loss (for files
+    that cost hours: weights, checkpoints, the downloaded weights). An OSError inside the
+    block (or from the rename) becomes a :class:`WriteError`."""
     with temporary(path, folder) as tmp:
         try:
             yield tmp
-            if folder and os.path.isdir(path):
-                _remove(path)   # a folder cannot be renamed onto a full one
-            os.replace(tmp, path)
+            if durable:
+                _sync_tree(tmp)
+            if folder and os.path.isdir(path) and not os.path.islink(path):
+                _swap_folder(tmp, path)
+            else:
+                os.replace(tmp, path)
+            if durable:
+                _fsync(os.path.dirname(path) or os.curdir)
         except OSError as e:
             raise write_error(path, e) from None
 
@@ -193,15 +262,17 @@ class Together:
         return False
 
 
-def write_text(path: str, text: str):
-    """Write ``text`` to ``path`` atomically."""
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str, text: str, durable: bool = False):
+    """Write ``text`` to ``path`` atomically (``durable``: see :func:`replacing`)."""
+    write_bytes(path, text.encode("utf-8"), durable)
 
 
-def write_bytes(path: str, data) -> None:
-    """Write ``data`` (bytes or a buffer) to ``path`` atomically."""
-    with replacing(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+def write_bytes(path: str, data, durable: bool = False) -> None:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically (``durable``: see
+    :func:`replacing`)."""
+    with replacing(path, durable=durable) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def missing_folders(path: str) -> List[str]:

@@ -50,7 +50,7 @@ def published_model(url: str = PUBLISHED_URL, sha1: str = PUBLISHED_SHA1,
     if os.path.isfile(path) and file_digest(path, "sha1") == sha1:
         return path
     try:
-        with replacing(path) as tmp:   # renamed into place only when whole and verified
+        with replacing(path, durable=True) as tmp:   # in place only when whole and verified
             h = hashlib.sha1()
             with open(tmp, "wb") as out:
                 try:

@@ -121,7 +121,7 @@ def writing_h5(path: str):
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         yield f
-    write_bytes(path, image.getbuffer())
+    write_bytes(path, image.getbuffer(), durable=True)   # hours of training
 
 
 def write_h5(path: str, arrays, need_grad: Optional[Dict[str, bool]] = None):
