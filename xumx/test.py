@@ -5,7 +5,9 @@
 writes ``out/song/{bass,drums,vocals,other}.wav`` and ``out/other/...`` (``--inputs`` may
 name the files too; folders and quoted wildcards are expanded: :mod:`xumx.stemfiles`). Without
 ``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
-The work is :meth:`xumx.Separator.separate_file`'s.
+The work is :meth:`xumx.Separator.separate_file`'s. ``mpirun -n N python -m xumx.test ...``
+shares the inputs among N processes (:mod:`xumx.mpi`), each input separated by one of them;
+rank 0 prints the one summary (the exit status is every rank's: 1 if any input failed).
 
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
@@ -30,18 +32,21 @@ def _separate_files(argv) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
     from .errors import AudioError, XumxError, one_line
+    from .mpi import world
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
     from .stemfiles import expand_inputs, output_folders, separate_file
     output, chunking, load, separation = parse("test", argv)
+    processes = world()
     output = dataclasses.replace(output, inputs=expand_inputs(output.inputs))
+    folders = output_folders(output.inputs, output.out_dir)   # of every input, on every rank
     limit_arenas()
-    separator = Separator.load(load.model, load.device, umx=load.umx or None,
-                               sample_rate=load.sample_rate, quiet=output.quiet,
-                               **dataclasses.asdict(separation), **dataclasses.asdict(chunking))
+    separator = processes.rank0_first(lambda: Separator.load(   # one download, then the cache
+        load.model, load.device, umx=load.umx or None, sample_rate=load.sample_rate,
+        quiet=output.quiet, **dataclasses.asdict(separation), **dataclasses.asdict(chunking)))
     failed = 0
-    for path, folder in zip(output.inputs, output_folders(output.inputs, output.out_dir)):
+    for path, folder in processes.share(list(zip(output.inputs, folders))):
         try:
             result = separate_file(separator, path, folder, output)
         except (XumxError, OSError, MemoryError) as e:   # this input fails, the others go on
@@ -52,8 +57,12 @@ def _separate_files(argv) -> int:
             continue
         if not output.quiet:
             print(one_line(result.summary()), flush=True)
-    if failed and len(output.inputs) > 1:
+    failed = sum(processes.allgather(failed))
+    if processes.rank == 0 and failed and len(output.inputs) > 1:
         say("test", f"error: {failed} of {len(output.inputs)} inputs failed")
+    elif processes.rank == 0 and processes.n_procs > 1 and not output.quiet:
+        print(f"{len(output.inputs)} input(s) separated by {processes.n_procs} processes",
+              flush=True)
     return FAILED if failed else OK
 
 
