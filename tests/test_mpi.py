@@ -49,7 +49,8 @@ def test_a_launcher_without_mpi4py_is_one_line_error(tmp_path):
     blocker = tmp_path / "mpi4py.py"
     blocker.write_text("raise ImportError('no mpi4py here')\n")
     env = dict(os.environ, OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK="0",
-               PYTHONPATH=f"{tmp_path}{os.pathsep}{os.path.dirname(HERE)}")
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.path.dirname(HERE)] + [
+                   p for p in [os.environ.get("PYTHONPATH")] if p]))
     p = subprocess.run([sys.executable, "-m", "xumx.test", "none.wav"], capture_output=True,
                        text=True, env=env, timeout=120)
     assert p.returncode == 1, p.stderr
@@ -71,7 +72,8 @@ def run_ranks(command, out, *argv, stop_after=0, n=2):
     """``mpirun -n N python mpi_record.py COMMAND OUT ARGV...``: (completed process,
     {rank: [what it worked on]})."""
     os.makedirs(out, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMPI_ALLOW_RUN_AS_ROOT="1",
+    path = [os.path.dirname(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
                PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe", STOP_AFTER=str(stop_after))
     p = subprocess.run([launcher(), "-n", str(n), "--oversubscribe", sys.executable,
@@ -88,7 +90,9 @@ def run_ranks(command, out, *argv, stop_after=0, n=2):
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory):
-    """Four generated 1 s tracks, a tiny model, and the scores of one process."""
+    """Four generated 1 s tracks, a tiny model, and the scores of one process (made only where
+    mpirun can run)."""
+    launcher()
     base = tmp_path_factory.mktemp("mpi")
     root = make_musdb(base / "musdb", names=TRACKS)
     cfg = tiny_config()
