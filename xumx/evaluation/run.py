@@ -142,11 +142,12 @@ def eval_separator(model: ModelFiles, load: LoadConfig, separation: SeparationCo
 
 
 def _score_tracks(cfg: EvalConfig, separator, tracks, targets, methods, settings,
-                  quiet: bool) -> None:
+                  quiet: bool, label: str = "tracks") -> None:
     """Separate and score ``tracks`` here, or in ``cfg.cores`` worker processes that build
-    their own separator of ``settings`` (model, load, separation, chunking)."""
+    their own separator of ``settings`` (model, load, separation, chunking); a progress bar
+    named ``label`` unless ``quiet``."""
     from ..progress import progress_bar
-    with progress_bar(len(tracks), "tracks", quiet, "track") as bar:
+    with progress_bar(len(tracks), label, quiet, "track") as bar:
         if cfg.cores == 1 or len(tracks) <= 1:
             for track in tracks:
                 process_track(cfg, separator, track, targets, methods, bar.set_postfix_str)
@@ -220,7 +221,8 @@ def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadC
     mine = [by_name[name] for name in comm.share(pending)]
     if mine:
         _score_tracks(cfg, separator, mine, targets, methods, (model, load, separation, chunking),
-                      not progress or comm.rank != 0)
+                      not progress or comm.rank != 0,
+                      "tracks" if comm.n_procs == 1 else f"tracks of rank 0 (of {len(pending)})")
     del separator
     comm.barrier()   # every rank's share is scored
     if comm.rank != 0:
