@@ -208,3 +208,35 @@ def test_mpirun_test_counts_failed_inputs_of_every_rank_once(four, tmp_path):
                for line in errors)
     assert errors.count("xumx.test (rank 0 of 2): error: 1 of 2 inputs failed") == 1
     assert len(os.listdir(tmp_path / "out" / "good")) == 4
+
+
+def test_a_rank_that_fails_ends_the_job_with_its_line(four, tmp_path):
+    """Rank 0 fails before the others can go on (they wait for it to load the model): the job
+    ends with rank 0's line and status instead of waiting for ever."""
+    argv = list(four["argv"])
+    argv[1] = str(tmp_path / "missing.h5")
+    p, _ = run_ranks("eval", tmp_path / "rec", *argv, "--evaldir", str(tmp_path / "ev"))
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert any(line.startswith("xumx.eval (rank 0 of 2): error: ") and "missing.h5" in line
+               for line in p.stderr.splitlines()), p.stderr[-3000:]
+
+
+def test_an_interrupted_rank_of_test_leaves_only_whole_stem_folders(four, tmp_path):
+    import soundfile as sf
+    inputs = []
+    for i in range(4):
+        path = tmp_path / f"song{i}.wav"
+        sf.write(path, 0.1 * np.ones((8000, 2)) * (i + 1), 8000)
+        inputs.append(str(path))
+    out = tmp_path / "out"
+    p, done = run_ranks("test", tmp_path / "rec", *inputs, "--model", four["argv"][1],
+                        "--out-dir", str(out), stop_after=1)
+    assert p.returncode == 143, p.stdout[-2000:] + p.stderr[-3000:]
+    assert ("xumx.test (rank 1 of 2): terminated; stems already finished are kept, no partial "
+            "stem was written" in p.stderr.splitlines())
+    assert done[1] == [inputs[1]]
+    folders = sorted(os.listdir(out))
+    assert "song1" in folders and "song3" not in folders   # rank 1's first done, its second not
+    for folder in folders:   # every folder there holds every stem, nothing temporary
+        assert sorted(os.listdir(out / folder)) == ["bass.wav", "drums.wav", "other.wav",
+                                                    "vocals.wav"]

@@ -10,9 +10,10 @@ evaluation and batch separation share.
 A rank that leaves a command with an error or an interruption while the others may still be
 working or waiting for it ends the whole job (:func:`abandon`, called by :func:`xumx.cli.run`
 after the rank's one line): MPI gives a rank no way to learn that another one left, and
-Open MPI's ``mpirun`` waits for ever for a rank that exited cleanly without it. The other ranks
-get SIGTERM (their clean-up runs, as after a Ctrl-C) and ``mpirun`` exits with the status of
-the rank that left first.
+Open MPI's ``mpirun`` waits for ever for a rank that finalized MPI and exited. A rank that
+exits without finalizing is taken as a crash: the launcher sends the other ranks SIGTERM (their
+clean-up runs, as after a Ctrl-C) and exits with the status of the rank that left first.
+(``MPI_Abort`` ends the job too, but Open MPI then drops the rank's last line.)
 """
 import os
 from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
@@ -118,10 +119,6 @@ class MpiProcesses(SingleProcess):
     def barrier(self):
         self.comm.Barrier()
 
-    def abort(self, status: int):
-        """End every rank of the job; ``mpirun`` exits with ``status``."""
-        self.comm.Abort(status)
-
 
 _WORLD: List[SingleProcess] = []
 
@@ -147,14 +144,16 @@ def world(env: Mapping[str, str] = os.environ) -> SingleProcess:
 
 
 def abandon(status: int) -> None:
-    """This rank leaves with ``status`` (non-zero) before the end of the work: end the job's
-    other ranks too (see the module docstring). Nothing when no world of several ranks was
+    """This rank leaves with ``status`` (non-zero) before the end of the work: it exits at once,
+    without MPI's finalization, and so the launcher ends the job's other ranks (see the module
+    docstring). Its clean-up has run (the command's exception unwound first) and its output is
+    flushed; the launcher forwards its last line. Nothing when no world of several ranks was
     started in this process."""
     if _WORLD and _WORLD[0].n_procs > 1:
         import sys
         sys.stdout.flush()
         sys.stderr.flush()
-        _WORLD[0].abort(status)
+        os._exit(status)
 
 
 def rank_tag(env: Mapping[str, str] = os.environ) -> str:
