@@ -59,6 +59,29 @@ def test_a_launcher_without_mpi4py_is_one_line_error(tmp_path):
         "start (ImportError: no mpi4py here); install the 'mpi' extra"]
 
 
+class RankZeroOfTwo(mpi.SingleProcess):
+    """Rank 0 of two processes whose rank 1 works on a disk rank 0 does not see (its scores
+    never appear here)."""
+    n_procs = 2
+
+
+def test_rank0_refuses_to_aggregate_when_the_other_ranks_scores_are_not_there(tmp_path):
+    from xumx.config import EvalConfig, LoadConfig, SeparationConfig
+    from xumx.errors import EvalError
+    from xumx.evaluation import evaluate
+    root = make_musdb(tmp_path / "musdb", names=TRACKS[:2])
+    cfg = tiny_config()
+    save_model(str(tmp_path / "tiny.h5"), cfg, random_arrays(cfg, seed=5))
+    evaldir = tmp_path / "ev"
+    with pytest.raises(EvalError, match="every process must write to the same --eval-dir"):
+        evaluate(EvalConfig(root=root, is_wav=True, eval_dir=str(evaldir)),
+                 load=LoadConfig(model=str(tmp_path / "tiny.h5")),
+                 separation=SeparationConfig(targets=TARGETS), progress=False,
+                 processes=RankZeroOfTwo())
+    assert os.listdir(evaldir / "test") == [f"{TRACKS[0]}.json"]   # its share, scored
+    assert not os.path.exists(evaldir / "scores.csv")
+
+
 # --------------------------------------------------------------------------- under mpirun
 def launcher():
     pytest.importorskip("mpi4py", reason="mpi4py is not installed here (the 'mpi' extra)")
