@@ -123,9 +123,9 @@ ensure_latest_venv() {  # pip install . (not editable): what a user on a current
     rm -rf "$VENV_LATEST"
     "$py" -m venv "$VENV_LATEST"
   fi
-  say "installing xumx and its test extras into $VENV_LATEST (no nnabla, the newest numpy)"
+  say "installing xumx and its test and mpi extras into $VENV_LATEST (no nnabla, the newest numpy)"
   "$VENV_LATEST/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV_LATEST/bin/python" -m pip install -q --upgrade '.[test]' >&2
+  "$VENV_LATEST/bin/python" -m pip install -q --upgrade '.[test,mpi]' >&2
   echo "$want" > "$stamp"
 }
 

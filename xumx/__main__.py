@@ -1,9 +1,9 @@
 """``python -m xumx``: what the package's commands are (``--version``: the version)."""
 import sys
 
-COMMANDS = (("test", "separate audio files into stems"),
+COMMANDS = (("test", "separate audio files into stems (mpirun -n N: shared among N processes)"),
             ("train", "train X-UMX on MUSDB18 (mpirun -n N for several processes)"),
-            ("eval", "score a model on MUSDB18 with museval"),
+            ("eval", "score a model on MUSDB18 with museval (mpirun -n N: tracks shared)"),
             ("export", "write the network as an ONNX file"),
             ("synth", "write a small generated MUSDB-like data set"),
             ("demo", "the whole job offline on a CPU: data, training, separation, scores"))

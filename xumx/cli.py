@@ -30,8 +30,10 @@ OK, FAILED, USAGE = 0, 1, 2
 def say(command: str, message: str):
     """``xumx.<command>: <message>`` on stderr, on one line (:func:`xumx.errors.one_line`:
     a newline in a file name is printed as ``\\n``); ``xumx: <message>`` for command "" (the
-    package's own ``python -m xumx``)."""
-    print(one_line(f"xumx.{command}: {message}" if command else f"xumx: {message}"),
+    package's own ``python -m xumx``). Under ``mpirun -n N`` the command's name carries the
+    rank: ``xumx.eval (rank 1 of 2): ...``."""
+    from .mpi import rank_tag
+    print(one_line(f"xumx.{command}{rank_tag()}: {message}" if command else f"xumx: {message}"),
           file=sys.stderr, flush=True)
 
 
@@ -88,14 +90,21 @@ def run(command: str, body: Callable[[Optional[List[str]]], int], argv=None,
                     raise
         except ConfigError as e:
             say(command, f"error: {failure(e, command)}")
-            return USAGE
+            return _left(USAGE)
         except (XumxError, OSError, MemoryError) as e:
             say(command, f"error: {failure(e, command)}")
-            return FAILED
+            return _left(FAILED)
         except KeyboardInterrupt as e:
             word = "terminated" if isinstance(e, Terminated) else "interrupted"
             note = kept() if callable(kept) else kept
             if word == "interrupted" and on_terminal():   # not on the terminal's "^C" line
                 print(file=sys.stderr, flush=True)
             say(command, f"{word}; {note}" if note else word)
-            return exit_status(e)
+            return _left(exit_status(e))
+
+
+def _left(status: int) -> int:
+    """``status``, after ending the other ranks of an MPI job (:func:`xumx.mpi.abandon`)."""
+    from .mpi import abandon
+    abandon(status)
+    return status

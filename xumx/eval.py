@@ -1,7 +1,8 @@
 """``python -m xumx.eval``: separate MUSDB18 tracks and score them with museval (BSSEval v4).
 
 Thin entry module: flags from :mod:`xumx.config`, work in :mod:`xumx.evaluation`, messages and
-exit statuses from :mod:`xumx.cli`.
+exit statuses from :mod:`xumx.cli`. ``mpirun -n N python -m xumx.eval ...`` shares the tracks
+among N processes (:mod:`xumx.mpi`); rank 0 prints the table.
 """
 import os
 import sys
@@ -17,10 +18,11 @@ def main(argv=None) -> int:
 def _evaluate(argv) -> int:
     from .parsing import parse
     from .evaluation import evaluate, format_table, sdr_comparison
+    from .mpi import world
     cfg, chunking, load, separation = parse("eval", argv)
     results = evaluate(cfg, chunking, load, separation, progress=not cfg.quiet,
-                       log=(lambda line: None) if cfg.quiet else None)
-    if cfg.quiet:
+                       log=(lambda line: None) if cfg.quiet else None, processes=world())
+    if results is None or cfg.quiet:   # None: a rank of mpirun other than 0 (rank 0 reports)
         return 0
     print(format_table(results.tables, results.nb_tracks))
     if len(results.tables) > 1:

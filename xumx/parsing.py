@@ -75,12 +75,14 @@ class Command:
 
 
 COMMANDS: Dict[str, Command] = {
-    "test": Command("Separate audio files into stems.",
+    "test": Command("Separate audio files into stems, in one process or shared among the "
+                    "processes of mpirun -n N.",
                     ((OutputConfig, None), (ChunkConfig, None), (LoadConfig, None),
                      (SeparationConfig, None))),
     "train": Command("Train X-UMX on MUSDB18 (or any musdb-layout data set), on one machine or "
                      "with mpirun -n N.", ((ModelConfig, None), (TrainConfig, None)), recipes=True),
-    "eval": Command("Separate MUSDB18 tracks and score them with museval (BSSEval v4).",
+    "eval": Command("Separate MUSDB18 tracks and score them with museval (BSSEval v4), in one "
+                    "process or shared among the processes of mpirun -n N.",
                     ((EvalConfig, None), (ChunkConfig, None), (LoadConfig, None),
                      (SeparationConfig, None))),
     "export": Command("Write the network as an ONNX file.",

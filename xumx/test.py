@@ -7,7 +7,9 @@ name the files too; folders, with ``--recursive`` their sub-folders, and quoted 
 are expanded; ``-`` is standard input: :mod:`xumx.stemfiles`). Every input is checked
 (:func:`xumx.stemfiles.check_input`) before the model is loaded or downloaded. Without
 ``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
-The work is :meth:`xumx.Separator.separate_file`'s.
+The work is :meth:`xumx.Separator.separate_file`'s. ``mpirun -n N python -m xumx.test ...``
+shares the inputs among N processes (:mod:`xumx.mpi`), each input separated by one of them;
+rank 0 prints the one summary (the exit status is every rank's: 1 if any input failed).
 
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
@@ -41,14 +43,17 @@ def _separate_files(argv, left: list) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
     from .errors import AudioError, ConfigError, XumxError, one_line
+    from .mpi import world
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
     from .stemfiles import STDIN, check_input, expand_inputs, output_folders, separate_file
     output, chunking, load, separation = parse("test", argv)
+    processes = world()
     output = dataclasses.replace(output, inputs=expand_inputs(output.inputs, output.recursive))
     if output.inputs.count(STDIN) > 1:
         raise ConfigError(f"{STDIN} (standard input) can be one input only")
+    folders = output_folders(output.inputs, output.out_dir)   # of every input, on every rank
     failed = 0
 
     def fails(path, e):
@@ -59,7 +64,7 @@ def _separate_files(argv, left: list) -> int:
         failed += 1
 
     jobs = []
-    for path, folder in zip(output.inputs, output_folders(output.inputs, output.out_dir)):
+    for path, folder in processes.share(list(zip(output.inputs, folders))):
         try:   # before the model is loaded (or downloaded): no such file, a folder...
             check_input(path)
         except (XumxError, OSError) as e:
@@ -67,12 +72,11 @@ def _separate_files(argv, left: list) -> int:
             continue
         jobs.append((path, folder))
     left[:] = [path for path, _ in jobs]
-    if jobs:
+    if sum(processes.allgather(len(jobs))):   # every rank loads when any has work (collective)
         limit_arenas()
-        separator = Separator.load(load.model, load.device, umx=load.umx or None,
-                                   sample_rate=load.sample_rate, quiet=output.quiet,
-                                   **dataclasses.asdict(separation),
-                                   **dataclasses.asdict(chunking))
+        separator = processes.rank0_first(lambda: Separator.load(   # one download, then the cache
+            load.model, load.device, umx=load.umx or None, sample_rate=load.sample_rate,
+            quiet=output.quiet, **dataclasses.asdict(separation), **dataclasses.asdict(chunking)))
     for path, folder in jobs:
         try:
             result = separate_file(separator, path, folder, output)
@@ -83,8 +87,12 @@ def _separate_files(argv, left: list) -> int:
         left.remove(path)
         if not output.quiet:
             print(one_line(result.summary()), flush=True)
-    if failed and len(output.inputs) > 1:
+    failed = sum(processes.allgather(failed))
+    if processes.rank == 0 and failed and len(output.inputs) > 1:
         say("test", f"error: {failed} of {len(output.inputs)} inputs failed")
+    elif processes.rank == 0 and processes.n_procs > 1 and not output.quiet:
+        print(f"{len(output.inputs)} input(s) separated by {processes.n_procs} processes",
+              flush=True)
     return FAILED if failed else OK
 
 

@@ -1,6 +1,7 @@
 """Running an evaluation: the tracks of a MUSDB18 subset separated (:meth:`xumx.Separator.separate`)
-and scored with museval, one track at a time or in worker processes, each track's scores written
-as soon as they are made (what is written where: :mod:`xumx.evaluation`)."""
+and scored with museval, one track at a time, in worker processes or shared by the ranks of
+``mpirun -n N``, each track's scores written as soon as they are made (what is written where:
+:mod:`xumx.evaluation`)."""
 import multiprocessing
 import os
 import sys
@@ -139,6 +140,28 @@ def eval_separator(model: ModelFiles, load: LoadConfig, separation: SeparationCo
     return sep
 
 
+def _score_tracks(cfg: EvalConfig, separator, tracks, targets, methods, settings,
+                  quiet: bool, label: str = "tracks") -> None:
+    """Separate and score ``tracks`` here, or in ``cfg.cores`` worker processes that build
+    their own separator of ``settings`` (model, load, separation, chunking); a progress bar
+    named ``label`` unless ``quiet``."""
+    from ..progress import progress_bar
+    with progress_bar(len(tracks), label, quiet, "track") as bar:
+        if cfg.cores == 1 or len(tracks) <= 1:
+            for track in tracks:
+                process_track(cfg, separator, track, targets, methods, bar.set_postfix_str)
+                bar.update()
+            return
+        ctx = multiprocessing.get_context("spawn")
+        workers = min(cfg.cores, len(tracks))
+        bar.set_postfix_str(f"separating and scoring in {workers} processes")
+        with ctx.Pool(workers, initializer=_worker_init,
+                      initargs=(replace(cfg, tracks=None), *settings, targets, methods)) as pool:
+            for name, _ in pool.imap_unordered(_worker_track, [t.name for t in tracks]):
+                bar.set_postfix_str(f"{name}: scored")
+                bar.update()
+
+
 # --------------------------------------------------------------------------- the whole run
 def methods_of(cfg: EvalConfig, model: ModelFiles) -> List[Method]:
     """The model's method (named ``cfg.name``, else after its run folder, UMX folder or weights
@@ -151,47 +174,61 @@ def methods_of(cfg: EvalConfig, model: ModelFiles) -> List[Method]:
 
 def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadConfig = LoadConfig(),
              separation: SeparationConfig = SeparationConfig(), progress: bool = True,
-             log=None) -> Results:
+             log=None, processes=None) -> Optional[Results]:
     """Separate (the model of ``load``, by default the published weights, in the chunks of
     ``chunking``) and score the tracks of ``cfg``, then aggregate (see the module docstring).
     Raises XumxError subclasses; EvalError for an eval folder holding other scores
-    (:func:`~xumx.evaluation.identity.check_identity`)."""
-    from ..progress import progress_bar
+    (:func:`~xumx.evaluation.identity.check_identity`).
+
+    ``processes``: the ranks of ``mpirun -n N`` (:func:`xumx.mpi.world`; None: this process
+    alone). Rank 0 checks the eval folder's identity and lists the tracks not scored yet; each
+    rank separates and scores its share of them (:meth:`xumx.mpi.SingleProcess.share`), every
+    track once, its JSON written as soon as it is scored (so a rerun resumes whatever stopped
+    it); once all are done rank 0 aggregates every track and returns the Results, the other
+    ranks return None. The eval folder (and ``cfg.out_dir``) must be one that every rank
+    sees."""
+    from ..mpi import SingleProcess
+    from ..separator import needed_sources
+    comm = processes or SingleProcess()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     tracks = open_tracks(cfg.root, cfg.subset, cfg.is_wav, cfg.tracks)
-    from ..separator import needed_sources
-    model = ModelFiles.resolve(load.model, load.umx or None, needed_sources(separation),
-                               quiet=not progress)
+    model = comm.rank0_first(lambda: ModelFiles.resolve(   # one download, into the shared cache
+        load.model, load.umx or None, needed_sources(separation), quiet=not progress))
     separator = eval_separator(model, load, separation, chunking)
     targets = tuple(separator.stems)
     known = set(tracks[0].sources)
     missing = [t for t in targets if t not in known]
     if missing:
         raise EvalError(f"the data set has no reference for target(s) {missing}")
-    check_identity(cfg.eval_dir, identity_of(model, separator, separation, chunking), model.path)
     methods = methods_of(cfg, model)
-    pending = [t for t in tracks if any(
-        read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
-    if len(pending) < len(tracks):
-        log(f"{len(tracks) - len(pending)} of {len(tracks)} track(s) already scored in "
-            f"{cfg.eval_dir}: skipped")
-    if not pending:
-        return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)
-    with progress_bar(len(pending), "tracks", not progress, "track") as bar:
-        if cfg.cores == 1 or len(pending) <= 1:
-            for track in pending:
-                process_track(cfg, separator, track, targets, methods, bar.set_postfix_str)
-                bar.update()
-        else:
-            del separator  # each worker builds its own
-            ctx = multiprocessing.get_context("spawn")
-            worker_cfg = replace(cfg, tracks=None)
-            processes = min(cfg.cores, len(pending))
-            bar.set_postfix_str(f"separating and scoring in {processes} processes")
-            with ctx.Pool(processes, initializer=_worker_init,
-                          initargs=(worker_cfg, model, load, separation, chunking, targets,
-                                    methods)) as pool:
-                for name, _ in pool.imap_unordered(_worker_track, [t.name for t in pending]):
-                    bar.set_postfix_str(f"{name}: scored")
-                    bar.update()
+    identity = identity_of(model, separator, separation, chunking)
+
+    def unscored():
+        return [t.name for t in tracks if any(
+            read_scores(score_path(m, cfg.subset, t.name), targets) is None for m in methods)]
+
+    def first_look():
+        check_identity(cfg.eval_dir, identity, model.path)
+        todo = unscored()
+        if len(todo) < len(tracks):
+            log(f"{len(tracks) - len(todo)} of {len(tracks)} track(s) already scored in "
+                f"{cfg.eval_dir}: skipped")
+        return todo
+
+    pending = comm.on_rank0(first_look)   # one look, so that the ranks share the same list
+    by_name = {t.name: t for t in tracks}
+    mine = [by_name[name] for name in comm.share(pending)]
+    if mine:
+        _score_tracks(cfg, separator, mine, targets, methods, (model, load, separation, chunking),
+                      not progress or comm.rank != 0,
+                      "tracks" if comm.n_procs == 1 else f"tracks of rank 0 (of {len(pending)})")
+    del separator
+    comm.barrier()   # every rank's share is scored
+    if comm.rank != 0:
+        return None
+    lost = unscored() if comm.n_procs > 1 else []
+    if lost:
+        raise EvalError(f"{len(lost)} track(s) scored by other processes have no scores in "
+                        f"{cfg.eval_dir} (e.g. {lost[0]!r}): under mpirun every process must "
+                        f"write to the same --eval-dir, a folder all machines share")
     return summarize(methods, cfg.subset, [t.name for t in tracks], targets, cfg.eval_dir)

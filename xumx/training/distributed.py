@@ -8,27 +8,19 @@
 Gradients are **averaged** over the ranks every step, so parameters stay identical everywhere.
 If the launcher says N > 1 processes but the communicator cannot start, that is an error
 (:class:`DistributedError`): the published code silently trained N identical single-process copies.
+The launcher's processes and their mpi4py world are :mod:`xumx.mpi`'s (shared with evaluation and
+batch separation, which run without nnabla); this module adds the gradients' reductions.
 """
 import os
 from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DistributedError
+from .. import mpi
+from ..errors import DistributedError  # noqa: F401  (raised here: tests import it from here)
+from ..mpi import LOCAL_RANK_VARS, SIZE_VARS, launcher_world_size, local_rank  # noqa: F401
 
-#: Environment variables through which MPI launchers announce the world size / local rank.
-SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
-LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
-                   "PMI_LOCAL_RANK", "SLURM_LOCALID")
 REFERENCE_BATCH = 16
-
-
-def launcher_world_size(env: Mapping[str, str] = os.environ) -> int:
-    """The number of processes an MPI launcher started (1 when not launched by one)."""
-    for name in SIZE_VARS:
-        if env.get(name, "").strip().isdigit():
-            return int(env[name])
-    return 1
 
 
 def scaled_hyperparameters(lr: float, weight_decay: float, n_procs: int) -> Tuple[float, float]:
@@ -46,9 +38,8 @@ def scaled_hyperparameters(lr: float, weight_decay: float, n_procs: int) -> Tupl
     return lr * n_procs, weight_decay
 
 
-class SingleProcess:
+class SingleProcess(mpi.SingleProcess):
     """The communicator of a run that was not launched by mpirun."""
-    n_procs, rank, local_rank = 1, 0, 0
 
     def all_reduce_grads(self, params: Sequence):
         """Replace every parameter's gradient by its mean over the ranks."""
@@ -56,23 +47,9 @@ class SingleProcess:
     def all_reduce_data(self, params: Sequence):
         """Replace the values (e.g. batch-norm running statistics) by their mean over the ranks."""
 
-    def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
-        return [float(v) for v in values]
 
-    def bcast(self, obj):
-        return obj
-
-    def barrier(self):
-        pass
-
-
-class MpiCpu(SingleProcess):
+class MpiCpu(mpi.MpiProcesses, SingleProcess):
     """mpi4py all-reduce of gradients (packed into one buffer per step)."""
-
-    def __init__(self, comm):
-        self.comm = comm
-        self.n_procs, self.rank = comm.Get_size(), comm.Get_rank()
-        self.local_rank = _local_rank(os.environ, self.rank)
 
     def _mean(self, arrays):
         from mpi4py import MPI
@@ -90,19 +67,6 @@ class MpiCpu(SingleProcess):
     def all_reduce_data(self, params: Sequence):
         for p, d in zip(params, self._mean([p.d for p in params])):
             p.d = d
-
-    def all_reduce_mean(self, values: Sequence[float]) -> List[float]:
-        from mpi4py import MPI
-        arr = np.asarray(values, dtype=np.float64)
-        out = np.empty_like(arr)
-        self.comm.Allreduce(arr, out, op=MPI.SUM)
-        return list(out / self.n_procs)
-
-    def bcast(self, obj):
-        return self.comm.bcast(obj, root=0)
-
-    def barrier(self):
-        self.comm.Barrier()
 
 
 class NcclGpu(MpiCpu):
@@ -135,13 +99,6 @@ class NcclGpu(MpiCpu):
         self.nn_comm.barrier()
 
 
-def _local_rank(env: Mapping[str, str], rank: int) -> int:
-    for name in LOCAL_RANK_VARS:
-        if env.get(name, "").strip().isdigit():
-            return int(env[name])
-    return rank
-
-
 def make_communicator(context: str = "cpu", device_id: str = "0",
                       env: Mapping[str, str] = os.environ):
     """(communicator, nnabla extension context) for this process; see the module docstring."""
@@ -150,19 +107,10 @@ def make_communicator(context: str = "cpu", device_id: str = "0",
     if size <= 1:
         return SingleProcess(), extension_context(context, device_id, "training")
     if context == "cpu":
-        try:
-            from mpi4py import MPI
-            comm = MPI.COMM_WORLD
-        except Exception as e:
-            raise DistributedError(f"started by mpirun for {size} processes but mpi4py cannot start "
-                                   f"({type(e).__name__}: {e}); install the 'mpi' extra") from None
-        if comm.Get_size() != size:
-            raise DistributedError(f"the launcher announced {size} processes but MPI sees "
-                                   f"{comm.Get_size()} (mpi4py linked to another MPI than mpirun?)")
-        return MpiCpu(comm), extension_context(context, device_id, "training")
+        return MpiCpu(mpi.world(env).comm, env), extension_context(context, device_id, "training")
     try:
         import nnabla.communicators as C
-        local = _local_rank(env, 0)
+        local = local_rank(env, 0)
         ctx = extension_context(context, int(device_id) + local, "training")
         comm = C.MultiProcessDataParallelCommunicator(ctx)
         comm.init()
