@@ -221,6 +221,7 @@ class Separator:
                     out[name] = np.empty((total,) + y.shape[1:], np.float32)
                 out[name][done:done + y.shape[0]] = y
             done += next(iter(piece.values())).shape[0] if piece else 0
+            piece = y = None   # copied: not held while the next chunk is separated
         if done != total:   # the pieces always add up to the input's length
             raise AssertionError(f"separated {done} samples of {total}")
         return {name: y[:, 0] if mono else y for name, y in out.items()}
@@ -303,7 +304,9 @@ class Separator:
                 if name not in back:
                     back[name] = StreamResampler(model_rate, out_rate)
                 out[name] = back[name].push(y)
+            piece = y = None   # resampled: not held while the next chunk is separated
             yield out
+            out = None
         length = seen[0] if out_rate == rate else resampled_length(seen[0], rate, out_rate)
         yield {name: r.finish(length) for name, r in back.items()}
 
