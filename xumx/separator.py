@@ -332,11 +332,13 @@ class Separator:
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
-        spec = self.spectrogram(audio)  # (C, N, F)
-        mag = self.model_input(spec)    # (N, C_model, F)
+        mag = self.model_input(self.spectrogram(audio))   # (N, C_model, F)
         v = self.masks(mag)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
+        # the mixture STFT again, the same numbers: not held while the network runs (the
+        # chunk's peak, docs/onnx-engine.md "Memory"), for the cost of one more STFT
+        spec = self.spectrogram(audio)  # (C, N, F)
         sep = self.separation
         plan = self._plan
         c, n = spec.shape[:2]
