@@ -333,6 +333,7 @@ class Separator:
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
         mag = self.model_input(self.spectrogram(audio))   # (N, C_model, F)
+        heap.trim()   # what the STFT and the last chunk's tail freed, before the network's peak
         v = self.masks(mag)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
