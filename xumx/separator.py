@@ -335,6 +335,7 @@ class Separator:
         mag = self.model_input(self.spectrogram(audio))   # (N, C_model, F)
         heap.trim()   # what the STFT and the last chunk's tail freed, before the network's peak
         v = self.masks(mag)
+        heap.trim()   # the network's intermediates (from onnxruntime's threads too)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
         # the mixture STFT again, the same numbers: not held while the network runs (the
@@ -361,5 +362,6 @@ class Separator:
                                                post=synthesis, dtype=np.complex64):
             ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
         del v, spec
+        heap.trim()   # the filter's blocks, freed on its threads, before the cross-fade
         out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
         return {name: out[:, k * c:k * c + channels] for k, (name, _) in enumerate(plan)}
