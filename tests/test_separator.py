@@ -12,8 +12,10 @@ import soundfile as sf
 from conftest import sine_mix, tiny_config, write_umx_folder
 from seeded import random_arrays
 from xumx import Separator, pretrained
+from xumx.chunking import chunk_bounds, chunk_weights
 from xumx.errors import ConfigError, InputError
 from xumx.modelfiles import BEST_NAME, ModelFiles
+from xumx.resample import StreamResampler, resampled_length
 from xumx.weights import save_model
 
 SOURCES = ("bass", "drums", "vocals", "other")
@@ -72,6 +74,45 @@ def test_mono_rates_and_integers(tiny_model):
     ints = np.round(np.clip(stereo, -1, 0.999) * 32768).astype(np.int16)
     np.testing.assert_allclose(sep.separate(ints)["bass"],
                                sep.separate(ints.astype(np.float32) / 32768)["bass"], atol=1e-6)
+
+
+def test_bounded_memory_path_equals_the_whole_array_steps(tiny_model, monkeypatch):
+    """An int16 array at 48 kHz in several chunks: ``separate`` (blocks, the resamplers' kept
+    spans, the chunks' overlap tails, the pieces dropped as they are copied, the mixture STFT
+    made again after the network) gives exactly the stems of the same steps written out on
+    whole arrays: the signal resampled in one push, each chunk separated in one piece and
+    weighted, the weighted chunks added, each stem resampled back in one push."""
+    rate, model_rate = 48000, 8000
+    ints = np.round(np.clip(sine_mix(rate * 9 + 123, rate, seed=5), -1, 0.999) * 32767
+                    ).astype(np.int16)
+    sep = Separator.load(tiny_model, chunk_dur=2.0, overlap=0.5)
+    spectra = []
+    spectrogram = sep.spectrogram
+    monkeypatch.setattr(sep, "spectrogram", lambda a: spectra.append(spectrogram(a)) or spectra[-1])
+    got = sep.separate(ints, rate=rate)
+    assert len(spectra) == 2 * sep.nb_chunks(ints.shape[0], rate) >= 10
+    for before, after in zip(spectra[::2], spectra[1::2]):   # the network changed nothing
+        np.testing.assert_array_equal(before, after)
+
+    def whole(x, a, b, length):
+        r = StreamResampler(a, b)
+        return np.concatenate([r.push(x), r.finish(length)])
+    n = ints.shape[0]
+    x = whole(ints.astype(np.float32) / 32768, rate, model_rate,
+              resampled_length(n, rate, model_rate))
+    bounds = chunk_bounds(x.shape[0], *sep.chunking.samples(model_rate))
+    steps = {k: np.zeros(x.shape, np.float32) for k in SOURCES}
+    for i, (start, end) in enumerate(bounds):
+        w = chunk_weights(bounds, i)[:, None]
+        ramps = w[:, 0] != 1.0
+        for k, y in sep.with_settings(chunk_dur=0).separate(x[start:end]).items():
+            y[ramps] = (w[ramps] * y[ramps]).astype(np.float32)
+            steps[k][start:end] += y
+    assert list(got) == list(SOURCES)
+    for k in SOURCES:
+        want = whole(steps[k], model_rate, rate, n)
+        assert got[k].shape == want.shape == ints.shape
+        np.testing.assert_array_equal(got[k], want)
 
 
 def test_progress_is_told_every_chunk(tiny_model):

@@ -114,7 +114,7 @@ def separate_stream(separate: Callable[[np.ndarray], Dict[str, np.ndarray]],
             y[ramps] = (w[ramps] * ramped).astype(np.float32)   # computed on the ramps only
             if name in tail:
                 y[:tail[name].shape[0]] = tail[name] + y[:tail[name].shape[0]]
-            out[name], tail[name] = y[:keep], y[keep:]
+            out[name], tail[name] = y[:keep], y[keep:].copy()   # not a view: y goes with out
         del est   # the separator's own buffers go before the pieces are used
         prev, start, buf = bounds[-2] if more else None, start + hop, buf[hop:]
         return out

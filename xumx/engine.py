@@ -207,6 +207,9 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
     # one buffer planned for all of a run's intermediates (the memory pattern) costs a few
     # hundred MB at 30 s chunks; the arena alone reuses freed blocks as well
     opts.enable_mem_pattern = False
+    # no CPU arena either: the masks it returns would hold its largest region until the next
+    # run, under the Wiener filter and the cross-fade (docs/onnx-engine.md, "Memory")
+    opts.enable_cpu_mem_arena = False
     opts.intra_op_num_threads = int(threads or default_threads())
     if device.kind == "cpu":
         return ort.InferenceSession(model, opts, providers=providers(device))
@@ -224,13 +227,13 @@ def create_session(model: Union[bytes, str], device: Device = Device(),
 
 
 def run_options(device: Device):
-    """onnxruntime's options for each run: the memory arena of ``device`` shrinks back after the
-    run, so the arena does not keep the network's peak while the Wiener filter and the
-    synthesis run (docs/onnx-engine.md, "Memory")."""
+    """onnxruntime's options for each run: a GPU's memory arena shrinks back after the run, so
+    the arena does not keep the network's peak while the Wiener filter and the synthesis run
+    (the CPU has no arena: :func:`create_session`; docs/onnx-engine.md, "Memory")."""
     import onnxruntime as ort
     opts = ort.RunOptions()
-    arena = "cpu:0" if device.kind == "cpu" else f"gpu:{device.index}"
-    opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
+    if device.kind != "cpu":
+        opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", f"gpu:{device.index}")
     return opts
 
 

@@ -4,7 +4,8 @@ A chunk's work allocates and frees arrays of tens of megabytes on several thread
 filter's workers, onnxruntime's, the stem writer). glibc's malloc serves many of them from its
 heaps rather than from fresh mappings once a large block has been freed, and keeps what is freed
 there, growing over a long song (docs/onnx-engine.md, "Memory"). :func:`trim`
-hands the free memory back after each chunk; :func:`limit_arenas` (the command lines only: it
+hands the free memory back after each chunk and between a chunk's stages (so that what one
+stage freed does not stay resident under the next one's peak); :func:`limit_arenas` (the command lines only: it
 is a process-wide setting) caps the number of heaps. Both do nothing where the C library is not
 glibc.
 """

@@ -91,8 +91,8 @@ class StreamResampler:
         self._next += count
         lo = max(-((len(h) - 1 - (self._next + self._skip) * down) // up), 0)
         lo = min(lo, self._seen) // down * down
-        if lo > self._first:   # forget input no future output needs
-            self._buf = self._buf[lo - self._first:]
+        if lo > self._first:   # forget input no future output needs (a copy of the rest: a
+            self._buf = self._buf[lo - self._first:].copy()   # view would keep the block)
             self._first = lo
         return y
 

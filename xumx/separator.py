@@ -221,6 +221,7 @@ class Separator:
                     out[name] = np.empty((total,) + y.shape[1:], np.float32)
                 out[name][done:done + y.shape[0]] = y
             done += next(iter(piece.values())).shape[0] if piece else 0
+            piece = y = None   # copied: not held while the next chunk is separated
         if done != total:   # the pieces always add up to the input's length
             raise AssertionError(f"separated {done} samples of {total}")
         return {name: y[:, 0] if mono else y for name, y in out.items()}
@@ -303,7 +304,9 @@ class Separator:
                 if name not in back:
                     back[name] = StreamResampler(model_rate, out_rate)
                 out[name] = back[name].push(y)
+            piece = y = None   # resampled: not held while the next chunk is separated
             yield out
+            out = None
         length = seen[0] if out_rate == rate else resampled_length(seen[0], rate, out_rate)
         yield {name: r.finish(length) for name, r in back.items()}
 
@@ -329,11 +332,15 @@ class Separator:
         channels = audio.shape[1]
         if self.cfg.nb_channels == 2 and channels == 1:
             audio = np.repeat(audio, 2, axis=1)
-        spec = self.spectrogram(audio)  # (C, N, F)
-        mag = self.model_input(spec)    # (N, C_model, F)
+        mag = self.model_input(self.spectrogram(audio))   # (N, C_model, F)
+        heap.trim()   # what the STFT and the last chunk's tail freed, before the network's peak
         v = self.masks(mag)
+        heap.trim()   # the network's intermediates (from onnxruntime's threads too)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
+        # the mixture STFT again, the same numbers: not held while the network runs (the
+        # chunk's peak, docs/onnx-engine.md "Memory"), for the cost of one more STFT
+        spec = self.spectrogram(audio)  # (C, N, F)
         sep = self.separation
         plan = self._plan
         c, n = spec.shape[:2]
@@ -355,5 +362,6 @@ class Separator:
                                                post=synthesis, dtype=np.complex64):
             ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
         del v, spec
+        heap.trim()   # the filter's blocks, freed on its threads, before the cross-fade
         out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
         return {name: out[:, k * c:k * c + channels] for k, (name, _) in enumerate(plan)}
