@@ -351,8 +351,7 @@ def once_then_fail(real):
         return real(*args)
     return fail
 if where == "chunk":
-    xumx.separator.Separator._separate_chunk = once_then_fail(
-        xumx.separator.Separator._separate_chunk)
+    xumx.separator.Separator._filter = once_then_fail(xumx.separator.Separator._filter)
 else:
     xumx.stemfiles.DECODE_BLOCK = 1000
     xumx.decode._samples = once_then_fail(xumx.decode._samples)
