@@ -162,9 +162,9 @@ CASES = {"60s": ("a 60 s song", [60.0]), "4min": ("a 4-minute song", [240.0]),
 
 
 def write_songs(work, key, lengths):
-    """The generated 16-bit WAV songs of a case: (what xumx.test is given, the files)."""
-    import soundfile as sf
-    from chunking import test_song
+    """The generated 16-bit WAV songs of a case: (what xumx.test is given, the files). Written
+    by another process: a child's peak memory (``ru_maxrss``) starts from its parent's at
+    exec, so this process stays small."""
     if len(lengths) == 1:
         paths = [os.path.join(work, f"song-{lengths[0]:g}.wav")]
         where = paths[0]
@@ -172,16 +172,30 @@ def write_songs(work, key, lengths):
         where = os.path.join(work, f"songs-{key}")
         os.makedirs(where, exist_ok=True)
         paths = [os.path.join(where, f"song-{k + 1}.wav") for k in range(len(lengths))]
-    for k, (path, seconds) in enumerate(zip(paths, lengths)):
-        if not os.path.exists(path):
-            sf.write(path, test_song(seconds, RATE, seed=k), RATE, subtype="PCM_16")
+    todo = [(k, path, seconds) for k, (path, seconds) in enumerate(zip(paths, lengths))
+            if not os.path.exists(path)]
+    if todo:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "songs",
+                        json.dumps(todo)], check=True)
     return where, paths
+
+
+def work_songs(todo):
+    import soundfile as sf
+    from chunking import test_song
+    for k, path, seconds in todo:
+        sf.write(path + ".part.wav", test_song(seconds, RATE, seed=k), RATE, subtype="PCM_16")
+        os.replace(path + ".part.wav", path)
 
 
 def prepare(args, work):
     """Both models and, per case, both command lines (with their environments): {case: (xumx,
     open-unmix or None)}; open-unmix is None where its interpreter is missing."""
-    ours = full_size_model(work)
+    ours = os.path.join(work, "random-full.h5")
+    if not os.path.exists(ours):   # in another process, as the songs (write_songs)
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "from chunking import full_size_model; full_size_model(sys.argv[2])",
+                        HERE, work], check=True)
     env_ours = clean_env(XUMX_CACHE=os.path.join(work, "cache"),
                          PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     py = args.openunmix_python
@@ -277,7 +291,8 @@ def compare(args):
     for key, ours, theirs, pairs in table:
         ratio = f"{ours / theirs:7.3f}" if theirs else f"{'-':>7}"
         spread = f"{min(pairs):.3f}-{max(pairs):.3f}" if pairs else "-"
-        print(f"{CASES[key][0]:<30} {ours:7.2f}s {theirs or float('nan'):10.2f}s {ratio}  {spread}")
+        umx = f"{theirs:10.2f}s" if theirs else f"{'-':>11}"
+        print(f"{CASES[key][0]:<30} {ours:7.2f}s {umx} {ratio}  {spread}")
     if args.profile_seconds:
         print()
         profile(args.profile_seconds, None)
@@ -361,10 +376,13 @@ def profile(seconds, threads):
           f"{'default threads' if not threads else f'{threads} thread(s)'} "
           f"(load {load()}):")
     print(f"  {'stage':<40} {'calls':>5} {'wall s':>7} {'CPU s':>7}")
+    threaded = {t[0] for t in THREAD_STAGES}
     for name, (wall, cpu, calls) in stages.items():
-        thread = any(name == t[0] for t in THREAD_STAGES)
-        shown = "   (threads)" if thread else f"{wall:7.2f}"
-        print(f"  {name:<40} {calls:>5} {shown:>7} {cpu:7.2f}")
+        if name not in threaded:
+            print(f"  {name:<40} {calls:>5} {wall:7.2f} {cpu:7.2f}")
+    for name, (wall, cpu, calls) in stages.items():
+        if name in threaded:   # parts of the Wiener filter's row, on its threads: CPU only
+            print(f"    {'of which ' + name:<38} {calls:>5} {'':>7} {cpu:7.2f}")
     rest = [whole[k] - sum(row[k] for name, row in stages.items()
                            if not any(name == t[0] for t in THREAD_STAGES)) for k in (0, 1)]
     print(f"  {'the rest (decode, cross-fade, write...)':<40} {'':>5} {rest[0]:7.2f} {rest[1]:7.2f}")
@@ -409,12 +427,15 @@ def main(argv=None):
     p.add_argument("--openunmix-python",
                    default=os.environ.get("XUMX_OPENUNMIX_PYTHON", "/tmp/ouvenv/bin/python"),
                    help="interpreter with torch and openunmix (env XUMX_OPENUNMIX_PYTHON)")
-    p.add_argument("--worker", choices=["engine", "profile"],
+    p.add_argument("--worker", choices=["engine", "profile", "songs"],
                    help="instead: one in-process measurement (see the docstring)")
     p.add_argument("--niter", type=int, default=1, help="--worker engine: Wiener iterations")
+    p.add_argument("songs", nargs="?", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "engine":
         print("RESULT " + json.dumps(work_engine(args.seconds, args.niter)))
+    elif args.worker == "songs":
+        work_songs(json.loads(args.songs))
     elif args.worker == "profile":
         print("RESULT " + json.dumps(work_profile(args.seconds, args.threads)))
     else:
