@@ -106,7 +106,9 @@ def cmd_memory(a):
             os.replace(song + ".part", song)
         proc = subprocess.run([sys.executable, __file__, "_one", "--model", model, "--seconds",
                                str(seconds), "--chunk-dur", str(a.chunk_dur), "--workdir", folder,
-                               "--song", song, "--format", a.format],
+                               "--song", song, "--format", a.format]
+                              + (["--batch-frames", str(a.batch_frames)]
+                                 if a.batch_frames is not None else []),
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         print(proc.stdout.strip() or f"{seconds} s: failed (exit {proc.returncode})", flush=True)
 
@@ -132,13 +134,15 @@ def cmd_one(a):
     from xumx.stemfiles import separate_file
     limit_arenas()   # as python -m xumx.test does
     path = a.song
-    sep = Separator.load(a.model, chunk_dur=a.chunk_dur)
+    batch = {} if a.batch_frames is None else {"batch_frames": a.batch_frames}
+    sep = Separator.load(a.model, chunk_dur=a.chunk_dur, **batch)
     loaded = peak_rss_mib()
     res = separate_file(sep, path, os.path.join(a.workdir, "out"),
                         OutputConfig(out_format=a.format, quiet=True))
     peak = peak_rss_mib()
     rate = sf.info(path).samplerate
-    print(f"{a.seconds:g} s song at {rate} Hz, --chunk-dur {a.chunk_dur:g}, {a.format} stems: "
+    print(f"{a.seconds:g} s song at {rate} Hz, --chunk-dur {a.chunk_dur:g}, --batch-frames "
+          f"{sep.chunking.batch_frames}, {a.format} stems: "
           f"peak RSS {peak:.0f} MiB (model loaded: {loaded:.0f} MiB), wall {res.wall:.0f} s "
           f"({res.realtime_factor:.2f}x real time)")
 
@@ -192,6 +196,8 @@ def main(argv=None):
     o.add_argument("--chunk-dur", type=float, required=True)
     o.add_argument("--song", required=True)
     for q in (m, o):
+        q.add_argument("--batch-frames", type=int, default=None,
+                       help="frames through the network at once (default: the config's)")
         q.add_argument("--format", default="wav", choices=["wav", "flac", "mp3"],
                        help="stem format (default: wav, 16-bit)")
     for q in (s, m, o, r):

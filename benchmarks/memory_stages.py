@@ -101,9 +101,9 @@ def main(argv=None):
     print(f"model loaded and array made: {rss_mib():.0f} MiB resident")
     st = Stages()
     st.wrap(sep, "spectrogram", "chunk: STFT")
-    st.wrap(sep, "masks", "chunk: network")
+    st.wrap(sep, "batch_masks", "chunk: network")
     st.wrap_generator(separator, "wiener_blocks", "chunk: Wiener filter + inverse STFT")
-    st.wrap(sep, "_separate_chunk", "chunk: other")
+    st.wrap(sep, "_filter", "chunk: other")
     labels = {}   # the first resampler to take a block is the one on the way in
     st.wrap(resample.StreamResampler, "push", lambda r, block: labels.setdefault(
         id(r), "resample out" if labels else "resample in"))

@@ -102,3 +102,62 @@ def test_chunked_tiny_model_is_close_to_whole(tiny_model):
 def test_wrong_length_from_separator_is_caught():
     with pytest.raises(ValueError, match="samples for a chunk"):
         separate_chunked(lambda a: {"a": a[:-1]}, np.zeros((100, 2), np.float32), 40, 10)
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 3, 10])
+def test_batches_hold_at_most_the_limit_and_give_the_pieces_of_one_chunk_at_a_time(limit):
+    """Batched chunks: each batch's sizes add up to at most the limit (one chunk always), a
+    batch is handed over once no whole chunk more fits, and the pieces are exactly those of
+    one chunk at a time."""
+    from xumx.chunking import separate_batches, separate_stream
+    x = sine_mix(10007, 8000)
+    blocks = [x[i:i + 777] for i in range(0, x.shape[0], 777)]
+    separate = lambda a: {"a": 3 * a, "b": a[::-1].copy()}   # noqa: E731 (not pointwise)
+    one = list(separate_stream(separate, blocks, 1000, 250))
+    batches, done = [], []
+
+    def batched(chunks):
+        batches.append([c.shape[0] for c in chunks])
+        return map(separate, chunks)
+    got = list(separate_batches(batched, blocks, 1000, 250, done.append,
+                                 lambda t: t, 1000 * limit))
+    assert len(got) == len(one) == len(done) == len(chunk_bounds(10007, 1000, 250))
+    for a, b in zip(got, one):
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k])
+    sizes = [s for batch in batches for s in batch]
+    assert sizes == [e - s for s, e in chunk_bounds(10007, 1000, 250)]
+    for batch in batches:
+        assert len(batch) == 1 or sum(batch) <= 1000 * limit
+    full = max(1, limit)   # chunks of 1000 samples per batch
+    assert [len(b) for b in batches[:-1]] == [full] * (len(batches) - 1), batches
+
+
+def test_a_batch_that_returns_too_few_estimates_is_caught():
+    from xumx.chunking import separate_batches
+    x = np.zeros((100, 2), np.float32)
+    with pytest.raises(ValueError, match="fewer estimates"):
+        list(separate_batches(lambda chunks: [{"a": chunks[0]}], [x], 40, 10, None,
+                                   lambda t: t, 100))
+
+
+def test_batched_network_gives_the_stems_of_one_chunk_at_a_time(tiny_model, monkeypatch):
+    """Through the Separator: chunks of equal length go through the network in one run (the
+    short last chunk alone), and the stems agree with one chunk at a time to >= 100 dB."""
+    from xumx.engine import OnnxNet
+    from xumx.separator import Separator
+    runs = []
+    real = OnnxNet.batch_masks
+    monkeypatch.setattr(OnnxNet, "batch_masks",
+                        lambda self, mag: runs.append(mag.shape[:2]) or real(self, mag))
+    x = sine_mix(8000 * 5 + 1234, 8000, seed=4)
+    one = Separator.load(tiny_model, chunk_dur=1.0, overlap=0.2, batch_frames=0)
+    frames = one.nb_frames(8000)
+    whole = one.separate(x)
+    assert len(runs) == one.nb_chunks(x.shape[0]) == 7 and {b for _, b in runs} == {1}
+    runs.clear()
+    got = one.with_settings(batch_frames=3 * frames).separate(x)
+    assert runs == [(frames, 3), (frames, 3), (one.nb_frames(x.shape[0] - 6 * 6400), 1)]
+    for k in whole:
+        err = np.sum((got[k].astype(np.float64) - whole[k]) ** 2)
+        assert 10 * np.log10(np.sum(whole[k].astype(np.float64) ** 2) / max(err, 1e-300)) >= 100

@@ -277,9 +277,9 @@ def test_tracks_are_separated_in_the_chunks_of_xumx_test(data, tmp_path, monkeyp
     --overlap): the network sees chunks of at most --chunk-dur."""
     from xumx.separator import Separator
     sizes = []
-    real = Separator._separate_chunk
-    monkeypatch.setattr(Separator, "_separate_chunk",
-                        lambda self, x: sizes.append(x.shape[0]) or real(self, x))
+    real = Separator._separate_chunks
+    monkeypatch.setattr(Separator, "_separate_chunks",
+                        lambda self, xs: sizes.extend(x.shape[0] for x in xs) or real(self, xs))
     argv = ["--model", data["model"], "--root", data["root"], "--is-wav", "--targets", *TARGETS,
             "--tracks", TRACKS[0]]
     assert eval_cli.main(argv + ["--evaldir", str(tmp_path / "a"), "--chunk-dur", "0"]) == 0

@@ -351,8 +351,7 @@ def once_then_fail(real):
         return real(*args)
     return fail
 if where == "chunk":
-    xumx.separator.Separator._separate_chunk = once_then_fail(
-        xumx.separator.Separator._separate_chunk)
+    xumx.separator.Separator._filter = once_then_fail(xumx.separator.Separator._filter)
 else:
     xumx.stemfiles.DECODE_BLOCK = 1000
     xumx.decode._samples = once_then_fail(xumx.decode._samples)
@@ -373,7 +372,8 @@ def test_out_of_memory_is_one_line_with_advice_that_exists_and_leaves_nothing(wh
                           timeout=TIMEOUT)
     err = proc.stderr.decode().strip().splitlines()
     assert proc.returncode == 1 and err == [
-        f"xumx.test: error: {path}: out of memory (a smaller --chunk-dur needs less)"], err
+        f"xumx.test: error: {path}: out of memory "
+        f"(a smaller --chunk-dur or --batch-frames needs less)"], err
     assert not out.exists() or os.listdir(out) == [], os.listdir(out)
 
 

@@ -90,9 +90,13 @@ def test_bounded_memory_path_equals_the_whole_array_steps(tiny_model, monkeypatc
     spectrogram = sep.spectrogram
     monkeypatch.setattr(sep, "spectrogram", lambda a: spectra.append(spectrogram(a)) or spectra[-1])
     got = sep.separate(ints, rate=rate)
+    # each chunk's STFT is made twice (for the network, then for the filter), with the same
+    # numbers: the network changed nothing (batched chunks make theirs first, in a row)
+    import collections
+    import hashlib
+    made = collections.Counter(hashlib.sha256(s.tobytes()).hexdigest() for s in spectra)
     assert len(spectra) == 2 * sep.nb_chunks(ints.shape[0], rate) >= 10
-    for before, after in zip(spectra[::2], spectra[1::2]):   # the network changed nothing
-        np.testing.assert_array_equal(before, after)
+    assert sorted(made.values()) == [2] * sep.nb_chunks(ints.shape[0], rate)
 
     def whole(x, a, b, length):
         r = StreamResampler(a, b)

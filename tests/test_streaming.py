@@ -79,7 +79,8 @@ def test_streamed_file_equals_whole_array_separation(tiny_model, tmp_path, monke
 
 def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_path, monkeypatch):
     """The decoder is consumed as the chunks are separated, every chunk handed to the network
-    is at most --chunk-dur long, and stems are written before the input is fully decoded."""
+    is at most --chunk-dur long, a batch of chunks at most --batch-frames, and stems are
+    written before the input is fully decoded."""
     rate, seconds, block = 8000, 12, 1000
     song = str(tmp_path / "song.wav")
     sf.write(song, sine_mix(seconds * rate, rate, seed=2), rate, subtype="PCM_16")
@@ -94,11 +95,11 @@ def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_pat
             yield b
 
     from xumx.separator import Separator
-    real_separate = Separator._separate_chunk
+    real_separate = Separator._separate_chunks
 
-    def logging_separate(self, x):
-        log.append(("separate", x.shape[0], decoded[0]))
-        return real_separate(self, x)
+    def logging_separate(self, xs):
+        log.append(("separate", [x.shape[0] for x in xs], decoded[0]))
+        return real_separate(self, xs)
 
     real_write = encode.StemWriter.write
 
@@ -107,17 +108,24 @@ def test_file_is_decoded_separated_and_written_incrementally(tiny_model, tmp_pat
         return real_write(self, path, y)
 
     monkeypatch.setattr(decode, "stream", counting_stream)
-    monkeypatch.setattr(Separator, "_separate_chunk", logging_separate)
+    monkeypatch.setattr(Separator, "_separate_chunks", logging_separate)
     monkeypatch.setattr(encode.StemWriter, "write", logging_write)
     chunk, overlap = 2 * rate, rate // 4
+    frames = Separator.load(tiny_model).nb_frames(chunk)
     assert main(["--inputs", song, "--outdir", str(tmp_path / "out"), "--model", tiny_model,
-                 "--quiet", "--chunk-dur", "2", "--overlap", "0.25"]) == 0
+                 "--quiet", "--chunk-dur", "2", "--overlap", "0.25",
+                 "--batch-frames", str(2 * frames)]) == 0
     calls = [e for e in log if e[0] == "separate"]
-    assert len(calls) == 7 and decoded[0] == seconds * rate
-    for i, (_, size, seen) in enumerate(calls):
-        assert size <= chunk
-        # when chunk i is separated, at most its end and one more block have been decoded
-        assert seen <= i * (chunk - overlap) + chunk + block, (i, seen)
+    sizes = [size for _, batch, _ in calls for size in batch]
+    assert len(sizes) == 7 and [len(b) for _, b, _ in calls] == [2, 2, 2, 1]
+    assert decoded[0] == seconds * rate
+    last = -1
+    for _, batch, seen in calls:
+        last += len(batch)
+        assert max(batch) <= chunk
+        # when a batch is separated, at most its last chunk's end and one more block have
+        # been decoded
+        assert seen <= last * (chunk - overlap) + chunk + block, (last, seen)
     first_write = next(e for e in log if e[0] == "write")
     assert first_write[2] < seconds * rate / 2
     for name in STEMS:

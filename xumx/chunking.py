@@ -81,55 +81,112 @@ def separate_stream(separate: Callable[[np.ndarray], Dict[str, np.ndarray]],
     concatenated are exactly :func:`separate_chunked` of the blocks concatenated (same chunks,
     same weights, same float32 sums). Only the current chunk, the next block and the
     cross-faded overlap are held. ``chunk <= 0``: the blocks are joined and separated in one
-    call. ``progress(1)`` is called after each chunk.
+    call. ``progress(1)`` is called after each chunk. :func:`separate_batches` with one chunk
+    per batch.
     """
-    if chunk <= 0:
-        blocks = list(blocks)
-        audio = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
-        chunk = audio.shape[0] + 1
-        blocks = [audio]
-    hop = chunk - overlap
-    buf = None       # input from the current chunk's start on
-    start = 0        # the current chunk's start in the whole signal
-    prev = None      # bounds of the previous chunk
-    tail: Dict[str, np.ndarray] = {}   # previous chunk's weighted overlap, to add
+    return separate_batches(lambda chunks: map(separate, chunks), blocks, chunk, overlap,
+                            progress)
 
-    def run(end: int, more: bool) -> Dict[str, np.ndarray]:
-        nonlocal buf, start, prev
-        bounds = [b for b in (prev, (start, start + end)) if b is not None]
-        est = separate(buf[:end])
-        if not more and prev is None:   # the only chunk: the plain call
-            return {k: np.asarray(v, dtype=np.float32) for k, v in est.items()}
-        if more:
+
+def separate_batches(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, np.ndarray]]],
+                     blocks: Iterable[np.ndarray], chunk: int, overlap: int,
+                     progress: Optional[Callable[[int], None]] = None,
+                     size: Callable[[int], int] = lambda t: 1, limit: int = 0
+                     ) -> Iterator[Dict[str, np.ndarray]]:
+    """:func:`separate_stream` with the chunks handed to ``separate`` in batches.
+
+    ``separate(chunks)``: a list of chunks (t_i, C) in order -> their estimates
+    {name: (t_i, C')}, one dict per chunk, in order (an iterable: each is cross-faded and
+    yielded before the next is asked for). A batch holds consecutive chunks whose
+    ``size(t_i)`` add up to at most ``limit`` (one chunk always; ``limit <= 0``: one chunk per
+    batch), handed over as soon as no whole chunk more would fit, and at the signal's end.
+    The pieces are exactly those of :func:`separate_stream` with the same estimates: batching
+    changes when chunks are separated, not what is blended. Memory: the input of one batch,
+    the next block and the cross-faded overlap, besides ``separate``'s own.
+    ``progress(1)`` is called after each chunk.
+    """
+    blend = _CrossFade(chunk, overlap)
+    pending: List[Tuple[np.ndarray, int, bool]] = []   # (chunk's input, samples, more after)
+
+    def flush():
+        estimates = iter(separate([x for x, _, _ in pending]))
+        for x, end, more in pending:
+            est = next(estimates, None)
+            if est is None:
+                raise ValueError(f"separator returned fewer estimates than the "
+                                 f"{len(pending)} chunks of the batch")
+            piece = blend(est, end, more)
+            del est   # the separator's own buffers go before the piece is used
+            yield piece
+            if progress is not None:
+                progress(1)
+        pending.clear()
+
+    held = 0   # size() of the pending chunks
+    for x, end, more in _chunks(blocks, blend.chunk, overlap):
+        if pending and held + size(end) > limit:
+            yield from flush()
+            held = 0
+        pending.append((x, end, more))
+        held += size(end)
+        if not more or held + size(blend.chunk) > limit:   # no whole chunk fits any more
+            yield from flush()
+            held = 0
+
+
+def _chunks(blocks: Iterable[np.ndarray], chunk: int, overlap: int
+            ) -> Iterator[Tuple[np.ndarray, int, bool]]:
+    """The chunks of a signal that arrives in blocks: (input (end, C), end, more chunks after).
+    ``chunk`` must be positive; the last chunk ends where the signal ends."""
+    hop = chunk - overlap
+    buf = None   # input from the current chunk's start on
+    for block in blocks:
+        buf = block if buf is None else np.concatenate([buf, block])
+        while buf.shape[0] > chunk:   # more samples after this chunk: it is not the last
             if not 0 <= 2 * overlap < chunk:
                 raise ValueError(f"overlap ({overlap}) must be less than half the chunk ({chunk})")
+            yield buf[:chunk], chunk, True
+            buf = buf[hop:]
+    if buf is None or buf.shape[0] == 0:
+        raise ValueError("nothing to chunk: 0 samples")
+    yield buf, buf.shape[0], False
+
+
+class _CrossFade:
+    """Blends the estimates of consecutive chunks: ``fade(est, end, more)`` -> the finished
+    piece {name: (t', C') float32}, holding back the overlap that the next chunk adds to.
+    ``chunk <= 0`` at construction: one chunk of any length."""
+
+    def __init__(self, chunk: int, overlap: int):
+        self.overlap = overlap
+        self.chunk = chunk if chunk > 0 else np.iinfo(np.int64).max // 2
+        self.start = 0      # the current chunk's start in the whole signal
+        self.prev = None    # bounds of the previous chunk
+        self.tail: Dict[str, np.ndarray] = {}   # previous chunk's weighted overlap, to add
+
+    def __call__(self, est: Dict[str, np.ndarray], end: int, more: bool) -> Dict[str, np.ndarray]:
+        for y in est.values():
+            if y.shape[0] != end:
+                raise ValueError(f"separator returned {y.shape[0]} samples for a chunk of {end}")
+        if not more and self.prev is None:   # the only chunk: the plain call
+            return {k: np.asarray(v, dtype=np.float32) for k, v in est.items()}
+        chunk, start = self.chunk, self.start
+        hop = chunk - self.overlap
+        bounds = [b for b in (self.prev, (start, start + end)) if b is not None]
+        if more:
             bounds.append((start + hop, start + hop + chunk))
         w = chunk_weights(bounds, len(bounds) - 2 if more else len(bounds) - 1)[:, None]
         ramps = np.flatnonzero(w[:, 0] != 1.0)   # weights of 1 leave a sample as it is
-        out, keep = {}, hop if more else end
+        out, keep, tail = {}, hop if more else end, self.tail
         for name, y in est.items():
-            if y.shape[0] != end:
-                raise ValueError(f"separator returned {y.shape[0]} samples for a chunk of {end}")
             y, ramped = np.array(y, dtype=np.float32), y[ramps]   # (w * y) in float32, but
             y[ramps] = (w[ramps] * ramped).astype(np.float32)   # computed on the ramps only
             if name in tail:
                 y[:tail[name].shape[0]] = tail[name] + y[:tail[name].shape[0]]
             out[name], tail[name] = y[:keep], y[keep:].copy()   # not a view: y goes with out
         del est   # the separator's own buffers go before the pieces are used
-        prev, start, buf = bounds[-2] if more else None, start + hop, buf[hop:]
+        self.prev, self.start = (bounds[-2] if more else None), start + hop
         return out
-
-    for block in blocks:
-        buf = block if buf is None else np.concatenate([buf, block])
-        while buf.shape[0] > chunk:   # more samples after this chunk: it is not the last
-            yield run(chunk, True)
-            if progress is not None:
-                progress(1)
-    if buf is None or buf.shape[0] == 0:
-        raise ValueError("nothing to chunk: 0 samples")
-    yield run(buf.shape[0], False)
-    if progress is not None:
-        progress(1)
 
 
 def separate_chunked(separate: Callable[[np.ndarray], Dict[str, np.ndarray]], audio: np.ndarray,

@@ -38,7 +38,7 @@ def say(command: str, message: str):
 
 
 #: Flags that make a command need less memory, in the order a hint names them.
-MEMORY_FLAGS = ("--chunk-dur", "--batch-size", "--seq-dur")
+MEMORY_FLAGS = ("--chunk-dur", "--batch-frames", "--batch-size", "--seq-dur")
 
 
 def memory_hint(command: Optional[str]) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
-from .flags import (CHUNK_DUR, CONTEXT, DEVICE_ID, IS_WAV, MODEL, OUT, OUT_DIR, OVERLAP, QUIET,
-                    ROOT, SAMPLE_RATE, SEED, TARGETS, UMX, opt)
+from .flags import (BATCH_FRAMES, CHUNK_DUR, CONTEXT, DEVICE_ID, IS_WAV, MODEL, OUT, OUT_DIR,
+                    OVERLAP, QUIET, ROOT, SAMPLE_RATE, SEED, TARGETS, UMX, opt)
 from .times import TIME_FORMS, seconds
 
 #: The published source order (it fixes parameter creation order in ``x-umx.h5``).
@@ -211,9 +211,12 @@ class LoadConfig:
 @dataclass(frozen=True)
 class ChunkConfig:
     """How long signals are cut for separation (:mod:`xumx.chunking`): chunks of ``chunk_dur``
-    seconds (0: one piece) sharing ``overlap`` seconds, cross-faded."""
+    seconds (0: one piece) sharing ``overlap`` seconds, cross-faded; consecutive chunks of
+    equal length go through the network together while their STFT frames add up to at most
+    ``batch_frames`` (the cap on the network's frames in flight; one chunk always)."""
     chunk_dur: float = CHUNK_DUR.field(30.0)
     overlap: float = OVERLAP.field(1.0)
+    batch_frames: int = BATCH_FRAMES.field(2600)
 
     def __post_init__(self):
         problems = []
@@ -224,6 +227,9 @@ class ChunkConfig:
         if self.chunk_dur and self.overlap * 2 >= self.chunk_dur:
             problems.append(f"--chunk-dur must be more than twice the overlap "
                             f"({2 * self.overlap:g} s), not {self.chunk_dur:g}")
+        if not self.batch_frames >= 0:
+            problems.append(f"--batch-frames must be 0 (one chunk at a time) or more, "
+                            f"not {self.batch_frames!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -265,9 +265,18 @@ class OnnxNet:
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Shapes: mag (N, C, F) -> masks (S, N, C, F) float32, non-negative."""
+        if mag.ndim != 3:
+            raise ValueError(f"model expects (frames, {self.cfg.nb_channels}, "
+                             f"{self.cfg.nb_bins}) magnitudes, got {mag.shape}")
+        return self.batch_masks(mag[:, None])[:, :, 0]
+
+    def batch_masks(self, mag: np.ndarray) -> np.ndarray:
+        """Masks of B sequences of N frames in one run: each recurrent step of the LSTMs
+        serves the whole batch. Shapes: mag (N, B, C, F) -> masks (S, N, B, C, F) float32,
+        non-negative; item b is :meth:`masks` of ``mag[:, b]`` (to rounding)."""
         cfg = self.cfg
-        if mag.ndim != 3 or mag.shape[1:] != (cfg.nb_channels, cfg.nb_bins):
-            raise ValueError(f"model expects (frames, {cfg.nb_channels}, {cfg.nb_bins}) "
+        if mag.ndim != 4 or mag.shape[2:] != (cfg.nb_channels, cfg.nb_bins):
+            raise ValueError(f"model expects (frames, batch, {cfg.nb_channels}, {cfg.nb_bins}) "
                              f"magnitudes, got {mag.shape}")
-        x = np.ascontiguousarray(mag, dtype=np.float32)[:, None]
-        return self.session.run(None, {self._input: x}, self._run_options)[0][:, :, 0]
+        x = np.ascontiguousarray(mag, dtype=np.float32)
+        return self.session.run(None, {self._input: x}, self._run_options)[0]

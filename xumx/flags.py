@@ -68,6 +68,11 @@ TARGETS = Flag(("--targets",), "sources to separate, by name (with --umx-infer: 
 CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cross-faded over "
                  "--overlap, in bounded memory; 0: each file or track in one piece",
                  "separation", metavar="SECONDS")
+BATCH_FRAMES = Flag(("--batch-frames",), "STFT frames the network runs at once: consecutive "
+                    "chunks of equal length go through it together up to this many frames "
+                    "(the default holds two 30 s chunks at 44.1 kHz; 0: one chunk at a time); "
+                    "the stems are the same, the memory grows with it", "separation",
+                    metavar="FRAMES")
 OVERLAP = Flag(("--overlap",), "seconds shared by neighbouring chunks, cross-faded "
                "(raised cosine)", "separation", metavar="SECONDS")
 CONTEXT = Flag(("--context", "-c"), "cpu, or cudnn for an NVIDIA GPU (separation: onnxruntime-gpu's "

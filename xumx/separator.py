@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import dsp, heap
-from .chunking import nb_chunks, separate_stream
+from .chunking import nb_chunks, separate_batches
 from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
@@ -263,8 +263,9 @@ class Separator:
         the model's rate (:class:`~xumx.resample.StreamResampler`; InputError, before any
         block is read, for rates whose ratio has a term beyond
         :data:`xumx.resample.MAX_TERM`), cut into the chunks of
-        :attr:`chunking`, separated with cross-fades (:func:`xumx.chunking.separate_stream`)
-        and resampled back. ``progress(done, total)`` after each chunk (``total``: the number
+        :attr:`chunking`, separated with cross-fades (:func:`xumx.chunking.separate_batches`:
+        consecutive chunks of equal length go through the network together, at most
+        ``chunking.batch_frames`` frames at once) and resampled back. ``progress(done, total)`` after each chunk (``total``: the number
         of chunks if the caller knows it, else None). Memory: one chunk and its overlap, the
         resamplers' filter spans and the pieces in flight; not the song.
         """
@@ -297,8 +298,8 @@ class Separator:
                 progress(seen[1], total)
 
         chunk, overlap = self.chunking.samples(model_rate)
-        for piece in separate_stream(self._separate_chunk, at_model_rate(), chunk, overlap,
-                                     chunk_done):
+        for piece in separate_batches(self._separate_chunks, at_model_rate(), chunk, overlap,
+                                      chunk_done, self.nb_frames, self.chunking.batch_frames):
             out = {}
             for name, y in piece.items():
                 if name not in back:
@@ -326,16 +327,55 @@ class Separator:
         """Run the network. Shapes: mag (N, C_model, F) -> masks (S, N, C_model, F) float32."""
         return self.net.masks(mag)
 
-    def _separate_chunk(self, audio: np.ndarray) -> Dict[str, np.ndarray]:
-        """One chunk in one piece, at the model's rate. Shapes: audio (t, C) float32 ->
-        {stem: (t, C) float32}."""
+    def batch_masks(self, mag: np.ndarray) -> np.ndarray:
+        """Run the network on a batch of chunks of equal length, in one call where the network
+        takes a batch (:meth:`xumx.engine.OnnxNet.batch_masks`). Shapes: mag (N, B, C_model, F)
+        -> masks (S, N, B, C_model, F) float32; item b is :meth:`masks` of ``mag[:, b]``."""
+        run = getattr(self.net, "batch_masks", None)
+        if run is not None:
+            return run(mag)
+        return np.stack([self.net.masks(mag[:, b]) for b in range(mag.shape[1])], axis=2)
+
+    def nb_frames(self, nb_samples: int) -> int:
+        """STFT frames of a chunk of ``nb_samples`` at the model's rate."""
+        return dsp.nb_frames(nb_samples, self.cfg.nhop)
+
+    def _separate_chunks(self, chunks: List[np.ndarray]) -> Iterator[Dict[str, np.ndarray]]:
+        """Chunks at the model's rate, in order -> their stems, one dict per chunk, in order.
+        Shapes: each chunk (t, C) float32 -> {stem: (t, C) float32}. Chunks of equal length
+        go through the network in one batch (run when the first of them is reached); the
+        Wiener filter and the synthesis run one chunk at a time."""
+        groups: Dict[int, List[int]] = {}
+        for i, audio in enumerate(chunks):
+            groups.setdefault(audio.shape[0], []).append(i)
+        ready: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}   # the network's input, masks
+        for i, audio in enumerate(chunks):
+            if i not in ready:
+                members = groups[audio.shape[0]]
+                # the STFTs are not held through the network (its peak): _filter makes the
+                # mixture's again, the same numbers (docs/onnx-engine.md "Memory")
+                mags = np.stack([self.model_input(self.spectrogram(self._model_channels(chunks[j])))
+                                 for j in members], axis=1)   # (N, B, C_model, F)
+                heap.trim()   # what the STFTs and the last chunk's tail freed, before the network
+                masks = self.batch_masks(mags)   # (S, N, B, C_model, F)
+                heap.trim()   # the network's intermediates (from onnxruntime's threads too)
+                for k, j in enumerate(members):
+                    ready[j] = mags[:, k], masks[:, :, k]
+                del mags, masks
+            yield self._filter(audio, *ready.pop(i))
+
+    def _model_channels(self, audio: np.ndarray) -> np.ndarray:
+        """Mono audio for a stereo model: both channels the same. Shapes: (t, C) -> (t, C')."""
+        if self.cfg.nb_channels == 2 and audio.shape[1] == 1:
+            return np.repeat(audio, 2, axis=1)
+        return audio
+
+    def _filter(self, audio: np.ndarray, mag: np.ndarray, v: np.ndarray) -> Dict[str, np.ndarray]:
+        """One chunk's stems from its masks. Shapes: audio (t, C) float32 at the model's rate,
+        mag (N, C_model, F) the network's input, v (S, N, C_model, F) the masks (multiplied by
+        ``mag`` in place) -> {stem: (t, C) float32}."""
         channels = audio.shape[1]
-        if self.cfg.nb_channels == 2 and channels == 1:
-            audio = np.repeat(audio, 2, axis=1)
-        mag = self.model_input(self.spectrogram(audio))   # (N, C_model, F)
-        heap.trim()   # what the STFT and the last chunk's tail freed, before the network's peak
-        v = self.masks(mag)
-        heap.trim()   # the network's intermediates (from onnxruntime's threads too)
+        audio = self._model_channels(audio)
         v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
         del mag
         # the mixture STFT again, the same numbers: not held while the network runs (the
