@@ -34,18 +34,20 @@ FORMATS = [(0, "wav", None), (1, "flac", None), (192, "mp3", "192k"), (256, "mp3
 def in_worker(folder, job, env=None):
     """Run ``job(module)`` in a forked worker process whose current folder is ``folder`` (where
     Spleeter Web runs: pretrained_models/ under it), with the stand-ins first on its path and
-    ``module`` the integration's x_umx_separator imported there. Returns ('ok', result, calls)
-    or ('error', exception class name, str(exception), traceback) from the worker, ``calls``
-    being the stand-in download's records."""
+    ``module`` the integration's x_umx_separator imported there. Returns ('ok', result, calls,
+    whether the job imported nnabla) or ('error', exception class name, str(exception),
+    traceback) from the worker, ``calls`` being the stand-in download's records."""
     def worker(queue):
         try:
             os.environ.update(env or {})
             os.chdir(folder)
+            had_nnabla = "nnabla" in sys.modules   # a test before this one may have loaded it
             sys.path[:0] = [STANDINS, INTEGRATION]
             import x_umx_separator
             from api.separators import util
             result = job(x_umx_separator)
-            queue.put(("ok", result, list(util.CALLS)))
+            loaded = "nnabla" in sys.modules and not had_nnabla
+            queue.put(("ok", result, list(util.CALLS), loaded))
         except BaseException as e:   # the worker reports every failure to the test
             queue.put(("error", type(e).__name__, str(e), traceback.format_exc()))
 
@@ -105,7 +107,7 @@ def test_stems_of_the_input_length_for_each_output_format(site):
     formats, with the codec and bitrate it asks for, each stem of the song's length; the WAV
     stems are xumx's separation of the whole song (one call, cross-faded chunks: a song cut
     into back-to-back 30 s pieces gives other samples after 30 s); the weights are fetched
-    from the published address with its checksum."""
+    from the published address with its checksum; nnabla is not imported."""
     from xumx.pretrained import PUBLISHED_SHA1, PUBLISHED_URL
     folder, songs, expected = site
     log = str(folder / "saves-parts.jsonl")
@@ -120,7 +122,8 @@ def test_stems_of_the_input_length_for_each_output_format(site):
 
     status, *rest = in_worker(str(folder), job, {"SPLEETERWEB_STANDIN_LOG": log})
     assert status == "ok", rest
-    calls = rest[1]
+    calls, loaded_nnabla = rest[1:]
+    assert not loaded_nnabla
     assert len(calls) == len(FORMATS)
     assert all(c[:2] == (PUBLISHED_URL, PUBLISHED_SHA1) for c in calls)
     assert all(c[3] == os.path.join("pretrained_models", "x-umx.h5") for c in calls)
