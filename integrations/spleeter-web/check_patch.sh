@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Checks that spleeter-web-f27ed9c.patch applies to Spleeter Web at commit f27ed9c and that the
-# patched modules and x_umx_separator.py compile there.
+# Checks that spleeter-web-f27ed9c.patch applies to Spleeter Web at commit f27ed9c, that the
+# patched modules and x_umx_separator.py compile there, and that what xumx's test stands in for
+# (tests/spleeterweb_standins: the OutputFormat values, download_and_verify's parameters) is
+# what Spleeter Web has.
 #
 #   integrations/spleeter-web/check_patch.sh PATH   # PATH: a clone of github.com/JeffreyCA/spleeter-web
 #                                                   # (its work tree or its bare git directory)
@@ -24,3 +26,27 @@ cp "$HERE/x_umx_separator.py" api/separators/x_umx_separator.py
 python3 -m py_compile api/tasks.py api/serializers.py api/separators/x_umx_separator.py
 echo "patched api/tasks.py, api/serializers.py and api/separators/x_umx_separator.py compile"
 grep -n "XUMXSeparator" api/tasks.py
+STANDINS="$HERE/../../tests/spleeterweb_standins" python3 - <<'PYEOF'
+import ast, os
+def tree(path):
+    with open(path) as f:
+        return ast.parse(f.read())
+def enum_values(path):
+    cls = next(n for n in ast.walk(tree(path)) if isinstance(n, ast.ClassDef) and n.name == "OutputFormat")
+    out = {}
+    for st in cls.body:
+        if isinstance(st, ast.Assign):
+            v = st.value.elts[0] if isinstance(st.value, ast.Tuple) else st.value
+            out[st.targets[0].id] = ast.literal_eval(v)
+    return out
+def params(path, name):
+    fn = next(n for n in ast.walk(tree(path)) if isinstance(n, ast.FunctionDef) and n.name == name)
+    return [a.arg for a in fn.args.args]
+theirs, ours = "api", os.path.join(os.environ["STANDINS"], "api")
+a, b = enum_values(f"{theirs}/models.py"), enum_values(f"{ours}/models.py")
+assert a == b, ("OutputFormat differs", a, b)
+a, b = (params(f"{x}/separators/util.py", "download_and_verify") for x in (theirs, ours))
+assert a == b, ("download_and_verify differs", a, b)
+print("stand-ins match: OutputFormat", sorted(enum_values("api/models.py").items(), key=lambda kv: kv[1]),
+      "; download_and_verify" + str(tuple(a)))
+PYEOF
