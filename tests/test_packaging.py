@@ -124,9 +124,12 @@ def third_party_imports(folder):
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found.add(node.module.split(".")[0])
     stdlib = set(getattr(__import__("sys"), "stdlib_module_names", ())) or None
-    # the project's own: xumx, and the folder's modules imported by their names (conftest...)
-    local = {"xumx", "__future__"} | {n[:-3] for _, _, names in os.walk(os.path.join(ROOT, folder))
-                                      for n in names if n.endswith(".py")}
+    # the project's own: xumx, the folder's modules and packages imported by their names
+    # (conftest..., the stand-ins of tests/spleeterweb_standins), and integrations/' modules
+    walks = [list(os.walk(os.path.join(ROOT, top))) for top in (folder, "integrations")]
+    local = {"xumx", "__future__"} | {n[:-3] for walk in walks for _, _, names in walk
+                                      for n in names if n.endswith(".py")} | {
+        os.path.basename(d) for d, _, names in walks[0] if "__init__.py" in names}
     if stdlib is None:   # Python < 3.10: ask where each module lives
         import importlib.util
         import sysconfig
