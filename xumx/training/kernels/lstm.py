@@ -12,7 +12,13 @@ gates i, f, g, o; parameters in the published layout: ``weight_l0`` (D, 4, h, I 
 
 It keeps per layer the gate activations, cell states and outputs for the backward: memory
 linear in frames x hidden (nnabla's CPU LSTM keeps a graph of per-frame functions).
-Like nnabla's CPU LSTM it applies no dropout between layers (cuDNN's does).
+
+Dropout between layers has cuDNN's (and PyTorch's) semantics: in a training graph, the outputs
+of every layer but the last are multiplied, element by element (every frame, batch item and
+unit of every source), by a mask that keeps each with probability 1 - p and scales it by
+1 / (1 - p). The masks come from the graph's :class:`~xumx.training.model.LstmDropout`
+generator, one per layer in layer order, drawn at each forward; a test-mode graph applies none.
+(nnabla's own CPU LSTM ignores its ``dropout`` argument.)
 
 Shapes use: frames (N), batch (B), sources (S), directions (D), layers (L), LSTM hidden
 size (h), cells K = S * D, input size (I).
@@ -38,21 +44,27 @@ class SourcesLSTM(NumpyFunction):
     (N, B, D h), as ``F.lstm``'s first output per source.
 
     Args: ctx, nb_sources, nb_layers, bidirectional, shared_input (one input for all
-    sources), training (keep the states for a backward; without it a backward recomputes).
+    sources), training (keep the states for a backward, apply the dropout; without it a
+    backward recomputes), dropout (an object with ``rate`` and ``keep(shape)``, a boolean mask
+    of kept elements, e.g. :class:`~xumx.training.model.LstmDropout`; None or rate 0: none).
     """
 
     def __init__(self, ctx, nb_sources: int, nb_layers: int, bidirectional: bool,
-                 shared_input: bool, training: bool = True):
+                 shared_input: bool, training: bool = True, dropout=None):
         super().__init__(ctx)
         self.S, self.L = nb_sources, nb_layers
         self.D = 2 if bidirectional else 1
         self.shared, self.training = shared_input, training
+        self.dropout = dropout if training and nb_layers > 1 and dropout is not None \
+            and dropout.rate > 0 else None
         self._cache = None
+        self._masks = None   # per layer but the last: the scaled mask (S, N, B, D h) of its outputs
 
     @property
     def args(self):
         return dict(nb_sources=self.S, nb_layers=self.L, bidirectional=self.D == 2,
-                    shared_input=self.shared, training=self.training)
+                    shared_input=self.shared, training=self.training,
+                    dropout=self.dropout.rate if self.dropout else 0.0)
 
     def min_inputs(self):
         return (1 if self.shared else self.S) + self.S * (3 if self.L > 1 else 2)
@@ -108,19 +120,32 @@ class SourcesLSTM(NumpyFunction):
     # ------------------------------------------------------------------ forward
     def forward_impl(self, inputs, outputs):
         xs, params = self._split(inputs)
+        self._masks = self._draw_masks(xs[0].shape[:2]) if self.dropout else None
         y = self._forward([data(x) for x in xs], params, keep=self.training)
         for s, out in enumerate(outputs):
             data(out)[...] = y[s]
 
+    def _draw_masks(self, frames_batch) -> List[np.ndarray]:
+        """The scaled dropout masks (S, N, B, D h) of the outputs of layers 0..L-2, drawn in
+        layer order from the dropout's generator."""
+        shape = (self.S,) + tuple(frames_batch) + (self.D * self.h,)
+        scale = np.float32(1.0 / (1.0 - self.dropout.rate))
+        return [np.multiply(self.dropout.keep(shape), scale, dtype=np.float32)
+                for _ in range(self.L - 1)]
+
     def _forward(self, xs: List[np.ndarray], params, keep: bool) -> np.ndarray:
         """Run every layer; returns the last layer's outputs (S, N, B, D h). With ``keep``,
-        the states are kept in ``self._cache`` for the backward."""
+        the states are kept in ``self._cache`` for the backward. The masks of ``self._masks``
+        apply to the outputs of every layer but the last (the cached outputs are the masked
+        ones: the next layer's inputs)."""
         cache = []
         x = xs
         for layer in range(self.L):
             w = self._layer_weights(params, layer)
             states = self._layer_forward(x, w)
             y = states[-1]
+            if self._masks is not None and layer < self.L - 1:
+                y *= self._masks[layer]
             if keep:
                 cache.append(states)
             x = list(y)
@@ -201,6 +226,8 @@ class SourcesLSTM(NumpyFunction):
                 grads_w[s].append(dw[s])
                 grads_b[s].append(db[s])
             dy = dx
+            if self._masks is not None and layer > 0:   # through the previous layer's dropout
+                dy *= self._masks[layer - 1]
         nx = len(xs)
         if any(propagate_down[:nx]):
             for j, x in enumerate(xs):
@@ -287,15 +314,16 @@ class SourcesLSTM(NumpyFunction):
         return dws, db.reshape(S, D, GATES, h)[:, :, PERM], dx
 
 
-def sources_lstm(xs, params, nb_layers: int, bidirectional: bool, training: bool):
+def sources_lstm(xs, params, nb_layers: int, bidirectional: bool, training: bool, dropout=None):
     """The LSTM outputs (N, B, D h) of every source.
 
     Args:
         xs: one input Variable (N, B, I) shared by the sources, or one per source.
         params: per source the list [weight_l0, (weight,) bias] of parameter Variables.
+        dropout: between layers in training, see :class:`SourcesLSTM` (None: none).
     """
     import nnabla as nn
     fn = SourcesLSTM(nn.get_current_context(), len(params), nb_layers, bidirectional,
-                     shared_input=len(xs) == 1, training=training)
+                     shared_input=len(xs) == 1, training=training, dropout=dropout)
     out = fn(*xs, *[v for p in params for v in p])
     return list(out) if isinstance(out, (list, tuple)) else [out]
