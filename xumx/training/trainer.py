@@ -260,8 +260,10 @@ class Trainer:
             solver.set_learning_rate(scheduler.lr)
             _log(comm, f"resuming after epoch {meta['epoch']} (lr {scheduler.lr:g})")
         steps = self.data.iterations(cfg.batch_size, comm.n_procs)
+        from .. import threads
         _log(comm, f"{comm.n_procs} process(es), {steps} steps of {cfg.batch_size} excerpts per epoch "
-                   f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}")
+                   f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}"
+                   + (f", {threads.APPLIED} CPU thread(s) each" if threads.APPLIED else ""))
         stopped = False
         for epoch in range(start, cfg.epochs + 1):
             t0 = time.time()

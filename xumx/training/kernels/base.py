@@ -6,8 +6,15 @@ import os
 import numpy as np
 from nnabla.function import PythonFunction
 
-#: Threads of scipy's pocketfft (BLAS has its own pool, sized by OpenBLAS / threadpoolctl).
-FFT_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: CPUs this process may use.
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def fft_workers() -> int:
+    """Threads of scipy's pocketfft: every CPU, or the rank's share under an MPI launcher
+    (:mod:`xumx.threads`; BLAS has its own pool, sized by OpenBLAS / threadpoolctl)."""
+    from ... import threads
+    return threads.APPLIED or CPUS
 
 
 class NumpyFunction(PythonFunction):
