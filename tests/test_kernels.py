@@ -147,6 +147,36 @@ def test_lstm_dropout_matches_nnabla_with_the_same_masks(rng, nb_sources, nb_lay
     assert all(np.abs(a - p.d).max() > 1e-3 for a, p in zip(out, plain))
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkeypatch, workers):
+    """Large recurrences run their cells in groups on worker threads (forced here for a tiny
+    one, with groups of unequal size): outputs and every gradient equal the one-thread run's,
+    dropout included."""
+    from xumx.training.kernels import base
+    from xumx.training.kernels.lstm import sources_lstm
+    from xumx.training.model import LstmDropout
+    xs, params = lstm_case(rng, 4, 3, 2, True)
+
+    def build(xs, params):
+        return sources_lstm(xs, params, 3, True, training=True, dropout=LstmDropout(0.3, key=5))
+    one = evaluate(build, [xs, params], True)
+    monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "cell_workers", lambda: workers)
+    assert base.parallel_cells_worth(8, 1)
+    calls = []
+    real = base.for_cell_groups
+
+    def counted(cells, work, fn):
+        calls.append(cells)
+        return real(cells, work, lambda ks: (calls.append(ks), fn(ks)))
+    monkeypatch.setattr("xumx.training.kernels.lstm.for_cell_groups", counted)
+    many = evaluate(build, [xs, params], True)
+    groups = [c for c in calls if isinstance(c, slice)]
+    assert len(groups) == workers * 6 and {g.stop - g.start for g in groups} == {8 // workers, -(-8 // workers)}
+    for a, b in zip(one[0] + one[1], many[0] + many[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+
+
 def test_lstm_dropout_masks_keep_one_minus_the_rate_and_only_in_training(rng):
     """The kept share of a large mask is 1 - rate; a test-mode function (training False)
     applies none; rate 0 is the plain LSTM; the masks follow the generator's key."""

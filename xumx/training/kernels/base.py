@@ -73,3 +73,37 @@ def single_thread_blas(small: bool = True):
 
 
 _CONTROLLER = None
+
+#: Work per time step (multiply-adds of the recurrent product, all cells) from which the cells
+#: of a recurrence run in parallel threads, each with one BLAS thread (:func:`for_cell_groups`).
+PARALLEL_STEP = 1 << 21
+_POOL = None
+
+
+def cell_workers() -> int:
+    """Threads for independent recurrences: the process's share of the CPUs (see
+    :func:`fft_workers`)."""
+    return fft_workers()
+
+
+def parallel_cells_worth(cells: int, work_per_cell: int) -> bool:
+    """Whether :func:`for_cell_groups` splits ``cells`` recurrences over threads."""
+    return cells > 1 and cell_workers() > 1 and cells * work_per_cell >= PARALLEL_STEP
+
+
+def for_cell_groups(cells: int, work_per_cell: int, fn):
+    """``fn(slice)`` over groups of the cells ``0..cells-1``: one call with every cell, or, when
+    :func:`parallel_cells_worth`, one group per worker thread, in parallel (numpy's products and
+    elementwise functions release the GIL; the caller limits BLAS to one thread)."""
+    if not parallel_cells_worth(cells, work_per_cell):
+        fn(slice(0, cells))
+        return
+    global _POOL
+    workers = min(cell_workers(), cells)
+    if _POOL is None or _POOL._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xumx-cells")
+    bounds = [cells * i // workers for i in range(workers + 1)]
+    futures = [_POOL.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()

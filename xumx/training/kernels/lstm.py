@@ -28,7 +28,8 @@ from typing import List
 import numpy as np
 
 from ...params import LSTM_GATES, gate_permutation
-from .base import NumpyFunction, data, put_grad, single_thread_blas
+from .base import (NumpyFunction, data, for_cell_groups, parallel_cells_worth, put_grad,
+                   single_thread_blas)
 
 GATES = LSTM_GATES
 #: The internal gate order i, f, o, g (the three sigmoid gates side by side) as indices into
@@ -177,31 +178,39 @@ class SourcesLSTM(NumpyFunction):
         c = np.empty((n, K, b, h), np.float32)
         tc = np.empty_like(c)
         hs = np.empty_like(c)
-        zero = np.zeros((K, b, h), np.float32)
-        rec = np.empty((K, b, G), np.float32)
-        tmp = np.empty((K, b, h), np.float32)
-        h_prev, c_prev = zero, zero
-        with single_thread_blas(K * b * h * G < SMALL_STEP):
-            for t in range(n):
-                at = a[t]
-                np.matmul(h_prev, wh_half, out=rec)
-                at += rec
-                np.tanh(at, out=at)
-                sig = at[..., :3 * h]
-                sig *= 0.5
-                sig += 0.5
-                np.multiply(at[..., h:2 * h], c_prev, out=c[t])
-                np.multiply(at[..., :h], at[..., 3 * h:], out=tmp)
-                c[t] += tmp
-                np.tanh(c[t], out=tc[t])
-                np.multiply(at[..., 2 * h:3 * h], tc[t], out=hs[t])
-                h_prev, c_prev = hs[t], c[t]
+        with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
+            for_cell_groups(K, b * h * G, lambda ks: self._recur_forward(a[:, ks], wh_half[ks], c[:, ks],
+                                                                        tc[:, ks], hs[:, ks]))
         y = np.empty((S, n, b, D * h), np.float32)
         for s in range(S):
             for d in range(D):
                 k = s * D + d
                 y[s, :, :, d * h:(d + 1) * h] = hs[:, k] if d == 0 else hs[::-1, k]
         return a, c, tc, hs, y
+
+    def _recur_forward(self, a, wh_half, c, tc, hs):
+        """The time loop of :meth:`_layer_forward` for a group of cells (views along the cell
+        axis): ``a`` (N, k, B, 4h) pre-activations in, activations out; c, tc, hs written."""
+        h = self.h
+        k, b = a.shape[1], a.shape[2]
+        zero = np.zeros((k, b, h), np.float32)
+        rec = np.empty((k, b, GATES * h), np.float32)
+        tmp = np.empty((k, b, h), np.float32)
+        h_prev, c_prev = zero, zero
+        for t in range(a.shape[0]):
+            at = a[t]
+            np.matmul(h_prev, wh_half, out=rec)
+            at += rec
+            np.tanh(at, out=at)
+            sig = at[..., :3 * h]
+            sig *= 0.5
+            sig += 0.5
+            np.multiply(at[..., h:2 * h], c_prev, out=c[t])
+            np.multiply(at[..., :h], at[..., 3 * h:], out=tmp)
+            c[t] += tmp
+            np.tanh(c[t], out=tc[t])
+            np.multiply(at[..., 2 * h:3 * h], tc[t], out=hs[t])
+            h_prev, c_prev = hs[t], c[t]
 
     # ------------------------------------------------------------------ backward
     def backward_impl(self, inputs, outputs, propagate_down, accum):
@@ -257,36 +266,9 @@ class SourcesLSTM(NumpyFunction):
                 src = dy[s, :, :, d * h:(d + 1) * h]
                 dh_all[:, s * D + d] = src if d == 0 else src[::-1]
         wh_t = np.ascontiguousarray(wh.reshape(K, h, G).transpose(0, 2, 1))  # (K, 4h, h)
-        dh_rec = np.zeros((K, b, h), np.float32)
-        dc = np.zeros((K, b, h), np.float32)
-        zero = np.zeros((K, b, h), np.float32)
-        t1 = np.empty((K, b, h), np.float32)
-        q = np.empty((K, b, 3 * h), np.float32)
-        dgate = np.empty((K, b, G), np.float32)
-        with single_thread_blas(K * b * h * G < SMALL_STEP):
-            for t in reversed(range(n)):
-                at = a[t]
-                i, f, o, g = (at[..., k * h:(k + 1) * h] for k in range(GATES))
-                dh = dh_all[t]
-                dh += dh_rec
-                np.multiply(tc[t], tc[t], out=t1)          # dc += dh * o * (1 - tanh(c)^2)
-                np.subtract(1.0, t1, out=t1)
-                t1 *= o
-                t1 *= dh
-                dc += t1
-                np.multiply(dc, g, out=dgate[..., :h])                         # di
-                np.multiply(dc, c[t - 1] if t else zero, out=dgate[..., h:2 * h])  # df
-                np.multiply(dh, tc[t], out=dgate[..., 2 * h:3 * h])            # do
-                np.multiply(dc, i, out=dgate[..., 3 * h:])                     # dg
-                dc *= f
-                sig = at[..., :3 * h]
-                np.subtract(1.0, sig, out=q)               # sigmoid' = s (1 - s)
-                q *= sig
-                np.multiply(dgate[..., :3 * h], q, out=sig)
-                np.multiply(g, g, out=t1)                  # tanh' = 1 - g^2
-                np.subtract(1.0, t1, out=t1)
-                np.multiply(dgate[..., 3 * h:], t1, out=g)  # a[t] now holds the gate gradient
-                np.matmul(at, wh_t, out=dh_rec)
+        with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
+            for_cell_groups(K, b * h * G, lambda ks: self._recur_backward(a[:, ks], c[:, ks], tc[:, ks],
+                                                                         dh_all[:, ks], wh_t[ks]))
         # weight gradients over all frames at once
         dwh = np.empty((K, h, G), np.float32)
         for k in range(K):
@@ -313,6 +295,41 @@ class SourcesLSTM(NumpyFunction):
             dws.append(dw)
         return dws, db.reshape(S, D, GATES, h)[:, :, PERM], dx
 
+
+    def _recur_backward(self, a, c, tc, dh_all, wh_t):
+        """The backward time loop of :meth:`_layer_backward` for a group of cells (views along
+        the cell axis); ``a`` ends holding the gate gradients, ``dh_all`` is overwritten."""
+        h = self.h
+        k, b = a.shape[1], a.shape[2]
+        dh_rec = np.zeros((k, b, h), np.float32)
+        dc = np.zeros((k, b, h), np.float32)
+        zero = np.zeros((k, b, h), np.float32)
+        t1 = np.empty((k, b, h), np.float32)
+        q = np.empty((k, b, 3 * h), np.float32)
+        dgate = np.empty((k, b, GATES * h), np.float32)
+        for t in reversed(range(a.shape[0])):
+            at = a[t]
+            i, f, o, g = (at[..., j * h:(j + 1) * h] for j in range(GATES))
+            dh = dh_all[t]
+            dh += dh_rec
+            np.multiply(tc[t], tc[t], out=t1)          # dc += dh * o * (1 - tanh(c)^2)
+            np.subtract(1.0, t1, out=t1)
+            t1 *= o
+            t1 *= dh
+            dc += t1
+            np.multiply(dc, g, out=dgate[..., :h])                         # di
+            np.multiply(dc, c[t - 1] if t else zero, out=dgate[..., h:2 * h])  # df
+            np.multiply(dh, tc[t], out=dgate[..., 2 * h:3 * h])            # do
+            np.multiply(dc, i, out=dgate[..., 3 * h:])                     # dg
+            dc *= f
+            sig = at[..., :3 * h]
+            np.subtract(1.0, sig, out=q)               # sigmoid' = s (1 - s)
+            q *= sig
+            np.multiply(dgate[..., :3 * h], q, out=sig)
+            np.multiply(g, g, out=t1)                  # tanh' = 1 - g^2
+            np.subtract(1.0, t1, out=t1)
+            np.multiply(dgate[..., 3 * h:], t1, out=g)  # a[t] now holds the gate gradient
+            np.matmul(at, wh_t, out=dh_rec)
 
 def sources_lstm(xs, params, nb_layers: int, bidirectional: bool, training: bool, dropout=None):
     """The LSTM outputs (N, B, D h) of every source.
