@@ -104,19 +104,25 @@ class SourcesLSTM(NumpyFunction):
             out.reset_shape((n, b, self.D * h), True)
 
     def _layer_weights(self, params, layer):
-        """(wx (S, D, I, 4h), wh (S, D, h, 4h), bias (S, D, 4h)) of one layer, internal gate
-        order, float32."""
-        h = self.h
-        wx, wh, bias = [], [], []
-        for p in params:
+        """(wx (S, I, D 4h), wh_t (S, D, 4h, h), bias (S, D, 4h)) of one layer, internal gate
+        order, float32: the input weights as the right operand of ``x @ wx[s]`` (both
+        directions side by side), the recurrent weights as ``W_h`` (``h @ W_h`` is ``h @
+        wh_t[s, d].T``)."""
+        S, D, h = self.S, self.D, self.h
+        G = GATES * h
+        wx = wh_t = None
+        bias = np.empty((S, D, G), np.float32)
+        for s, p in enumerate(params):
             w = data(p[0]) if layer == 0 else data(p[1])[layer - 1]
-            w = w[:, PERM].reshape(self.D, GATES * h, -1)
+            w = w[:, PERM].reshape(D, G, -1)
             n_in = w.shape[-1] - h
-            wx.append(w[..., :n_in].transpose(0, 2, 1))
-            wh.append(w[..., n_in:].transpose(0, 2, 1))
-            bias.append(data(p[-1])[layer][:, PERM].reshape(self.D, GATES * h))
-        return (np.ascontiguousarray(np.stack(wx)), np.ascontiguousarray(np.stack(wh)),
-                np.stack(bias))
+            if wx is None:
+                wx = np.empty((S, n_in, D * G), np.float32)
+                wh_t = np.empty((S, D, G, h), np.float32)
+            wx[s].reshape(n_in, D, G)[...] = w[..., :n_in].transpose(2, 0, 1)
+            wh_t[s] = w[..., n_in:]
+            bias[s] = data(p[-1])[layer][:, PERM].reshape(D, G)
+        return wx, wh_t, bias
 
     # ------------------------------------------------------------------ forward
     def forward_impl(self, inputs, outputs):
@@ -148,7 +154,7 @@ class SourcesLSTM(NumpyFunction):
             if self._masks is not None and layer < self.L - 1:
                 y *= self._masks[layer]
             if keep:
-                cache.append(states)
+                cache.append((states, w))   # the weights' layout serves the backward too
             x = list(y)
         self._cache = cache if keep else None
         return y
@@ -158,7 +164,7 @@ class SourcesLSTM(NumpyFunction):
         activations (N, K, B, 4h) (i, f, o sigmoid, g tanh), cell states and their tanh
         (N, K, B, h), hidden states (N, K, B, h), all indexed by step (the backward
         directions' step t is frame N - 1 - t), and the outputs Y (S, N, B, D h)."""
-        wx, wh, bias = w
+        wx, wh_t, bias = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
         n, b, _ = xs[0].shape
@@ -167,14 +173,15 @@ class SourcesLSTM(NumpyFunction):
         a = np.empty((n, S, D, b, G), np.float32)
         for s in range(S):
             x = xs[0] if len(xs) == 1 else xs[s]
-            p = (x.reshape(n * b, -1) @ wx[s].transpose(1, 0, 2).reshape(x.shape[-1], D * G))
+            p = x.reshape(n * b, -1) @ wx[s]
             p = p.reshape(n, b, D, G)
             p += bias[s]
             p *= half
             for d in range(D):
                 a[:, s, d] = p[:, :, d] if d == 0 else p[::-1, :, d]
         a = a.reshape(n, K, b, G)
-        wh_half = (wh * half).reshape(K, h, G)
+        wh_half = np.ascontiguousarray(wh_t.reshape(K, G, h).transpose(0, 2, 1))  # (K, h, 4h)
+        wh_half *= half
         c = np.empty((n, K, b, h), np.float32)
         tc = np.empty_like(c)
         hs = np.empty_like(c)
@@ -225,10 +232,10 @@ class SourcesLSTM(NumpyFunction):
         grads_w = [[] for _ in range(self.S)]
         grads_b = [[] for _ in range(self.S)]
         for layer in reversed(range(self.L)):
-            a, c, tc, hs, _ = cache[layer]
-            x = x_in if layer == 0 else list(cache[layer - 1][-1])
+            (a, c, tc, hs, _), w = cache[layer]
+            x = x_in if layer == 0 else list(cache[layer - 1][0][-1])
             need_dx = layer > 0 or any(propagate_down[:len(xs)])
-            dw, db, dx = self._layer_backward(x, self._layer_weights(params, layer),
+            dw, db, dx = self._layer_backward(x, w,
                                               a, c, tc, hs, dy, need_dx)
             cache[layer] = None  # free this layer's states
             for s in range(self.S):
@@ -256,7 +263,7 @@ class SourcesLSTM(NumpyFunction):
         """Backward through one layer. dy (S, N, B, D h) -> per source the weight gradient
         (D, 4, h, I + h) and bias gradient (D, 4, h) in nnabla's layout, and the input
         gradient (1 or S, N, B, I) (None without ``need_dx``). ``a`` is overwritten."""
-        wx, wh, _ = w
+        wx, wh_t, _ = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
         n, b = a.shape[0], a.shape[2]
@@ -265,18 +272,19 @@ class SourcesLSTM(NumpyFunction):
             for d in range(D):
                 src = dy[s, :, :, d * h:(d + 1) * h]
                 dh_all[:, s * D + d] = src if d == 0 else src[::-1]
-        wh_t = np.ascontiguousarray(wh.reshape(K, h, G).transpose(0, 2, 1))  # (K, 4h, h)
+        wh_t = wh_t.reshape(K, G, h)
         with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
             for_cell_groups(K, b * h * G, lambda ks: self._recur_backward(a[:, ks], c[:, ks], tc[:, ks],
                                                                          dh_all[:, ks], wh_t[ks]))
-        # weight gradients over all frames at once
-        dwh = np.empty((K, h, G), np.float32)
+        # weight gradients over all frames at once, (D, 4h, I + h) per source, internal gate order
+        n_in = xs[0].shape[-1]
+        dw = np.empty((S, D, G, n_in + h), np.float32)
         for k in range(K):
-            dwh[k] = np.tensordot(hs[:-1, k], a[1:, k], axes=([0, 1], [0, 1]))
+            dw[k // D, k % D, :, n_in:] = np.tensordot(a[1:, k], hs[:-1, k], axes=([0, 1], [0, 1]))
         db = a.sum(axis=(0, 2)).reshape(S, D, G)
         dws, dx = [], None
         if need_dx:
-            dx = np.zeros((len(xs), n, b, xs[0].shape[-1]), np.float32)
+            dx = np.zeros((len(xs), n, b, n_in), np.float32)
         for s in range(S):
             x = xs[0] if len(xs) == 1 else xs[s]
             dp = np.empty((n, b, D, G), np.float32)  # gate gradients by frame
@@ -284,17 +292,11 @@ class SourcesLSTM(NumpyFunction):
                 k = s * D + d
                 dp[:, :, d] = a[:, k] if d == 0 else a[::-1, k]
             dp = dp.reshape(n * b, D * G)
-            n_in = x.shape[-1]
-            dwx = (x.reshape(n * b, n_in).T @ dp).reshape(n_in, D, G)
+            dw[s, :, :, :n_in] = (dp.T @ x.reshape(n * b, n_in)).reshape(D, G, n_in)
             if need_dx:
-                wx_s = wx[s].transpose(1, 0, 2).reshape(n_in, D * G)
-                dx[0 if len(xs) == 1 else s] += (dp @ wx_s.T).reshape(n, b, n_in)
-            dw = np.concatenate([dwx.transpose(1, 2, 0), dwh[s * D:(s + 1) * D].transpose(0, 2, 1)],
-                                axis=2)  # (D, 4h, I + h), internal gate order
-            dw = dw.reshape(D, GATES, h, n_in + h)[:, PERM]
-            dws.append(dw)
+                dx[0 if len(xs) == 1 else s] += (dp @ wx[s].T).reshape(n, b, n_in)
+            dws.append(dw[s].reshape(D, GATES, h, n_in + h)[:, PERM])
         return dws, db.reshape(S, D, GATES, h)[:, :, PERM], dx
-
 
     def _recur_backward(self, a, c, tc, dh_all, wh_t):
         """The backward time loop of :meth:`_layer_backward` for a group of cells (views along
