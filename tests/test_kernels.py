@@ -177,6 +177,31 @@ def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkey
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
 
+def test_cell_threads_work_in_a_forked_child(monkeypatch):
+    """A child forked after the worker threads started makes its own (the inherited pool has
+    no threads: it would wait for ever)."""
+    import multiprocessing
+    from xumx.training.kernels import base
+    monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "cell_workers", lambda: 2)
+    import time
+    seen = []   # slow groups: both threads start, then both wait idle when the child forks
+    base.for_cell_groups(4, 1, lambda ks: (time.sleep(0.2), seen.append(ks.stop - ks.start)))
+    assert sorted(seen) == [2, 2]
+
+    def child():
+        out = []
+        base.for_cell_groups(4, 1, lambda ks: out.append(ks))
+        raise SystemExit(0 if len(out) == 2 else 3)
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(30)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive and proc.exitcode == 0, proc.exitcode
+
+
 def test_lstm_dropout_masks_keep_one_minus_the_rate_and_only_in_training(rng):
     """The kept share of a large mask is 1 - rate; a test-mode function (training False)
     applies none; rate 0 is the plain LSTM; the masks follow the generator's key."""

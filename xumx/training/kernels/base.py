@@ -77,7 +77,7 @@ _CONTROLLER = None
 #: Work per time step (multiply-adds of the recurrent product, all cells) from which the cells
 #: of a recurrence run in parallel threads, each with one BLAS thread (:func:`for_cell_groups`).
 PARALLEL_STEP = 1 << 21
-_POOL = None
+_POOL = None   # (pid, ThreadPoolExecutor) of for_cell_groups
 
 
 def cell_workers() -> int:
@@ -100,10 +100,12 @@ def for_cell_groups(cells: int, work_per_cell: int, fn):
         return
     global _POOL
     workers = min(cell_workers(), cells)
-    if _POOL is None or _POOL._max_workers < workers:
+    pool = _POOL
+    # a forked child inherits the pool without its threads: it makes its own
+    if pool is None or pool[0] != os.getpid() or pool[1]._max_workers < workers:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xumx-cells")
+        pool = _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xumx-cells"))
     bounds = [cells * i // workers for i in range(workers + 1)]
-    futures = [_POOL.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    futures = [pool[1].submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for f in futures:
         f.result()
