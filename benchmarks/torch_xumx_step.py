@@ -54,7 +54,7 @@ def build(args):
             self.fc1 = nn.ModuleList(nn.Linear(channels * cut, hidden, bias=False) for _ in range(sources))
             self.bn1 = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(sources))
             self.lstm = nn.ModuleList(nn.LSTM(hidden, hidden // 2, num_layers=args.nb_layers,
-                                              bidirectional=True, dropout=0.4 if args.nb_layers > 1 else 0)
+                                              bidirectional=True, dropout=args.dropout if args.nb_layers > 1 else 0)
                                       for _ in range(sources))
             self.fc2 = nn.ModuleList(nn.Linear(2 * hidden, hidden, bias=False) for _ in range(sources))
             self.bn2 = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(sources))
@@ -136,6 +136,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps (default: 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default: 2)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    p.add_argument("--dropout", type=float, default=0.4, help="LSTM dropout between layers")
     args = p.parse_args(argv)
     import torch
     if args.threads:

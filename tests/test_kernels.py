@@ -66,14 +66,8 @@ def assert_same(build, inputs, rtol=RTOL):
 
 
 # ----------------------------------------------------------------- LSTM
-LSTM_CASES = [(s, layers, d) for s in (1, 2, 3, 4) for layers in (1, 2, 3) for d in (1, 2)]
-
-
-@pytest.mark.parametrize("nb_sources,nb_layers,directions", LSTM_CASES)
-def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
-    from xumx.training.kernels.lstm import sources_lstm
-    n, b, i, h = 6, 2, 5, 3
-    shared = (nb_sources + nb_layers) % 2 == 0  # both kinds of input across the grid
+def lstm_case(rng, nb_sources, nb_layers, directions, shared, n=7, b=3, i=5, h=4):
+    """Random LSTM inputs (one shared or one per source) and per-source parameters."""
     xs = [var(rng.standard_normal((n, b, i))) for _ in range(1 if shared else nb_sources)]
     params = []
     for _ in range(nb_sources):
@@ -82,6 +76,18 @@ def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
             p.append(var(0.5 * rng.standard_normal((nb_layers - 1, directions, 4, h, directions * h + h))))
         p.append(var(0.5 * rng.standard_normal((nb_layers, directions, 4, h))))
         params.append(p)
+    return xs, params
+
+
+LSTM_CASES = [(s, layers, d) for s in (1, 2, 3, 4) for layers in (1, 2, 3) for d in (1, 2)]
+
+
+@pytest.mark.parametrize("nb_sources,nb_layers,directions", LSTM_CASES)
+def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
+    from xumx.training.kernels.lstm import sources_lstm
+    n, b, h = 6, 2, 3
+    shared = (nb_sources + nb_layers) % 2 == 0  # both kinds of input across the grid
+    xs, params = lstm_case(rng, nb_sources, nb_layers, directions, shared, n=n, b=b, i=5, h=h)
 
     def build(xs, params):
         if kernels.enabled():
@@ -93,6 +99,153 @@ def test_lstm_matches_nnabla(rng, nb_sources, nb_layers, directions):
                 for k, p in enumerate(params)]
     out, _ = assert_same(build, [xs, params])
     assert out[0].shape == (n, b, directions * h)
+
+
+DROPOUT_CASES = [(1, 2, 2, True), (3, 3, 1, False), (4, 3, 2, True), (2, 2, 1, False)]
+
+
+def layerwise_lstm_with_masks(xs, params, nb_layers, directions, dropout):
+    """The reference: nnabla's one-layer ``F.lstm`` per source and layer, every layer's output
+    but the last multiplied by a mask drawn from ``dropout`` (the kernel's order: one
+    (S, N, B, D h) mask per layer) and scaled by 1 / (1 - rate)."""
+    n, b = xs[0].shape[:2]
+    h = params[0][0].shape[2]
+    zero = var(np.zeros((1, directions, b, h)), False)
+    scale = 1.0 / (1.0 - dropout.rate)
+    layer_in = [xs[0] if len(xs) == 1 else xs[k] for k in range(len(params))]
+    for layer in range(nb_layers):
+        outs = []
+        for k, p in enumerate(params):
+            w = p[0] if layer == 0 else F.reshape(p[1][layer - 1:layer], p[1].shape[1:])
+            outs.append(F.lstm(layer_in[k], zero, zero, w, bias=p[-1][layer:layer + 1],
+                               bidirectional=directions == 2)[0])
+        if layer < nb_layers - 1:
+            mask = dropout.keep((len(params), n, b, directions * h))
+            outs = [o * var(mask[k] * scale, False) for k, o in enumerate(outs)]
+        layer_in = outs
+    return layer_in
+
+
+@pytest.mark.parametrize("nb_sources,nb_layers,directions,shared", DROPOUT_CASES)
+def test_lstm_dropout_matches_nnabla_with_the_same_masks(rng, nb_sources, nb_layers, directions, shared):
+    """Forward and every gradient of the kernel with dropout 0.4 equal nnabla's layer-by-layer
+    LSTM with the masks drawn from a twin of the kernel's generator; the masks do change the
+    outputs (the same LSTM without dropout differs)."""
+    from xumx.training.kernels.lstm import sources_lstm
+    from xumx.training.model import LstmDropout
+    xs, params = lstm_case(rng, nb_sources, nb_layers, directions, shared)
+
+    def build(xs, params):
+        dropout = LstmDropout(0.4, key=(9, nb_layers))   # each path draws from its own twin
+        if kernels.enabled():
+            return sources_lstm(xs, params, nb_layers, directions == 2, training=True, dropout=dropout)
+        return layerwise_lstm_with_masks(xs, params, nb_layers, directions, dropout)
+    out, _ = assert_same(build, [xs, params])
+    with kernels.forced(True):
+        plain = sources_lstm(xs, params, nb_layers, directions == 2, training=True)
+    F.sink(*plain).forward() if len(plain) > 1 else plain[0].forward()
+    assert all(np.abs(a - p.d).max() > 1e-3 for a, p in zip(out, plain))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkeypatch, workers):
+    """Large recurrences run their cells in groups on worker threads (forced here for a tiny
+    one, with groups of unequal size): outputs and every gradient equal the one-thread run's,
+    dropout included."""
+    from xumx.training.kernels import base
+    from xumx.training.kernels.lstm import sources_lstm
+    from xumx.training.model import LstmDropout
+    xs, params = lstm_case(rng, 4, 3, 2, True)
+
+    def build(xs, params):
+        return sources_lstm(xs, params, 3, True, training=True, dropout=LstmDropout(0.3, key=5))
+    one = evaluate(build, [xs, params], True)
+    monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "cell_workers", lambda: workers)
+    assert base.parallel_cells_worth(8, 1)
+    calls = []
+    real = base.for_cell_groups
+
+    def counted(cells, work, fn):
+        calls.append(cells)
+        return real(cells, work, lambda ks: (calls.append(ks), fn(ks)))
+    monkeypatch.setattr("xumx.training.kernels.lstm.for_cell_groups", counted)
+    many = evaluate(build, [xs, params], True)
+    groups = [c for c in calls if isinstance(c, slice)]
+    assert len(groups) == workers * 6 and {g.stop - g.start for g in groups} == {8 // workers, -(-8 // workers)}
+    for a, b in zip(one[0] + one[1], many[0] + many[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
+
+
+def test_cell_threads_work_in_a_forked_child(monkeypatch):
+    """A child forked after the worker threads started makes its own (the inherited pool has
+    no threads: it would wait for ever)."""
+    import multiprocessing
+    from xumx.training.kernels import base
+    monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "cell_workers", lambda: 2)
+    import time
+    seen = []   # slow groups: both threads start, then both wait idle when the child forks
+    base.for_cell_groups(4, 1, lambda ks: (time.sleep(0.2), seen.append(ks.stop - ks.start)))
+    assert sorted(seen) == [2, 2]
+
+    def child():
+        out = []
+        base.for_cell_groups(4, 1, lambda ks: out.append(ks))
+        raise SystemExit(0 if len(out) == 2 else 3)
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(30)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive and proc.exitcode == 0, proc.exitcode
+
+
+def test_lstm_dropout_masks_keep_one_minus_the_rate_and_only_in_training(rng):
+    """The kept share of a large mask is 1 - rate; a test-mode function (training False)
+    applies none; rate 0 is the plain LSTM; the masks follow the generator's key."""
+    from xumx.training.kernels.lstm import sources_lstm
+    from xumx.training.model import LstmDropout
+    keep = LstmDropout(0.4, key=3).keep((200, 500))
+    assert keep.dtype == bool and abs(keep.mean() - 0.6) < 0.01
+    assert not np.array_equal(keep, LstmDropout(0.4, key=4).keep((200, 500)))
+    xs, params = lstm_case(rng, 2, 3, 2, True)
+
+    def run(training, rate, key=1):
+        with kernels.forced(True):
+            out = sources_lstm(xs, params, 3, True, training=training, dropout=LstmDropout(rate, key))
+        F.sink(*out).forward()
+        return [o.d.copy() for o in out]
+    plain = run(True, 0.0)
+    for a, b in zip(run(False, 0.4), plain):
+        np.testing.assert_array_equal(a, b)
+    dropped = run(True, 0.4)
+    assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(dropped, plain))
+    for a, b in zip(run(True, 0.4), dropped):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(run(True, 0.4, key=2), dropped))
+
+
+def test_training_graph_with_dropout_differs_and_validation_graph_does_not(rng):
+    """build_loss_graph's dropout applies to training graphs only (kernels on)."""
+    from xumx.training.trainer import build_loss_graph
+    from seeded import random_arrays
+    cfg = tiny_config(nb_layers=2)
+    model = OpenUnmixCrossNet(cfg)
+    model.set_parameters(random_arrays(cfg, seed=4))
+    x, y = tiny_batch(cfg, rng)
+    losses = {}
+    with kernels.forced(True):
+        for test in (True, False):
+            for rate in (0.0, 0.4):
+                g = build_loss_graph(model, 2, 1000, 10.0, test=test, dropout=rate)
+                assert (g.dropout is not None) == (rate > 0 and not test)
+                g.feed(x, y)
+                g.loss.forward(clear_buffer=True)
+                losses[test, rate] = float(g.loss.d)
+    assert losses[True, 0.4] == losses[True, 0.0]
+    assert losses[False, 0.4] != pytest.approx(losses[False, 0.0], rel=1e-4)
 
 
 def test_lstm_without_a_training_forward_recomputes_its_states(rng):

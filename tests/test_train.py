@@ -20,10 +20,10 @@ TINY_FLAGS = ["--hidden-size", "16", "--nb-layers", "1", "--nfft", "256", "--nho
               "--seq-dur", "0.25", "--samples-per-track", "2", "--valid-dur", "0.5"]
 
 
-def tiny_run(root, output, epochs, resume=None):
+def tiny_run(root, output, epochs, resume=None, nb_layers=1, **kw):
     cfg = TrainConfig(root=root, is_wav=True, output=str(output), epochs=epochs, batch_size=2,
-                      seq_dur=0.25, samples_per_track=1, valid_dur=0.5, resume=resume, seed=7)
-    return train(tiny_config(nb_layers=1), cfg, progress=False)
+                      seq_dur=0.25, samples_per_track=1, valid_dur=0.5, resume=resume, seed=7, **kw)
+    return train(tiny_config(nb_layers=nb_layers), cfg, progress=False)
 
 
 def test_flags_reach_the_configs():
@@ -34,8 +34,9 @@ def test_flags_reach_the_configs():
     assert cfg.valid_dur == 3.0 and cfg.mcoef == 2.0 and cfg.output == "x-umx"
     _, d = parse("train", [])
     assert (d.epochs, d.batch_size, d.patience, d.seq_dur, d.lr, d.lr_decay_patience, d.lr_decay_gamma,
-            d.weight_decay, d.seed, d.valid_dur, d.samples_per_track, d.source_augmentations) == \
-        (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"))
+            d.weight_decay, d.seed, d.valid_dur, d.samples_per_track, d.source_augmentations,
+            d.dropout) == \
+        (1000, 16, 1000, 6.0, 0.001, 80, 0.3, 0.00001, 42, 100.0, 64, ("gain", "channelswap"), 0.4)
 
 
 @pytest.mark.nnabla
@@ -61,11 +62,27 @@ def test_one_epoch_writes_every_output_and_best_loads(tiny_musdb, tmp_path):
 
 
 @pytest.mark.nnabla
+def test_nnabla_cpu_lstm_says_once_that_it_applies_no_dropout(tiny_musdb, tmp_path, capsys, monkeypatch):
+    from xumx.training import kernels
+    tiny_run(tiny_musdb, tmp_path / "fast", 1, nb_layers=2)
+    assert "applies no dropout" not in capsys.readouterr().err
+    monkeypatch.setenv(kernels.ENV, "nnabla")
+    tiny_run(tiny_musdb, tmp_path / "slow", 2, nb_layers=2)
+    lines = [l for l in capsys.readouterr().err.splitlines() if "applies no dropout" in l]
+    assert len(lines) == 1 and "dropout 0.4" in lines[0], lines
+    tiny_run(tiny_musdb, tmp_path / "off", 1, nb_layers=2, dropout=0.0)
+    assert "applies no dropout" not in capsys.readouterr().err
+
+
+@pytest.mark.nnabla
 def test_resume_continues_like_an_uninterrupted_run(tiny_musdb, tmp_path):
-    tiny_run(tiny_musdb, tmp_path / "full", epochs=2)
-    tiny_run(tiny_musdb, tmp_path / "part", epochs=1)
+    """Two LSTM layers with the default dropout (0.4, recorded in config.yaml): its masks are a
+    function of (seed, epoch, rank), so the resumed epoch 2 draws those of the full run."""
+    tiny_run(tiny_musdb, tmp_path / "full", epochs=2, nb_layers=2)
+    tiny_run(tiny_musdb, tmp_path / "part", epochs=1, nb_layers=2)
+    assert "dropout: 0.4" in (tmp_path / "part" / "config.yaml").read_text()
     p1, _, meta1 = read_checkpoint(str(tmp_path / "part" / CHECKPOINT_NAME))
-    result = tiny_run(tiny_musdb, tmp_path / "part", epochs=2, resume=str(tmp_path / "part"))
+    result = tiny_run(tiny_musdb, tmp_path / "part", epochs=2, resume=str(tmp_path / "part"), nb_layers=2)
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     full, solver_full, meta_full = read_checkpoint(str(tmp_path / "full" / CHECKPOINT_NAME))
     part, solver_part, meta_part = read_checkpoint(str(tmp_path / "part" / CHECKPOINT_NAME))
@@ -161,8 +178,9 @@ def test_the_shipped_recipes_parse(tmp_path):
     model, cfg = parse("train", ["--config", published])
     assert model.max_bin == 1487 and (model.hidden_size, model.nfft, model.nhop) == (512, 4096, 1024)
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_decay_patience, cfg.lr_decay_gamma,
-            cfg.weight_decay, cfg.seq_dur, cfg.mcoef, cfg.samples_per_track, cfg.context) == \
-        (1000, 16, 0.001, 80, 0.3, 0.00001, 6.0, 10.0, 64, "cudnn")
+            cfg.weight_decay, cfg.seq_dur, cfg.mcoef, cfg.samples_per_track, cfg.context,
+            cfg.dropout) == \
+        (1000, 16, 0.001, 80, 0.3, 0.00001, 6.0, 10.0, 64, "cudnn", 0.4)
     model, cfg = parse("train", ["--config", "demo"])
     assert (model.hidden_size, model.nfft, cfg.epochs, cfg.batch_size) == (64, 1024, 14, 8)
 

@@ -395,6 +395,9 @@ class TrainConfig:
                               metavar="W")
     mcoef: float = opt(10.0, "--mcoef", group="training", metavar="C",
                        help="loss = mcoef * time-domain loss + frequency-domain loss")
+    dropout: float = opt(0.4, "--dropout", group="training", metavar="P",
+                         help="dropout rate between LSTM layers in training (cuDNN's: on the "
+                              "outputs of every layer but the last); 0: none")
     context: str = CONTEXT.field("cpu")
     device_id: str = DEVICE_ID.field("0")
     quiet: bool = QUIET.field(False)
@@ -414,6 +417,8 @@ class TrainConfig:
             problems.append(f"lr_decay_gamma must be in (0, 1), not {self.lr_decay_gamma}")
         if self.weight_decay < 0 or self.mcoef < 0:
             problems.append("weight_decay and mcoef must be >= 0")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), not {self.dropout}")
         unknown = set(self.source_augmentations) - set(AUGMENTATIONS)
         if unknown:
             problems.append(f"unknown source augmentations {sorted(unknown)} (known: "

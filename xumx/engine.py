@@ -28,6 +28,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 from .config import ModelConfig
+from .threads import physical_cores, rank_threads
 from .errors import ConfigError, EngineError
 
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -120,23 +121,6 @@ def _gpu_failure(device: Device, log: Sequence[str]) -> str:
     return f"cannot run on {device}: {why}; {GPU_HINT}"
 
 
-def physical_cores() -> int:
-    """Physical cores this process may use (Linux topology; elsewhere the logical count)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in cpus:
-        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
-        try:
-            with open(base + "physical_package_id") as f, open(base + "core_id") as g:
-                cores.add((f.read().strip(), g.read().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(1, len(cores))
-
-
 def _cpu_clock():
     """(seconds all CPUs were idle since boot, monotonic time, this process's CPU seconds), or
     None where /proc/stat is not readable (not Linux)."""
@@ -186,8 +170,12 @@ def default_threads() -> int:
 
     The LSTM recurrence splits every time step between the threads, which spin while they
     wait: a thread that shares its core with another busy process stalls every step
-    (measurements: docs/onnx-engine.md, "Both cores").
+    (measurements: docs/onnx-engine.md, "Both cores"). Under an MPI launcher, or with
+    ``XUMX_THREADS``, the process's share instead (:func:`xumx.threads.rank_threads`).
     """
+    share = rank_threads()
+    if share is not None:
+        return share
     cores = physical_cores()
     busy = busy_elsewhere()
     if busy is None:

@@ -30,7 +30,7 @@ LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WO
                    "PMI_LOCAL_RANK", "SLURM_LOCALID")
 
 
-def _first_number(env: Mapping[str, str], names: Sequence[str]) -> Optional[int]:
+def env_number(env: Mapping[str, str], names: Sequence[str]) -> Optional[int]:
     for name in names:
         if env.get(name, "").strip().isdigit():
             return int(env[name])
@@ -39,18 +39,18 @@ def _first_number(env: Mapping[str, str], names: Sequence[str]) -> Optional[int]
 
 def launcher_world_size(env: Mapping[str, str] = os.environ) -> int:
     """The number of processes an MPI launcher started (1 when not launched by one)."""
-    found = _first_number(env, SIZE_VARS)
+    found = env_number(env, SIZE_VARS)
     return 1 if found is None else found
 
 
 def launcher_rank(env: Mapping[str, str] = os.environ) -> int:
     """This process's rank as the launcher announced it (0 when not launched by one)."""
-    return _first_number(env, RANK_VARS) or 0
+    return env_number(env, RANK_VARS) or 0
 
 
 def local_rank(env: Mapping[str, str], rank: int) -> int:
     """This process's rank among those on its machine (``rank`` when no launcher says)."""
-    found = _first_number(env, LOCAL_RANK_VARS)
+    found = env_number(env, LOCAL_RANK_VARS)
     return rank if found is None else found
 
 

@@ -5,7 +5,8 @@
   (each process on GPU ``device_id + local_rank``).
 - Under ``mpirun -n N`` on the CPU: an mpi4py all-reduce of the gradients.
 
-Gradients are **averaged** over the ranks every step, so parameters stay identical everywhere.
+Each rank limits its CPU threads to its share of the cores (:mod:`xumx.threads`; ``XUMX_THREADS``
+overrides it). Gradients are **averaged** over the ranks every step, so parameters stay identical everywhere.
 If the launcher says N > 1 processes but the communicator cannot start, that is an error
 (:class:`DistributedError`): the published code silently trained N identical single-process copies.
 The launcher's processes and their mpi4py world are :mod:`xumx.mpi`'s (shared with evaluation and
@@ -103,6 +104,8 @@ def make_communicator(context: str = "cpu", device_id: str = "0",
                       env: Mapping[str, str] = os.environ):
     """(communicator, nnabla extension context) for this process; see the module docstring."""
     from .backend import extension_context
+    from ..threads import apply_rank_threads
+    apply_rank_threads(env)
     size = launcher_world_size(env)
     if size <= 1:
         return SingleProcess(), extension_context(context, device_id, "training")

@@ -17,6 +17,34 @@ from ..config import ModelConfig
 from ..params import LSTM_GATES, parameter_spec
 
 
+class LstmDropout:
+    """The dropout between LSTM layers of a training graph: its ``rate`` and the generator its
+    masks come from.
+
+    ``keep(shape)`` draws a boolean mask that keeps each element with probability 1 - rate.
+    :meth:`reseed` restarts the generator from a key (the trainer's is (seed, epoch, rank + 1,
+    :data:`STREAM`), so a resumed epoch draws the masks of the original run). Where nnabla's
+    own functions build the graph, only ``rate`` is used (cuDNN draws its own masks; nnabla's
+    CPU LSTM applies none).
+    """
+    #: The last entry of the trainer's key: the dropout's stream, apart from the data's.
+    STREAM = 1
+
+    def __init__(self, rate: float, key=(0,)):
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), not {rate}")
+        self.rate = float(rate)
+        self.reseed(key)
+
+    def reseed(self, key):
+        """Restart the generator from ``key`` (an int or a sequence of ints)."""
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
+
+    def keep(self, shape) -> np.ndarray:
+        """A boolean mask of ``shape``: True where an element is kept."""
+        return self.rng.random(shape, dtype=np.float32) >= np.float32(self.rate)
+
+
 class OpenUnmixCrossNet:
     """X-UMX: per-source Open-Unmix networks bridged by two averages.
 
@@ -141,16 +169,18 @@ class OpenUnmixCrossNet:
                                                   np.zeros((layers, d, LSTM_GATES, h), np.float32), True))
         return params
 
-    def _lstms(self, inputs, test):
+    def _lstms(self, inputs, test, dropout=None):
         """The LSTM outputs (N, B, D h) of every source; ``inputs``: one (N, B, hidden) Variable
-        shared by all sources (crossing) or one per source. On CPU contexts all sources run in
-        one fused function (:mod:`xumx.training.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
+        shared by all sources (crossing) or one per source; ``dropout``: a :class:`LstmDropout`
+        between layers in training (None: none). On CPU contexts all sources run in one fused
+        function (:mod:`xumx.training.kernels.lstm`), elsewhere in nnabla's ``F.lstm``."""
         from . import kernels
         cfg = self.cfg
         params = [self._lstm_parameters(s, inputs[0].shape[2]) for s in cfg.sources]
         if kernels.enabled():
             from .kernels.lstm import sources_lstm
-            return sources_lstm(inputs, params, cfg.nb_layers, not cfg.unidirectional, training=not test)
+            return sources_lstm(inputs, params, cfg.nb_layers, not cfg.unidirectional,
+                                training=not test, dropout=dropout)
         state = (cfg.nb_layers, cfg.nb_directions, inputs[0].shape[1], cfg.lstm_hidden)
         zero = nn.Variable.from_numpy_array(np.zeros(state, np.float32), need_grad=False)
         out = []
@@ -158,13 +188,14 @@ class OpenUnmixCrossNet:
             x = inputs[0] if len(inputs) == 1 else inputs[k]
             w = dict(zip(("weight_l0", "weight", "bias") if len(p) == 3 else ("weight_l0", "bias"), p))
             y, _, _ = F.lstm(x, zero, zero, num_layers=cfg.nb_layers, bidirectional=not cfg.unidirectional,
-                             training=not test, dropout=0.4 if cfg.nb_layers > 1 else 0.0, **w)
+                             training=not test, dropout=dropout.rate if dropout else 0.0, **w)
             out.append(y)
         return out
 
     # ----------------------------------------------------------------- forward
-    def masks(self, mix_spec, test: bool = True):
-        """Masks from the mixture magnitude.
+    def masks(self, mix_spec, test: bool = True, dropout: "LstmDropout" = None):
+        """Masks from the mixture magnitude; ``dropout`` between the LSTM layers when not
+        ``test`` (None: none).
 
         Shapes: mix_spec Variable (N, B, C, F) with C = cfg.nb_channels, F = cfg.nb_bins
         -> list over ``cfg.sources`` of non-negative masks (N, B, C, F).
@@ -183,7 +214,7 @@ class OpenUnmixCrossNet:
             enc = [self._fc_bn(mix_spec, cfg.hidden_size, f"fc1_{s}", test, "tanh",
                                pre=(vec("input_mean", s, cfg.max_bin), vec("input_scale", s, cfg.max_bin)))
                    for s in cfg.sources]
-            lstm_out = self._lstms([mean(enc)] if cfg.crossing else enc, test)
+            lstm_out = self._lstms([mean(enc)] if cfg.crossing else enc, test, dropout)
             skip = [F.concatenate(e, y, axis=2) for e, y in zip(enc, lstm_out)]
             dec_in = [mean(skip)] * len(skip) if cfg.crossing else skip
             hid = [self._fc_bn(d, cfg.hidden_size, f"fc2_{s}", test, "relu")

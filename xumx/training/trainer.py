@@ -49,14 +49,19 @@ class LossGraph:
     mixture: object      # (B, C, T) audio
     target: object       # (B, S*C, T) audio
     loss: object
+    dropout: object = None   # the LstmDropout of a training graph with dropout, else None
 
     def feed(self, mixture: np.ndarray, target: np.ndarray):
         self.mixture.d, self.target.d = mixture, target
 
 
 def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
-                     trim: int = SDR_EDGE_TRIM) -> LossGraph:
+                     trim: int = SDR_EDGE_TRIM, dropout: float = 0.0) -> LossGraph:
     """The Multi-Domain Loss graph of ``model`` for (batch, length) inputs.
+
+    ``dropout``: the rate between LSTM layers of a training graph (``test`` False); its masks
+    come from the graph's :class:`~xumx.training.model.LstmDropout` (``LossGraph.dropout``,
+    which the trainer reseeds every epoch).
 
     Shapes: mixture (B, C, T), target (B, S*C, T) with sources in ``model.cfg.sources`` order.
     The masks come from the mixture magnitude (:meth:`OpenUnmixCrossNet.masks`); the estimates
@@ -66,20 +71,22 @@ def build_loss_graph(model, batch: int, length: int, mcoef: float, test: bool,
     both losses are the fused functions of :mod:`xumx.training.kernels`.
     """
     import nnabla as nn
+    from .model import LstmDropout
     from .stft import graph_masked_istft, graph_spectrogram
     cfg = model.cfg
+    drop = LstmDropout(dropout) if dropout and not test and cfg.nb_layers > 1 else None
     channels, nb_sources = cfg.nb_channels, len(cfg.sources)
     mixture = nn.Variable((batch, channels, length))
     target = nn.Variable((batch, nb_sources * channels, length))
     mix_spec, real, imag = graph_spectrogram(mixture, cfg.nfft, cfg.nhop)
     target_mag = graph_spectrogram(target, cfg.nfft, cfg.nhop, with_complex=False)
-    masks = model.masks(mix_spec, test=test)
+    masks = model.masks(mix_spec, test=test, dropout=drop)
     estimates = [graph_masked_istft(mask, real, imag, cfg.nfft, cfg.nhop) for mask in masks]
     freq = freq_combination_loss(mix_spec, masks, target_mag)
     timed = time_combination_loss(mixture, estimates, target, trim=trim)
     loss = multi_domain_loss(timed, freq, mcoef)
     loss.persistent = True
-    return LossGraph(cfg, mixture, target, loss)
+    return LossGraph(cfg, mixture, target, loss, drop)
 
 
 def min_window(cfg: ModelConfig, trim: int = SDR_EDGE_TRIM) -> int:
@@ -232,7 +239,9 @@ class Trainer:
             _, params, solver_state, meta = self._resume
             model = OpenUnmixCrossNet(mcfg, rng=np.random.RandomState(cfg.seed))
             model.set_parameters(params)
-        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False)
+        graph = build_loss_graph(model, cfg.batch_size, self.data.nb_samples, cfg.mcoef, test=False,
+                                 dropout=cfg.dropout)
+        self._say_dropout(graph)
         self.model = model
         solver = S.Adam(self.lr)
         trainable = model.get_parameters(grad_only=True)
@@ -251,8 +260,10 @@ class Trainer:
             solver.set_learning_rate(scheduler.lr)
             self._log(f"resuming after epoch {meta['epoch']} (lr {scheduler.lr:g})")
         steps = self.data.iterations(cfg.batch_size, comm.n_procs)
+        from .. import threads
         self._log(f"{comm.n_procs} process(es), {steps} steps of {cfg.batch_size} excerpts per epoch "
-                   f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}")
+                  f"and process, lr {self.lr:g}, weight decay {self.weight_decay:g}"
+                  + (f", {threads.APPLIED} CPU thread(s) each" if threads.APPLIED else ""))
         stopped = False
         for epoch in range(start, cfg.epochs + 1):
             t0 = time.time()
@@ -275,9 +286,23 @@ class Trainer:
         return {"history": history, "stopped": stopped, "best": os.path.join(cfg.output, BEST_NAME),
                 "rank": comm.rank}
 
+    def _say_dropout(self, graph):
+        """One line when the recipe's LSTM dropout cannot apply: nnabla's own CPU LSTM
+        (``XUMX_KERNELS=nnabla``) ignores it."""
+        from . import kernels
+        if graph.dropout is None or kernels.enabled(self.ctx):
+            return
+        if all(b.split(":")[0] == "cpu" for b in self.ctx.backend):
+            self._log(f"note: nnabla's own CPU LSTM ({kernels.ENV}=nnabla) applies no dropout: "
+                      f"this run trains without the dropout {graph.dropout.rate:g} between "
+                      f"LSTM layers (the fast CPU kernels and cuDNN apply it)")
+
     def _train_epoch(self, epoch, graph, solver, params, steps) -> float:
         from ..progress import progress_bar
+        from .model import LstmDropout
         cfg, comm = self.cfg, self.comm
+        if graph.dropout is not None:   # the masks of an epoch are a function of (seed, epoch, rank)
+            graph.dropout.reseed((cfg.seed, epoch, comm.rank + 1, LstmDropout.STREAM))
         total, count = 0.0, 0
         bar = progress_bar(steps, f"epoch {epoch}", comm.rank != 0 or not self.progress, "step",
                            leave=False, lines=False)   # each epoch's own line says it
@@ -332,7 +357,8 @@ class Trainer:
         meta = {"epoch": epoch, "model": json.loads(self.model_cfg.to_json()),
                 "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
                 "history": history, "generators": {"seed": self.cfg.seed, "next_epoch": epoch + 1,
-                                                   "rule": "RandomState(SeedSequence((seed, epoch[, rank+1])))"},
+                                                   "rule": "RandomState(SeedSequence((seed, epoch[, rank+1]))); "
+                                                           "LSTM dropout: PCG64(SeedSequence((seed, epoch, rank+1, 1)))"},
                 "n_procs": self.comm.n_procs}
         write_checkpoint(os.path.join(out, CHECKPOINT_NAME), arrays, solver_arrays(solver), meta)
         write_history(out, history)

@@ -6,8 +6,15 @@ import os
 import numpy as np
 from nnabla.function import PythonFunction
 
-#: Threads of scipy's pocketfft (BLAS has its own pool, sized by OpenBLAS / threadpoolctl).
-FFT_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: CPUs this process may use.
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def fft_workers() -> int:
+    """Threads of scipy's pocketfft: every CPU, or the rank's share under an MPI launcher
+    (:mod:`xumx.threads`; BLAS has its own pool, sized by OpenBLAS / threadpoolctl)."""
+    from ... import threads
+    return threads.APPLIED or CPUS
 
 
 class NumpyFunction(PythonFunction):
@@ -66,3 +73,39 @@ def single_thread_blas(small: bool = True):
 
 
 _CONTROLLER = None
+
+#: Work per time step (multiply-adds of the recurrent product, all cells) from which the cells
+#: of a recurrence run in parallel threads, each with one BLAS thread (:func:`for_cell_groups`).
+PARALLEL_STEP = 1 << 21
+_POOL = None   # (pid, ThreadPoolExecutor) of for_cell_groups
+
+
+def cell_workers() -> int:
+    """Threads for independent recurrences: the process's share of the CPUs (see
+    :func:`fft_workers`)."""
+    return fft_workers()
+
+
+def parallel_cells_worth(cells: int, work_per_cell: int) -> bool:
+    """Whether :func:`for_cell_groups` splits ``cells`` recurrences over threads."""
+    return cells > 1 and cell_workers() > 1 and cells * work_per_cell >= PARALLEL_STEP
+
+
+def for_cell_groups(cells: int, work_per_cell: int, fn):
+    """``fn(slice)`` over groups of the cells ``0..cells-1``: one call with every cell, or, when
+    :func:`parallel_cells_worth`, one group per worker thread, in parallel (numpy's products and
+    elementwise functions release the GIL; the caller limits BLAS to one thread)."""
+    if not parallel_cells_worth(cells, work_per_cell):
+        fn(slice(0, cells))
+        return
+    global _POOL
+    workers = min(cell_workers(), cells)
+    pool = _POOL
+    # a forked child inherits the pool without its threads: it makes its own
+    if pool is None or pool[0] != os.getpid() or pool[1]._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xumx-cells"))
+    bounds = [cells * i // workers for i in range(workers + 1)]
+    futures = [pool[1].submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()

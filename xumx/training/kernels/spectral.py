@@ -12,7 +12,7 @@ Shapes use: batch (B), channels (C), samples (T), frames (N), bins (F = n_fft //
 import numpy as np
 import scipy.fft
 
-from .base import FFT_WORKERS, NumpyFunction, data, put_grad
+from .base import NumpyFunction, data, fft_workers, put_grad
 
 #: Frames windowed and transformed at once (bounds the temporary frame buffers).
 BLOCK = 64
@@ -99,7 +99,7 @@ class Spectrogram(NumpyFunction):
         frames = _frames(padded, self.n_fft, self.n_hop, n)
         for start in range(0, n, BLOCK):
             block = frames[start:start + BLOCK] * self.window
-            yield start, scipy.fft.rfft(block, axis=-1, workers=FFT_WORKERS)
+            yield start, scipy.fft.rfft(block, axis=-1, workers=fft_workers())
 
     def forward_impl(self, inputs, outputs):
         x = data(inputs[0])
@@ -131,7 +131,7 @@ class Spectrogram(NumpyFunction):
                 g.real += grads[1][start:stop]
                 g.imag += grads[2][start:stop]
             g *= scale
-            frames = scipy.fft.irfft(g, n=n_fft, axis=-1, workers=FFT_WORKERS)
+            frames = scipy.fft.irfft(g, n=n_fft, axis=-1, workers=fft_workers())
             frames *= self.window
             _overlap_add(ola, frames, start, hop)
         pad = n_fft // 2
@@ -189,7 +189,7 @@ class MaskedIstft(NumpyFunction):
             np.multiply(re[s], mask[s], out=z.real)
             np.multiply(im[s], mask[s], out=z.imag)
             frames = scipy.fft.irfft(z.reshape(z.shape[0], b * c, f), n=self.n_fft, axis=-1,
-                                     workers=FFT_WORKERS)
+                                     workers=fft_workers())
             frames *= self.window
             _overlap_add(out, frames, start, hop)
         y = out[:, pad:pad + (n - 1) * hop]
@@ -211,7 +211,7 @@ class MaskedIstft(NumpyFunction):
         dim = np.empty(re.shape, np.float32) if propagate_down[2] else None
         for start in range(0, n, BLOCK):
             s = slice(start, start + BLOCK)
-            dz = scipy.fft.rfft(frames[s] * self.window, axis=-1, workers=FFT_WORKERS)
+            dz = scipy.fft.rfft(frames[s] * self.window, axis=-1, workers=fft_workers())
             dz *= self.weights
             dz = dz.reshape(re[s].shape)
             if dmask is not None:
