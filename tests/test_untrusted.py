@@ -863,3 +863,46 @@ def test_a_file_saved_by_nnabla_itself_loads(tmp_path):
     assert set(got) == set(arrays)
     for name in arrays:
         np.testing.assert_array_equal(got[name], arrays[name])
+
+
+class _Answering:
+    """An h5py low-level object whose named methods answer otherwise (as a file written by
+    another HDF5 writer would make them answer); everything else is the real object's."""
+
+    def __init__(self, real, **answers):
+        self._real, self._answers = real, answers
+
+    def __getattr__(self, name):
+        return self._answers[name] if name in self._answers else getattr(self._real, name)
+
+
+def test_a_user_defined_link_is_refused_by_name(tmp_path):
+    """A link of a user-defined class (HDF5 link type 65: h5py cannot make one, other writers
+    can) is refused like soft and external links, naming it; a hard link passes."""
+    from types import SimpleNamespace
+    from xumx.h5safe import H5File
+    path = str(tmp_path / "w.h5")
+    write_h5(path, {"a": np.ones(3, np.float32)})
+    with H5File(path) as h5:
+        group = h5._file
+        assert h5._check_link(group, b"a", "a") is None   # the real answer: a hard link
+        links = _Answering(group.id.links, get_info=lambda key: SimpleNamespace(type=65))
+        with pytest.raises(WeightsError, match=r"'a' is a user-defined link \(type 65\): a "
+                                               r"parameter file may contain no links"):
+            h5._check_link(SimpleNamespace(id=SimpleNamespace(links=links)), b"a", "a")
+
+
+def test_an_unknown_storage_layout_is_refused_by_name(tmp_path):
+    """A dataset whose storage layout is none of compact, contiguous, chunked (nor virtual,
+    refused on its own) - a newer HDF5's layout - is refused before its values are read."""
+    from types import SimpleNamespace
+    from xumx.h5safe import H5File
+    path = str(tmp_path / "w.h5")
+    write_h5(path, {"a": np.ones(3, np.float32)})
+    with H5File(path) as h5:
+        ds = h5._file["a"]
+        h5._check_dataset(ds, "a")   # the real answer passes
+        plist = ds.id.get_create_plist()
+        odd = _Answering(ds.id, get_create_plist=lambda: _Answering(plist, get_layout=lambda: 4))
+        with pytest.raises(WeightsError, match=r"dataset 'a' has an unknown storage layout \(4\)"):
+            h5._check_dataset(SimpleNamespace(id=odd, dtype=ds.dtype), "a")

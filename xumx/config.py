@@ -216,7 +216,7 @@ class ChunkConfig:
     ``batch_frames`` (the cap on the network's frames in flight; one chunk always)."""
     chunk_dur: float = CHUNK_DUR.field(30.0)
     overlap: float = OVERLAP.field(1.0)
-    batch_frames: int = BATCH_FRAMES.field(2600)
+    batch_frames: int = BATCH_FRAMES.field(0)
 
     def __post_init__(self):
         problems = []

@@ -70,8 +70,9 @@ CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cro
                  "separation", metavar="SECONDS")
 BATCH_FRAMES = Flag(("--batch-frames",), "STFT frames the network runs at once: consecutive "
                     "chunks of equal length go through it together up to this many frames "
-                    "(the default holds two 30 s chunks at 44.1 kHz; 0: one chunk at a time); "
-                    "the stems are the same, the memory grows with it", "separation",
+                    "(0, the default: one chunk at a time; 2600 holds two 30 s chunks at 44.1 kHz); "
+                    "the stems are the same, the memory grows with it (docs/onnx-engine.md: no "
+                    "faster on 2 cores)", "separation",
                     metavar="FRAMES")
 OVERLAP = Flag(("--overlap",), "seconds shared by neighbouring chunks, cross-faded "
                "(raised cosine)", "separation", metavar="SECONDS")
