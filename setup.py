@@ -12,7 +12,7 @@ PYTHON_REQUIRES = ">=3.8"  # no upper bound: separation runs wherever numpy does
 # The runtime dependencies: exactly what xumx/ imports (tests/test_packaging.py checks);
 # environment-*.yml (Python 3.10) list what applies there. nnabla (training, the NNabla graph,
 # its GPU contexts) has wheels for CPython 3.8-3.10 only: required there and nowhere else.
-# Audio is decoded by streaming the ffmpeg program (xumx/audio.py), so no audio library beyond
+# Audio is decoded by streaming the ffmpeg program (xumx/decode.py), so no audio library beyond
 # soundfile. The ONNX model is written by xumx itself (xumx/onnxproto.py), so the onnx package
 # (and the protobuf and ml_dtypes it pins) is a test dependency only: the tests check the bytes
 # against onnx.helper's. Why these ranges: docs/install.md.
@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
     "museval>=0.4",
     "soundfile>=0.10",
     "tqdm>=4",
-    "pyyaml>=5",          # training recipes (xumx/config.py)
+    "pyyaml>=5",          # training recipes (xumx/recipes.py)
     "matplotlib>=3.3",
     "threadpoolctl>=3",
 ]
