@@ -218,6 +218,8 @@ def evaluate(cfg: EvalConfig, chunking: ChunkConfig = ChunkConfig(), load: LoadC
     pending = comm.on_rank0(first_look)   # one look, so that the ranks share the same list
     by_name = {t.name: t for t in tracks}
     mine = [by_name[name] for name in comm.share(pending)]
+    if cfg.cores > 1 and len(mine) > 1:
+        separator = None   # each worker builds its own: not held beside them
     if mine:
         _score_tracks(cfg, separator, mine, targets, methods, (model, load, separation, chunking),
                       not progress or comm.rank != 0,
