@@ -23,7 +23,7 @@ from .modelfiles import ModelFiles
 
 #: Changes whenever :mod:`xumx.onnxnet` writes a different graph: cached models of other
 #: versions are not used.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 #: Cached models kept (the least recently used beyond this are removed).
 CACHE_ENTRIES = 4
 PREFIX, SUFFIX = "xumx-", ".onnx"
@@ -89,7 +89,7 @@ def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int
 
     def build() -> bytes:
         from .onnxnet import file_model
-        return file_model(model)[1]
+        return file_model(model, serving=True)[1]
 
     built = build() if key is None else cached_model(key, build)
     if isinstance(built, bytes):
