@@ -11,7 +11,7 @@ import soundfile as sf
 
 from conftest import sine_mix, tiny_config, write_umx_folder
 from seeded import random_arrays
-from xumx import Separator, pretrained
+from xumx import Separator, dsp, pretrained
 from xumx.chunking import chunk_bounds, chunk_weights
 from xumx.errors import ConfigError, InputError
 from xumx.modelfiles import BEST_NAME, ModelFiles
@@ -86,17 +86,34 @@ def test_bounded_memory_path_equals_the_whole_array_steps(tiny_model, monkeypatc
     ints = np.round(np.clip(sine_mix(rate * 9 + 123, rate, seed=5), -1, 0.999) * 32767
                     ).astype(np.int16)
     sep = Separator.load(tiny_model, chunk_dur=2.0, overlap=0.5)
-    spectra = []
+    spectra, whole = [], []   # the whole STFTs (for the network)
     spectrogram = sep.spectrogram
-    monkeypatch.setattr(sep, "spectrogram", lambda a: spectra.append(spectrogram(a)) or spectra[-1])
+
+    def made_whole(a):
+        whole.append(True)
+        spectra.append(spectrogram(a))
+        whole.pop()
+        return spectra[-1]
+    monkeypatch.setattr(sep, "spectrogram", made_whole)
+    frames = {}   # the filter's STFT frames, made block by block: {StftFrames: [(a, block)]}
+    getitem = dsp.StftFrames.__getitem__
+
+    def record(self, frame_slice):
+        block = getitem(self, frame_slice)
+        if not whole:
+            frames.setdefault(self, []).append((frame_slice.start, block))
+        return block
+    monkeypatch.setattr(dsp.StftFrames, "__getitem__", record)
     got = sep.separate(ints, rate=rate)
-    # each chunk's STFT is made twice (for the network, then for the filter), with the same
-    # numbers: the network changed nothing (batched chunks make theirs first, in a row)
-    import collections
-    import hashlib
-    made = collections.Counter(hashlib.sha256(s.tobytes()).hexdigest() for s in spectra)
-    assert len(spectra) == 2 * sep.nb_chunks(ints.shape[0], rate) >= 10
-    assert sorted(made.values()) == [2] * sep.nb_chunks(ints.shape[0], rate)
+    # each chunk's STFT is made whole once (for the network), then block by block for the
+    # filter, with the same numbers (the network changed nothing), every frame of it
+    assert len(spectra) == len(frames) == sep.nb_chunks(ints.shape[0], rate) >= 5
+    for spec, blocks in zip(spectra, frames.values()):
+        seen = set()
+        for a, block in blocks:
+            assert np.array_equal(block, spec[:, a:a + len(block)].transpose(1, 0, 2))
+            seen.update(range(a, a + len(block)))
+        assert seen == set(range(spec.shape[1]))
 
     def whole(x, a, b, length):
         r = StreamResampler(a, b)

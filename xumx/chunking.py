@@ -118,6 +118,7 @@ def separate_batches(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
             piece = blend(est, end, more)
             del est   # the separator's own buffers go before the piece is used
             yield piece
+            del piece   # used: not held while the next chunk is separated
             if progress is not None:
                 progress(1)
         pending.clear()

@@ -28,20 +28,46 @@ def nb_frames(nb_timesteps: int, n_hop: int) -> int:
 
 def stft_frames(audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128) -> np.ndarray:
     """:func:`stft` in frame-major layout. Shapes: audio (C, T) -> (C, N, F) complex."""
-    audio = np.asarray(audio)
-    if audio.ndim != 2:
-        raise ValueError(f"stft expects (nb_channels, nb_timesteps), got shape {audio.shape}")
-    real = np.float32 if dtype == np.complex64 else np.float64
-    pad = n_fft // 2
-    n = nb_frames(audio.shape[1], n_hop)
-    padded = np.pad(audio.astype(real, copy=False), ((0, 0), (pad, pad)), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::n_hop][:, :n]
-    window = hann(n_fft, real)
-    out = np.empty((audio.shape[0], n, n_fft // 2 + 1), dtype)
+    frames = StftFrames(audio, n_fft, n_hop, dtype, workers=-1)
+    n, channels, bins = frames.shape
+    out = np.empty((channels, n, bins), dtype)
     for start in range(0, n, STFT_BLOCK):  # windowed frames made a block at a time
-        block = frames[:, start:start + STFT_BLOCK] * window
-        out[:, start:start + STFT_BLOCK] = scipy.fft.rfft(block, axis=-1, workers=-1)
+        out[:, start:start + STFT_BLOCK] = frames[start:start + STFT_BLOCK].transpose(1, 0, 2)
     return out
+
+
+class StftFrames:
+    """The frames of :func:`stft_frames`, made when asked for: ``frames[a:b]`` is the STFT of
+    frames a to b, frames first, (b - a, C, F) complex, the same numbers as
+    ``stft_frames(audio, ...)[:, a:b].transpose(1, 0, 2)``; ``shape`` is (N, C, F). Holds the
+    padded signal only (a quarter of the spectrogram's size at complex64), so that a pass over
+    blocks of frames needs no whole spectrogram. Shapes: audio (C, T). ``workers``: scipy.fft's
+    threads per call (-1: every core)."""
+
+    def __init__(self, audio: np.ndarray, n_fft: int, n_hop: int, dtype=np.complex128,
+                 workers: int = 1):
+        audio = np.asarray(audio)
+        if audio.ndim != 2:
+            raise ValueError(f"stft expects (nb_channels, nb_timesteps), got shape {audio.shape}")
+        real = np.float32 if dtype == np.complex64 else np.float64
+        pad = n_fft // 2
+        self.n_hop, self.dtype, self.workers = n_hop, dtype, workers
+        self.padded = np.pad(audio.astype(real, copy=False), ((0, 0), (pad, pad)), mode="reflect")
+        self.window = hann(n_fft, real)
+        self.shape = (nb_frames(audio.shape[1], n_hop), audio.shape[0], n_fft // 2 + 1)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        a, b, step = frames.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("StftFrames takes a slice of consecutive frames")
+        n_fft = self.window.shape[0]
+        seg = self.padded[:, a * self.n_hop:max(b - 1, a) * self.n_hop + n_fft]
+        wins = np.lib.stride_tricks.sliding_window_view(seg, n_fft, axis=1)[:, ::self.n_hop]
+        out = scipy.fft.rfft(wins[:, :max(b - a, 0)] * self.window, axis=-1, workers=self.workers)
+        return out.astype(self.dtype, copy=False).transpose(1, 0, 2)
 
 
 class OverlapAdd:

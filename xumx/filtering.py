@@ -31,20 +31,24 @@ STEREO = 2  # channels for which the closed-form 2x2 inverse is used
 def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool = False,
                   alpha: float = 1.0, residual: bool = False, block: int = BLOCK_FRAMES,
                   post: Optional[Callable[[np.ndarray], object]] = None,
-                  dtype=np.complex128) -> Iterator[Tuple[int, int, object]]:
+                  dtype=np.complex128, peak: Optional[float] = None
+                  ) -> Iterator[Tuple[int, int, object]]:
     """The Wiener filter on source-major arrays, block by block, in frame order.
 
     Shapes: v (S, N, {1, C}, F), x (N, C, F) complex -> yields (start, stop, y) with
     y (S [+ 1], stop - start, C, F) of ``dtype`` (complex), the estimates of frames
     start:stop, or ``post(y)`` (computed on the worker threads with the estimates).
+    ``x`` may be any object with ``shape`` whose slices ``x[a:b]`` of frames are arrays (e.g.
+    :class:`xumx.dsp.StftFrames`, which makes them when asked); ``peak``: the largest |x|
+    when the caller knows it, else a pass over x finds it.
 
     norbert's initial estimates are y_j = a_j u with real a_j and a complex u shared by the
     sources (a_j = v_j, u = the mixture's phase; with softmask a_j = v_j / sum v, u = x), so
     the first iteration's statistics (sum_n y y^H, |y|^2) are formed from a_j a_j' and u u^H
     without making the complex y_j.
     """
-    if v.ndim != 4 or x.ndim != 3 or v.shape[1] != x.shape[0] or v.shape[3] != x.shape[2] \
-            or v.shape[2] not in (1, x.shape[1]):
+    if v.ndim != 4 or len(x.shape) != 3 or v.shape[1] != x.shape[0] \
+            or v.shape[3] != x.shape[2] or v.shape[2] not in (1, x.shape[1]):
         raise ValueError(f"wiener: v must be (S, N, {{1, C}}, F) and x (N, C, F), "
                          f"got {v.shape} and {x.shape}")
     n = x.shape[0]
@@ -58,10 +62,10 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
         vb = np.ascontiguousarray(v[:, a:b])
         return vb ** alpha if softmask else vb
 
-    def model(a, b):
-        """Source model of frames a:b: (S [+ 1], b - a, C or 1, F)."""
+    def model(a, b, xb):
+        """Source model of frames a:b (xb: their mixture): (S [+ 1], b - a, C or 1, F)."""
         vb = source_model(a, b)
-        return _residual(vb, x[a:b], power, gain) if residual else vb
+        return _residual(vb, xb, power, gain) if residual else vb
 
     gain = None
     if residual:  # norbert.residual_model's gain: sums over all frames
@@ -78,8 +82,9 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
         """norbert's initial estimates of frames a:b divided by ``scale`` as y = f u:
         (f (S', n, {1, C}, F) float64, u (n, C, F) complex128, or with a mixture phase and
         not ``phase`` the number |u|, which is all the E-step needs), and the mixture / scale."""
-        vb = model(a, b).astype(np.float64)
-        xb = x[a:b].astype(np.complex128)
+        xb = x[a:b]
+        vb = model(a, b, xb).astype(np.float64)
+        xb = xb.astype(np.complex128)
         if scale != 1:
             xb /= scale
         if softmask:
@@ -97,9 +102,9 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
             yield a, b, post((f * u[None]).astype(dtype, copy=False))
         return
 
-    scale = 1.0
-    for a, b in blocks:
-        scale = max(scale, float(np.abs(x[a:b]).max(initial=0.0)) / 10.0)
+    if peak is None:
+        peak = max(float(np.abs(x[a:b]).max(initial=0.0)) for a, b in blocks)
+    scale = max(1.0, peak / 10.0)
 
     covs = []  # R^(k), each (S, C, C, F)
 

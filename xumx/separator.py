@@ -348,21 +348,34 @@ class Separator:
         groups: Dict[int, List[int]] = {}
         for i, audio in enumerate(chunks):
             groups.setdefault(audio.shape[0], []).append(i)
-        ready: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}   # the network's input, masks
+        ready: Dict[int, List] = {}   # [source magnitudes, the mixture's largest magnitude]
         for i, audio in enumerate(chunks):
             if i not in ready:
                 members = groups[audio.shape[0]]
-                # the STFTs are not held through the network (its peak): _filter makes the
-                # mixture's again, the same numbers (docs/onnx-engine.md "Memory")
-                mags = np.stack([self.model_input(self.spectrogram(self._model_channels(chunks[j])))
-                                 for j in members], axis=1)   # (N, B, C_model, F)
+                # the STFTs are not held through the network (its peak): the Wiener filter
+                # makes the mixture's frames again as it needs them, the same numbers
+                # (docs/onnx-engine.md "Memory")
+                inputs = [self._input_and_peak(chunks[j]) for j in members]
+                peaks = [peak for _, peak in inputs]
+                mags = np.stack([mag for mag, _ in inputs], axis=1)   # (N, B, C_model, F)
+                del inputs[:]
                 heap.trim()   # what the STFTs and the last chunk's tail freed, before the network
-                masks = self.batch_masks(mags)   # (S, N, B, C_model, F)
+                v = self.batch_masks(mags)   # (S, N, B, C_model, F)
                 heap.trim()   # the network's intermediates (from onnxruntime's threads too)
+                v *= mags[None]   # the source magnitudes, in place
                 for k, j in enumerate(members):
-                    ready[j] = mags[:, k], masks[:, :, k]
-                del mags, masks
-            yield self._filter(audio, *ready.pop(i))
+                    ready[j] = [v[:, :, k], peaks[k]]
+                del mags, v
+            yield self._filter(audio, ready.pop(i))
+
+    def _input_and_peak(self, audio: np.ndarray) -> Tuple[np.ndarray, float]:
+        """The network's input of a chunk and the largest magnitude of the mixture's STFT (the
+        Wiener filter's scale). Shapes: audio (t, C) -> ((N, C_model, F), number)."""
+        spec = self.spectrogram(self._model_channels(audio))
+        mag = self.model_input(spec)
+        if mag.shape[1] == spec.shape[0]:   # the magnitudes themselves
+            return mag, float(mag.max(initial=0.0))
+        return mag, float(np.abs(spec).max(initial=0.0))
 
     def _model_channels(self, audio: np.ndarray) -> np.ndarray:
         """Mono audio for a stereo model: both channels the same. Shapes: (t, C) -> (t, C')."""
@@ -370,20 +383,21 @@ class Separator:
             return np.repeat(audio, 2, axis=1)
         return audio
 
-    def _filter(self, audio: np.ndarray, mag: np.ndarray, v: np.ndarray) -> Dict[str, np.ndarray]:
-        """One chunk's stems from its masks. Shapes: audio (t, C) float32 at the model's rate,
-        mag (N, C_model, F) the network's input, v (S, N, C_model, F) the masks (multiplied by
-        ``mag`` in place) -> {stem: (t, C) float32}."""
+    def _filter(self, audio: np.ndarray, parts: List) -> Dict[str, np.ndarray]:
+        """One chunk's stems from its source magnitudes. Shapes: audio (t, C) float32 at the
+        model's rate; ``parts``: [v (S, N, C_model, F), the masks times the network's input;
+        the largest magnitude of the mixture's STFT], emptied here, so that v is freed
+        before the stems are made -> {stem: (t, C) float32}."""
         channels = audio.shape[1]
         audio = self._model_channels(audio)
-        v *= mag[None]  # (S, N, C_model, F) source magnitudes, in place
-        del mag
-        # the mixture STFT again, the same numbers: not held while the network runs (the
-        # chunk's peak, docs/onnx-engine.md "Memory"), for the cost of one more STFT
-        spec = self.spectrogram(audio)  # (C, N, F)
+        v, peak = parts
+        del parts[:]
+        # the mixture's STFT frames, made block by block as the filter needs them: the whole
+        # spectrogram is not held (docs/onnx-engine.md "Memory")
+        x = dsp.StftFrames(audio.T, self.cfg.nfft, self.cfg.nhop, np.complex64)
         sep = self.separation
         plan = self._plan
-        c, n = spec.shape[:2]
+        n, c = x.shape[:2]
         # every stem's channels in one overlap-add: (W C, samples)
         ola = dsp.OverlapAdd(len(plan) * c, self.cfg.nfft, self.cfg.nhop, n, audio.shape[0],
                              np.float32)
@@ -397,11 +411,10 @@ class Separator:
         # one source alone would be the whole mixture: it is filtered against the residual,
         # as the published code does (docs/fixes.md), which is returned only if asked for
         residual = sep.residual_model or len(self.cfg.sources) == 1
-        for start, _, segment in wiener_blocks(v, spec.transpose(1, 0, 2), sep.niter,
-                                               sep.softmask, sep.alpha, residual,
-                                               post=synthesis, dtype=np.complex64):
+        for start, _, segment in wiener_blocks(v, x, sep.niter, sep.softmask, sep.alpha, residual,
+                                               post=synthesis, dtype=np.complex64, peak=peak):
             ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
-        del v, spec
+        del v, x
         heap.trim()   # the filter's blocks, freed on its threads, before the cross-fade
         out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
         return {name: out[:, k * c:k * c + channels] for k, (name, _) in enumerate(plan)}
