@@ -61,11 +61,12 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
         stamp = None  # let the loader report the missing file
     from .separator import needed_sources
     needed = needed_sources(separation) if umx else None
-    key = (path, stamp, bool(umx), needed, str(device))
+    key = (path, stamp, bool(umx), needed, str(device), separation.precision)
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:
-            sep = Separator.load(path, device, umx=umx, targets=needed)
+            sep = Separator.load(path, device, umx=umx, targets=needed,
+                                 precision=separation.precision)
             for k in [k for k in _CACHE if k[0] == path]:
                 del _CACHE[k]   # the file changed: drop what was loaded from it before
             _CACHE[key] = sep

@@ -27,9 +27,10 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import PRECISIONS, ModelConfig
 from .threads import physical_cores, rank_threads
 from .errors import ConfigError, EngineError
+from .onnxnet import PRECISION_KEY
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -232,6 +233,9 @@ class OnnxNet:
         model: the serialised ONNX model of :mod:`xumx.onnxnet` (bytes) or its path.
         device: where to run it.
         threads: onnxruntime's intra-op threads (None: :func:`default_threads`).
+
+    Attributes: ``cfg`` (the model's :class:`~xumx.config.ModelConfig`) and ``precision`` (its
+    graph's, from the model's metadata: :data:`xumx.flags.PRECISIONS`).
     """
 
     def __init__(self, model: Union[bytes, str], device: Device = Device(),
@@ -242,14 +246,16 @@ class OnnxNet:
         if "xumx.config" not in meta:
             raise ValueError("not an xumx ONNX model (no 'xumx.config' metadata)")
         self.cfg = ModelConfig.from_dict(json.loads(meta["xumx.config"]))
+        self.precision = meta.get(PRECISION_KEY, PRECISIONS[0])
         self._input = self.session.get_inputs()[0].name
         self._run_options = run_options(device)
 
     @classmethod
     def from_arrays(cls, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                    device: Device = Device(), threads: Optional[int] = None) -> "OnnxNet":
+                    device: Device = Device(), threads: Optional[int] = None,
+                    precision: str = PRECISIONS[0]) -> "OnnxNet":
         from .onnxnet import model_bytes
-        return cls(model_bytes(cfg, arrays), device, threads)
+        return cls(model_bytes(cfg, arrays, precision), device, threads)
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Shapes: mag (N, C, F) -> masks (S, N, C, F) float32, non-negative."""

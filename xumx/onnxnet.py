@@ -19,6 +19,17 @@ output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative
 configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
 ``xumx.sources``.
 
+Reduced precision (opt-in, ``precision="int8"``; the float32 graph is not changed by it): each
+LSTM layer becomes onnxruntime's ``com.microsoft`` ``DynamicQuantizeLSTM`` (the dense layers
+stay float32: quantising fc2/fc3 with DynamicQuantizeMatMul saved no time that was measurable
+over the LSTMs' and cost 25 dB of mask SER; fc1's input, the raw magnitude, has a dynamic range
+one uint8 scale per run would crush). The LSTMs' W and R are quantised here, in numpy
+(:func:`quantize_symmetric`): symmetric, per output channel (one scale per gate unit of each
+direction), zero point 0, levels -:data:`INT8_LEVEL`..:data:`INT8_LEVEL`. onnxruntime quantises
+the activations itself (uint8, per tensor, the inputs per run and the hidden state at every
+step) and accumulates in int32. The metadata property ``xumx.precision`` says "int8" (absent:
+float32). SER and speed: docs/onnx-engine.md, "Reduced precision".
+
 The bytes are written by :mod:`xumx.onnxproto` (the protobuf wire format of the few ONNX
 messages used), so neither building nor running the model needs the ``onnx`` package (nor
 protobuf or ml_dtypes): numpy builds it, onnxruntime runs it.
@@ -29,7 +40,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from . import onnxproto
-from .config import ModelConfig
+from .config import PRECISIONS, ModelConfig
 from .params import gate_permutation
 
 #: ONNX operator set of the graph: every operator used (MatMul, Gemm, Add, Tanh, Relu, LSTM,
@@ -46,6 +57,14 @@ OUTPUT = "masks"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 #: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.params`)
 ONNX_GATE_ORDER = gate_permutation("iofc")
+#: onnxruntime's contrib operators (DynamicQuantizeLSTM, DynamicQuantizeMatMul) and their set
+MS_DOMAIN, MS_OPSET = "com.microsoft", 1
+#: Largest int8 level of a quantised weight. 7 bits, not 127: onnxruntime's u8 x s8 kernels on
+#: x86 CPUs without VNNI (AVX2: vpmaddubsw) add two products in int16, which saturates for
+#: 255 x 127 x 2; at 63 it cannot (what onnxruntime's own quantiser calls reduce_range).
+INT8_LEVEL = 63
+#: The metadata property of a graph's precision (absent: float32, the graphs written before)
+PRECISION_KEY = "xumx.precision"
 
 
 def _affine_bn(arrays, name: str, scale_in=None, shift_in=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -106,6 +125,21 @@ def folded_layers(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> Dict[str, 
     return out
 
 
+def quantize_symmetric(w: np.ndarray, axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantisation of ``w`` with one scale per index of every axis except
+    ``axis`` (the axis a product sums over: per output channel).
+
+    Shapes: w (..., K, ...) float -> (q int8 like w, scale float32 like w without ``axis``);
+    ``w`` is about ``q * scale`` (scale expanded at ``axis``), each error at most scale / 2,
+    scale = max |w| over ``axis`` / :data:`INT8_LEVEL` (1 for an all-zero channel).
+    """
+    w = np.asarray(w, np.float32)
+    peak = np.max(np.abs(w), axis=axis, keepdims=True)
+    scale = np.where(peak > 0, peak / INT8_LEVEL, 1).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -INT8_LEVEL, INT8_LEVEL).astype(np.int8)
+    return q, np.squeeze(scale, axis=axis)
+
+
 class _Graph:
     """The graph being written: nodes with generated output names, and initializers, as
     :mod:`xumx.onnxproto` messages. ``tests/onnx_oracle.py`` has the same four methods with
@@ -113,6 +147,7 @@ class _Graph:
 
     def __init__(self):
         self.nodes, self.inits, self._n = [], {}, 0
+        self.domains = {}   # operator sets used beyond ONNX's own: {domain: version}
 
     def const(self, name: str, value) -> str:
         """An initializer (made once per name: later calls reuse it). The message refers to
@@ -124,11 +159,17 @@ class _Graph:
     def ints(self, name: str, values) -> str:
         return self.const(name, np.asarray(values, np.int64))
 
-    def op(self, op_type: str, *inputs, outputs: int = 1, name: str = None, **attrs):
+    def op(self, op_type: str, *inputs, outputs: int = 1, name: str = None,
+           domain: str = None, **attrs):
+        """A node (``domain``: its operator set, None for ONNX's own; "" for an input left
+        out); its output name(s)."""
         self._n += 1
         base = name or f"{op_type.lower()}_{self._n}"
         outs = [base] if outputs == 1 else [f"{base}:{k}" for k in range(outputs)]
-        self.nodes.append(onnxproto.node(op_type, list(inputs), outs, name=base, **attrs))
+        if domain is not None:
+            self.domains[domain] = MS_OPSET
+        self.nodes.append(onnxproto.node(op_type, list(inputs), outs, name=base, domain=domain,
+                                         **attrs))
         return outs[0] if outputs == 1 else outs
 
     def model(self, inputs, outputs, doc_string: str,
@@ -140,23 +181,44 @@ class _Graph:
             self.nodes, GRAPH_NAME, [onnxproto.tensor_value_info(n, f32, s) for n, s in inputs],
             [onnxproto.tensor_value_info(n, f32, s) for n, s in outputs],
             initializers=list(self.inits.values()))
-        return onnxproto.model(graph, IR_VERSION, [onnxproto.opset("", OPSET)],
+        opsets = [onnxproto.opset("", OPSET)] + [onnxproto.opset(d, v)
+                                                 for d, v in self.domains.items()]
+        return onnxproto.model(graph, IR_VERSION, opsets,
                                producer_name=PRODUCER, doc_string=doc_string, metadata=metadata)
 
 
-def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> onnxproto.Message:
+def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                precision: str = PRECISIONS[0]) -> onnxproto.Message:
     """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``, not yet
     serialised (:meth:`xumx.onnxproto.Message.tobytes` does; :func:`model_bytes` is both).
 
     See the module docstring for the inputs, outputs and what is folded.
     """
-    return graph_model(cfg, folded_layers(cfg, arrays))
+    return graph_model(cfg, folded_layers(cfg, arrays), precision=precision)
 
 
-def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None):
+def _int8_lstm(g, x, name: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, **attrs) -> str:
+    """One LSTM layer (:func:`folded_layers`' W (D, 4h, in), R (D, 4h, h), B of it) as
+    DynamicQuantizeLSTM, whose W and R are transposed, (D, in, 4h) and (D, h, 4h), and
+    quantised per gate unit. Shapes: x (N, B, in) -> (N, D, B, h)."""
+    wq, ws = quantize_symmetric(w.transpose(0, 2, 1), axis=1)   # (D, in, 4h), (D, 4h)
+    rq, rs = quantize_symmetric(r.transpose(0, 2, 1), axis=1)
+    zero = g.const(f"lstm_zero_{ws.shape[1]}", np.zeros(ws.shape, np.int8))
+    return g.op("DynamicQuantizeLSTM", x, g.const(f"{name}_W_int8", wq),
+                g.const(f"{name}_R_int8", rq), g.const(f"{name}_B", b), "", "", "", "",
+                g.const(f"{name}_W_scale", ws), zero, g.const(f"{name}_R_scale", rs), zero,
+                name=name, domain=MS_DOMAIN, **attrs)
+
+
+def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
+                precision: str = PRECISIONS[0]):
     """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (the model
     refers to each array's buffer; nothing is copied until it is serialised). ``graph``: the
-    writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``)."""
+    writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``).
+    ``precision``: one of :data:`PRECISIONS` (module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    int8 = precision == "int8"
     g = graph if graph is not None else _Graph()
     ns, c, bins, hid = len(cfg.sources), cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     h, d = cfg.lstm_hidden, cfg.nb_directions
@@ -181,10 +243,16 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None):
     for j, s in enumerate(cfg.sources):
         y = shared if cfg.crossing else enc_s[j]
         for layer in range(cfg.nb_layers):
-            y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
-                     g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
-                     g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
-                     hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")  # (N, D, B, h)
+            if int8:
+                y = _int8_lstm(g, y, f"lstm_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}"),
+                               layers.pop(f"lstm_R_{s}_{layer}"),
+                               layers.pop(f"lstm_B_{s}_{layer}"), direction=direction,
+                               hidden_size=h)                                 # (N, D, B, h)
+            else:
+                y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
+                         g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
+                         g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
+                         hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")
             y = g.op("Transpose", y, perm=[0, 2, 1, 3])                       # (N, B, D, h)
             y = g.op("Reshape", y, g.ints("merge_directions", [0, 0, d * h]))  # (N, B, D h)
         lstm_out.append(y)
@@ -220,30 +288,33 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None):
     doc = ("X-UMX (CrossNet-Open-Unmix) masks from a mixture magnitude spectrogram: "
            f"input {INPUT} (frames, batch, channels, bins), output {OUTPUT} "
            "(sources, frames, batch, channels, bins)")
+    metadata = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
+    if int8:
+        metadata[PRECISION_KEY] = precision
     return g.model([(INPUT, ("frames", "batch", c, bins))],
-                   [(OUTPUT, (ns, "frames", "batch", c, bins))], doc,
-                   {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))})
+                   [(OUTPUT, (ns, "frames", "batch", c, bins))], doc, metadata)
 
 
-def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> bytes:
+def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                precision: str = PRECISIONS[0]) -> bytes:
     """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
-    return build_model(cfg, arrays).tobytes()
+    return build_model(cfg, arrays, precision).tobytes()
 
 
-def file_model(model) -> Tuple[ModelConfig, bytes]:
+def file_model(model, precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
     """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`).
     The parameter arrays are released once folded, so memory holds at most the folded arrays
     and the model's bytes (two copies of the weights)."""
     cfg, arrays = model.read()
     layers = folded_layers(cfg, arrays)
     del arrays
-    return cfg, graph_model(cfg, layers).tobytes()
+    return cfg, graph_model(cfg, layers, precision=precision).tobytes()
 
 
-def export(model, out: str) -> ModelConfig:
+def export(model, out: str, precision: str = PRECISIONS[0]) -> ModelConfig:
     """Write the network of ``model`` (a :class:`xumx.modelfiles.ModelFiles`) to the ONNX file
-    ``out``, atomically; its config."""
+    ``out``, atomically, in ``precision``; its config."""
     from .files import write_bytes
-    cfg, data = file_model(model)
+    cfg, data = file_model(model, precision)
     write_bytes(out, data)
     return cfg
