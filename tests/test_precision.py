@@ -166,3 +166,18 @@ def test_export_int8(tmp_path, tiny_model, rng):
     assert net.precision == "int8"
     mag = np.abs(rng.standard_normal((20, net.cfg.nb_channels, net.cfg.nb_bins))).astype(np.float32)
     assert ser(Separator.load(tiny_model).masks(mag), net.masks(mag)) >= MIN_MASK_SER
+
+
+def test_function_api_keys_the_precision(tmp_path, monkeypatch, tiny_model):
+    """xumx.api caches a Separator per model and settings: an int8 call after a float32 one
+    gets the int8 network, not the cached float32 one."""
+    from xumx import api
+    monkeypatch.setenv("XUMX_CACHE", str(tmp_path / "cache"))
+    audio = sine_mix(8000, 8000)
+    d = dict(model=tiny_model, targets=["vocals", "bass"])
+    f32 = api.separate_args_dict(audio, d)
+    int8 = api.separate_args_dict(audio, dict(d, precision="int8"))
+    assert api.get_separator(tiny_model, SeparationConfig(precision="int8")).net.precision == "int8"
+    assert api.get_separator(tiny_model).net.precision == "float32"
+    for name in ("vocals", "bass"):
+        assert MIN_MASK_SER <= ser(f32[name], int8[name]) < 120   # measured 65-66 dB
