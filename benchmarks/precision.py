@@ -7,6 +7,9 @@ Not a test: it prints numbers. In one process, both Separators are loaded with
 * network time per 30 s chunk: the masks of one 30 s chunk's magnitude (1292 frames, batch 1),
   the two precisions alternating, ``--runs`` times each (default 5) after one untimed run;
   each run, the medians, min-max and the ratio, and the load average before and after;
+* each LSTM layer of the first source alone, int8 against float32: the SER of its output on
+  an input like the network's (random weights' masks depend little on the LSTMs, so this is
+  the figure to expect more of on trained weights);
 * per generated song (``xumx.synth.song_stems``: bass, drums, vocals, other; 44.1 kHz stereo;
   ``--songs`` songs of ``--seconds`` s, seeds 0, 1, ...), each precision's stems through the
   whole separation path (chunks, Wiener filter): the signal-to-error ratio of the int8 stems
@@ -45,6 +48,38 @@ CHUNK_SECONDS = 30.0
 def sdr_db(ref: np.ndarray, est: np.ndarray) -> float:
     """Plain SDR of an estimate against the true source: 10 log10(|s|^2 / |s - s'|^2)."""
     return ser_db(ref, est)
+
+
+def lstm_layer_sers(model, threads):
+    """[(source, layer, SER dB)]: each LSTM layer of the first source alone, int8 against
+    float32, on an input like the network's (tanh of normal noise, 1292 frames): the figure that
+    does not depend on how much the masks of these weights depend on the LSTMs."""
+    from xumx import onnxnet
+    from xumx.engine import create_session
+    from xumx.modelfiles import ModelFiles
+    cfg, arrays = ModelFiles.resolve(model).read()
+    layers = onnxnet.folded_layers(cfg, arrays)
+    source, h = cfg.sources[0], cfg.lstm_hidden
+    direction = "forward" if cfg.nb_directions == 1 else "bidirectional"
+    rng = np.random.RandomState(0)
+    out = []
+    for layer in range(cfg.nb_layers):
+        w, r, b = (layers[f"lstm_{k}_{source}_{layer}"] for k in "WRB")
+        x = np.tanh(rng.standard_normal((1292, 1, w.shape[2]))).astype(np.float32)
+        ys = []
+        for int8 in (False, True):
+            g = onnxnet._Graph()
+            if int8:
+                y = onnxnet._int8_lstm(g, "x", "lstm", w, r, b, direction=direction, hidden_size=h)
+            else:
+                y = g.op("LSTM", "x", g.const("W", w), g.const("R", r), g.const("B", b),
+                         hidden_size=h, direction=direction)
+            g.op("Identity", y, name="y")
+            m = g.model([("x", ("frames", 1, w.shape[2]))],
+                        [("y", ("frames", cfg.nb_directions, 1, h))], "", {})
+            ys.append(create_session(m.tobytes(), threads=threads or None).run(None, {"x": x})[0])
+        out.append((source, layer, ser_db(*ys)))
+    return out
 
 
 def network_times(seps, mag, runs):
@@ -93,8 +128,8 @@ def main(argv=None):
               f"model cache entry)")
     ref = seps[PRECISIONS[0]]
     chunk = test_song(CHUNK_SECONDS, ref.sample_rate)
-    mag = ref.model_input(ref.spectrogram(chunk))[:, None]   # (N, 1, C, F): one chunk
-    print(f"\n== network, one {CHUNK_SECONDS:g} s chunk ({mag.shape[0]} frames, batch 1), "
+    mag = ref.model_input(ref.spectrogram(chunk))   # (N, C, F): one chunk
+    print(f"\n== network, one {CHUNK_SECONDS:g} s chunk ({mag.shape[0]} frames), "
           f"alternating")
     times = network_times(seps, mag, args.runs)
     med = {p: statistics.median(t) for p, t in times.items()}
@@ -104,6 +139,8 @@ def main(argv=None):
     for p in PRECISIONS[1:]:
         print(f"speed-up {p} against {base} (median network time): {med[base] / med[p]:.2f}x; "
               f"load average after: {load()}")
+    for source, layer, value in lstm_layer_sers(model, args.threads):
+        print(f"LSTM layer {layer} of {source} alone: output SER int8 vs {base} {value:.1f} dB")
     if not args.songs:
         return
     print(f"\n== stems: {args.songs} generated song(s) of {args.seconds:g} s (xumx.synth), "
