@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/precision.py                     # 5 runs, 3 songs of 30 s
     python benchmarks/precision.py -n 3 --songs 2 --threads 1 --workdir /tmp/precision
+    python benchmarks/precision.py --model x-umx.h5     # the published weights, where at hand
 """
 import argparse
 import os
@@ -103,6 +104,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=30.0, help="song length (default 30)")
     p.add_argument("--threads", type=int, default=0,
                    help="onnxruntime's threads (0: the library's default, per load)")
+    p.add_argument("--model", default=None, help="weights file (default: the full-size X-UMX "
+                   "with seeded random weights, written into --workdir)")
     p.add_argument("--workdir", default=None, help="folder for the model and its cache "
                    "(default: a new temporary folder); reused when given")
     args = p.parse_args(argv)
@@ -115,11 +118,11 @@ def main(argv=None):
     from chunking import test_song
     from xumx.separator import Separator
     from xumx.synth import song_stems
-    model = full_size_model(work)
+    model = args.model or full_size_model(work)
     print(f"machine: {machine()}; Python {platform.python_version()}, onnxruntime "
           f"{onnxruntime.__version__}, numpy {np.__version__}; load average before: {load()}")
-    print(f"model: full-size X-UMX with seeded random weights ({model}); threads: "
-          f"{args.threads or 'the default'}")
+    what = "" if args.model else " (full-size X-UMX, seeded random weights)"
+    print(f"model: {model}{what}; threads: {args.threads or 'the default'}")
     seps = {}
     for precision in PRECISIONS:
         start = time.perf_counter()
