@@ -127,8 +127,8 @@ def main(argv=None):
     for precision in PRECISIONS:
         start = time.perf_counter()
         seps[precision] = Separator.load(model, threads=args.threads or None, precision=precision)
-        print(f"load {precision:<8} {time.perf_counter() - start:6.2f} s (the first builds the "
-              f"model cache entry)")
+        print(f"load {precision:<8} {time.perf_counter() - start:6.2f} s (where the cache has no "
+              f"entry yet: includes building it)")
     ref = seps[PRECISIONS[0]]
     chunk = test_song(CHUNK_SECONDS, ref.sample_rate)
     mag = ref.model_input(ref.spectrogram(chunk))   # (N, C, F): one chunk
