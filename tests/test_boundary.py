@@ -127,6 +127,22 @@ def test_building_and_serving_never_import_onnx(run, tiny_model, song, tmp_path,
         assert "separated ['bass', 'drums', 'other', 'vocals']" in p.stdout
 
 
+def test_separation_at_another_rate_never_imports_scipy_signal(tiny_model, tmp_path):
+    """A song at 48 kHz (resampled to the model's rate and back) is separated without
+    scipy.signal, whose imports (scipy.stats, optimize, sparse, ...) would hold about 40 MB of
+    every separation's memory (docs/onnx-engine.md, "Memory"); the probe sees it when it is
+    imported (below)."""
+    path = tmp_path / "song48k.wav"
+    sf.write(str(path), sine_mix(48000 * 2 + 77, 48000), 48000)
+    p, loaded = probe(tmp_path, "-m", "xumx.test", str(path), "--model", tiny_model, "--outdir",
+                      str(tmp_path / "out"), watch=("scipy.signal",))
+    assert p.returncode == 0, p.stderr
+    assert len(os.listdir(tmp_path / "out" / "song48k")) == 4
+    assert loaded == []
+    p, loaded = probe(tmp_path, "-c", "import scipy.signal", watch=("scipy.signal",))
+    assert "scipy.signal" in loaded
+
+
 def test_the_probe_sees_onnx(tmp_path):
     """The watch of the test above works: importing onnx's helper shows up."""
     p, loaded = probe(tmp_path, "-c", "import onnx.helper", watch=ONNX_STACK)

@@ -53,16 +53,18 @@ def test_quantize_symmetric_known_answer():
 def test_int8_graph_runs_close_to_float32(kw, rng):
     cfg = tiny_config(**kw)
     arrays = random_arrays(cfg, seed=5)
-    f32, int8 = model_bytes(cfg, arrays), model_bytes(cfg, arrays, "int8")
-    assert b"DynamicQuantizeLSTM" in int8 and b"com.microsoft" in int8
-    assert b"com.microsoft" not in f32
-    assert model_bytes(cfg, arrays, "float32") == f32   # the default graph is the float32 one
-    ref, net = OnnxNet(f32, threads=1), OnnxNet(int8, threads=1)
-    assert (ref.precision, net.precision) == ("float32", "int8") and net.cfg == cfg
     mag = (3 * np.abs(rng.standard_normal((40, 2, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
-    a, b = ref.batch_masks(mag), net.batch_masks(mag)
-    assert b.shape == a.shape and b.dtype == np.float32 and b.min() >= 0
-    assert MIN_MASK_SER <= ser(a, b) < 120   # close, and not the float32 graph again
+    for serving in (True, False):   # what OnnxNet runs, and what xumx.export writes
+        f32 = model_bytes(cfg, arrays, serving)
+        int8 = model_bytes(cfg, arrays, serving, precision="int8")
+        assert b"DynamicQuantizeLSTM" in int8 and b"com.microsoft" in int8
+        assert b"com.microsoft" not in f32
+        assert model_bytes(cfg, arrays, serving, precision="float32") == f32   # the default
+        ref, net = OnnxNet(f32, threads=1), OnnxNet(int8, threads=1)
+        assert (ref.precision, net.precision) == ("float32", "int8") and net.cfg == cfg
+        a, b = ref.batch_masks(mag), net.batch_masks(mag)
+        assert b.shape == a.shape and b.dtype == np.float32 and b.min() >= 0
+        assert MIN_MASK_SER <= ser(a, b) < 120   # close, and not the float32 graph again
 
 
 def test_broken_scale_fails_the_bound(monkeypatch, rng):
@@ -70,11 +72,11 @@ def test_broken_scale_fails_the_bound(monkeypatch, rng):
     cfg = tiny_config()
     arrays = random_arrays(cfg, seed=5)
     mag = (3 * np.abs(rng.standard_normal((40, 1, cfg.nb_channels, cfg.nb_bins)))).astype(np.float32)
-    ref = OnnxNet(model_bytes(cfg, arrays), threads=1).batch_masks(mag)
+    ref = OnnxNet.from_arrays(cfg, arrays, threads=1).batch_masks(mag)
     right = quantize_symmetric
     monkeypatch.setattr(onnxnet, "quantize_symmetric",
                         lambda w, axis: (lambda q, s: (q, 2 * s))(*right(w, axis)))
-    wrong = OnnxNet(model_bytes(cfg, arrays, "int8"), threads=1).batch_masks(mag)
+    wrong = OnnxNet.from_arrays(cfg, arrays, threads=1, precision="int8").batch_masks(mag)
     assert ser(ref, wrong) < MIN_MASK_SER
 
 
@@ -82,7 +84,7 @@ def test_unknown_precision_is_refused():
     with pytest.raises(ConfigError, match="precision must be one of float32, int8"):
         SeparationConfig(precision="int4")
     with pytest.raises(ValueError, match="precision"):
-        model_bytes(tiny_config(), random_arrays(tiny_config(), seed=1), "bf16")
+        model_bytes(tiny_config(), random_arrays(tiny_config(), seed=1), precision="bf16")
 
 
 def test_cache_keeps_float32_and_int8_apart(tmp_path, monkeypatch, rng):

@@ -38,6 +38,38 @@ def test_stream_resampler_equals_whole_signal_resampling(n, block, rates, extra)
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("up,down", [(147, 160), (160, 147), (80, 441), (1, 6), (3, 1),
+                                     (11025, 11014)])   # the last: summed tap by tap
+def test_polyphase_filter_equals_scipys_and_its_parts_the_whole(up, down):
+    """The resampler's filter is scipy's firwin (float32, bit for bit); upfirdn_part is
+    scipy's upfirdn to float32 rounding, and any span of it, computed alone, is the same span
+    of the whole, bit for bit (the same products on the same grid)."""
+    from scipy.signal import firwin, upfirdn
+    half = 10 * max(up, down)
+    h = resample_mod.kaiser_lowpass(2 * half + 1, 1.0 / max(up, down))
+    want_h = firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+    assert np.array_equal(h.astype(np.float32), want_h.astype(np.float32))
+    h = (h * up).astype(np.float32)
+    x = sine_mix(9000, 44100, seed=up % 5)
+    ref = upfirdn(h, x, up, down, axis=0)
+    whole = resample_mod.upfirdn_part(h, x, up, down, 0, len(ref) + 50)
+    assert whole.dtype == np.float32 and whole.shape == (len(ref) + 50, x.shape[1])
+    np.testing.assert_allclose(whole[:len(ref)], ref, rtol=0, atol=2e-6)
+    assert not whole[len(ref):].any()   # past the end: zeros
+    rng = np.random.default_rng(up)
+    for first in [0, 1, len(ref) - 7] + list(rng.integers(0, len(ref), 4)):
+        count = int(min(rng.integers(1, 3000), len(whole) - first))
+        part = resample_mod.upfirdn_part(h, x, up, down, int(first), count)
+        assert np.array_equal(part, whole[first:first + count]), (first, count)
+    # a piece of x starting at a multiple of ``down``, on the whole signal's grid
+    lo = (len(x) // 3) // down * down
+    grid = -(lo * up // down)
+    start = len(ref) // 2   # whose inputs all lie in the piece
+    count = min(999, len(whole) - start)
+    part = resample_mod.upfirdn_part(h, x[lo:], up, down, start + grid, count, grid=grid)
+    assert np.array_equal(part, whole[start:start + count])
+
+
 def _snr(ref, est):
     err = np.sum((ref.astype(np.float64) - est) ** 2)
     return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30))

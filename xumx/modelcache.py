@@ -26,7 +26,7 @@ from .modelfiles import ModelFiles
 
 #: Changes whenever :mod:`xumx.onnxnet` writes a different graph: cached models of other
 #: versions are not used.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 #: Cached models kept (the least recently used beyond this are removed).
 CACHE_ENTRIES = 4
 PREFIX, SUFFIX = "xumx-", ".onnx"
@@ -94,7 +94,7 @@ def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int
 
     def build() -> bytes:
         from .onnxnet import file_model
-        return file_model(model, precision)[1]
+        return file_model(model, serving=True, precision=precision)[1]
 
     built = build() if key is None else cached_model(key, build)
     if isinstance(built, bytes):

@@ -7,7 +7,8 @@ no mapping for LSTM and fixes the frame count. The constant parts are folded whe
 written (in float64, then stored as float32):
 
 * input mean and scale, and fc1's batch normalisation (running statistics), into fc1;
-* fc2's batch normalisation into fc2; fc3's, and the output scale and mean, into fc3;
+* fc2's batch normalisation into fc2; fc3's, and the output scale and mean, into fc3; fc3's
+  bias into its matrix through one more fc2 unit per source that is constant 1;
 * the fc1 layers of all sources into one matrix product, and with crossing the fc2 layers too
   (their input, the second crossing average, is shared);
 * each source's multi-layer (bi)LSTM as one ONNX ``LSTM`` node per layer: nnabla's gate order
@@ -15,7 +16,8 @@ written (in float64, then stored as float32):
   and R (recurrence); the one nnabla bias goes into Wb with zeros in Rb.
 
 Graph input ``magnitude``: float32 (frames, batch, channels, bins), frames and batch dynamic;
-output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative. The model's
+output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative (the serving
+graph: ``masks_before_relu``, see :func:`build_model`). The model's
 configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
 ``xumx.sources``.
 
@@ -54,6 +56,7 @@ IR_VERSION = 7
 GRAPH_NAME = PRODUCER = "xumx"
 INPUT = "magnitude"
 OUTPUT = "masks"
+SERVING_OUTPUT = "masks_before_relu"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 #: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.params`)
 ONNX_GATE_ORDER = gate_permutation("iofc")
@@ -188,13 +191,17 @@ class _Graph:
 
 
 def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                precision: str = PRECISIONS[0]) -> onnxproto.Message:
+                serving: bool = False, precision: str = PRECISIONS[0]) -> onnxproto.Message:
     """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``, not yet
     serialised (:meth:`xumx.onnxproto.Message.tobytes` does; :func:`model_bytes` is both).
 
-    See the module docstring for the inputs, outputs and what is folded.
+    See the module docstring for the inputs, outputs and what is folded. ``serving``: the
+    graph ends at fc3 (output :data:`SERVING_OUTPUT`, the masks before their ReLU, sources x
+    rows x columns) and leaves the ReLU and the reshape to :class:`xumx.engine.OnnxNet`, which
+    does both in place: onnxruntime gives a graph output its own buffer, so a last ReLU in the
+    graph would hold a second tensor of the masks' size.
     """
-    return graph_model(cfg, folded_layers(cfg, arrays), precision=precision)
+    return graph_model(cfg, folded_layers(cfg, arrays), serving=serving, precision=precision)
 
 
 def _int8_lstm(g, x, name: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, **attrs) -> str:
@@ -211,10 +218,11 @@ def _int8_lstm(g, x, name: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, **a
 
 
 def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
-                precision: str = PRECISIONS[0]):
+                serving: bool = False, precision: str = PRECISIONS[0]):
     """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (the model
     refers to each array's buffer; nothing is copied until it is serialised). ``graph``: the
     writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``).
+    ``serving``: the graph :class:`xumx.engine.OnnxNet` runs (see :func:`build_model`).
     ``precision``: one of :data:`PRECISIONS` (module docstring)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -257,64 +265,79 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
             y = g.op("Reshape", y, g.ints("merge_directions", [0, 0, d * h]))  # (N, B, D h)
         lstm_out.append(y)
 
+    # fc2 gets one more unit per source, constant 1 (zero weights, bias 1, unchanged by the
+    # ReLU), and fc3 its bias as that unit's weights: fc3 is then one MatMul whose output is
+    # the graph's (serving) output, not a second tensor of the network's largest size
+    def unit(s):
+        w, b = layers.pop(f"fc2_W_{s}"), layers.pop(f"fc2_b_{s}")
+        return (np.concatenate([w, np.zeros((w.shape[0], 1), w.dtype)], axis=1),
+                np.concatenate([b, np.ones(1, b.dtype)]))
+
     rows_k = g.ints("rows_skip", [-1, hid + d * h])
     if cfg.crossing:  # mean of the concatenations = concatenation of the means
         skip = g.op("Concat", shared, g.op("Mean", *lstm_out, name="cross2_lstm"), axis=2)
-        w2 = np.concatenate([layers.pop(f"fc2_W_{s}") for s in cfg.sources], axis=1)
-        b2 = np.concatenate([layers.pop(f"fc2_b_{s}") for s in cfg.sources])
+        w2, b2 = (np.concatenate(parts, axis=-1) for parts in zip(*map(unit, cfg.sources)))
         z = g.op("Gemm", g.op("Reshape", skip, rows_k), g.const("fc2_W", w2), g.const("fc2_b", b2),
-                 name="fc2")                                                  # (N B, S H)
-        z = g.op("Transpose", g.op("Reshape", z, g.ints("rows_sources", [-1, ns, hid])),
-                 perm=[1, 0, 2])                                              # (S, N B, H)
+                 name="fc2")                                                  # (N B, S (H + 1))
+        z = g.op("Transpose", g.op("Reshape", z, g.ints("rows_sources", [-1, ns, hid + 1])),
+                 perm=[1, 0, 2])                                              # (S, N B, H + 1)
     else:
         zs = []
         for j, s in enumerate(cfg.sources):
             skip = g.op("Reshape", g.op("Concat", enc_s[j], lstm_out[j], axis=2), rows_k)
-            zs.append(g.op("Unsqueeze", g.op("Gemm", skip, g.const(f"fc2_W_{s}", layers.pop(f"fc2_W_{s}")),
-                                             g.const(f"fc2_b_{s}", layers.pop(f"fc2_b_{s}")),
-                                             name=f"fc2_{s}"),
+            w2, b2 = unit(s)
+            zs.append(g.op("Unsqueeze", g.op("Gemm", skip, g.const(f"fc2_W_{s}", w2),
+                                             g.const(f"fc2_b_{s}", b2), name=f"fc2_{s}"),
                            g.ints(f"axis0_{s}", [0])))
-        z = zs[0] if ns == 1 else g.op("Concat", *zs, axis=0)                # (S, N B, H)
+        z = zs[0] if ns == 1 else g.op("Concat", *zs, axis=0)                # (S, N B, H + 1)
     z = g.op("Relu", z, name="fc2_relu")
-    w3 = np.stack([layers.pop(f"fc3_W_{s}") for s in cfg.sources])            # (S, H, C F)
-    b3 = np.stack([layers.pop(f"fc3_b_{s}") for s in cfg.sources])[:, None]   # (S, 1, C F)
-    y = g.op("Add", g.op("MatMul", z, g.const("fc3_W", w3), name="fc3"), g.const("fc3_b", b3))
-    y = g.op("Relu", y, name="mask_relu")                                     # (S, N B, C F)
+    w3 = np.stack([np.concatenate([layers.pop(f"fc3_W_{s}"), layers.pop(f"fc3_b_{s}")[None]])
+                   for s in cfg.sources])                                     # (S, H + 1, C F)
+    assert not layers, sorted(layers)
+    meta = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
+    if int8:
+        meta[PRECISION_KEY] = precision
+    if serving:
+        g.op("MatMul", z, g.const("fc3_W", w3), name=SERVING_OUTPUT)         # (S, N B, C F)
+        doc = ("X-UMX (CrossNet-Open-Unmix) masks before their final ReLU from a mixture "
+               f"magnitude spectrogram: input {INPUT} (frames, batch, channels, bins), output "
+               f"{SERVING_OUTPUT} (sources, frames batch, channels bins)")
+        return g.model([(INPUT, ("frames", "batch", c, bins))],
+                       [(SERVING_OUTPUT, (ns, "frames_batch", c * bins))], doc, meta)
+    y = g.op("Relu", g.op("MatMul", z, g.const("fc3_W", w3), name="fc3"),
+             name="mask_relu")                                                # (S, N B, C F)
     shape = g.op("Concat", g.ints("nb_sources", [ns]), lead, g.ints("channels_bins", [c, bins]),
                  axis=0)
     g.op("Reshape", y, shape, name=OUTPUT)                                    # (S, N, B, C, F)
-    assert not layers, sorted(layers)
-
     doc = ("X-UMX (CrossNet-Open-Unmix) masks from a mixture magnitude spectrogram: "
            f"input {INPUT} (frames, batch, channels, bins), output {OUTPUT} "
            "(sources, frames, batch, channels, bins)")
-    metadata = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
-    if int8:
-        metadata[PRECISION_KEY] = precision
     return g.model([(INPUT, ("frames", "batch", c, bins))],
-                   [(OUTPUT, (ns, "frames", "batch", c, bins))], doc, metadata)
+                   [(OUTPUT, (ns, "frames", "batch", c, bins))], doc, meta)
 
 
-def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray], serving: bool = False,
                 precision: str = PRECISIONS[0]) -> bytes:
     """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
-    return build_model(cfg, arrays, precision).tobytes()
+    return build_model(cfg, arrays, serving, precision).tobytes()
 
 
-def file_model(model, precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
-    """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`).
-    The parameter arrays are released once folded, so memory holds at most the folded arrays
-    and the model's bytes (two copies of the weights)."""
+def file_model(model, serving: bool = False,
+               precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
+    """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`);
+    ``serving`` and ``precision`` as in :func:`build_model`. The parameter arrays are released
+    once folded, so memory holds at most the folded arrays and the model's bytes (two copies of
+    the weights)."""
     cfg, arrays = model.read()
     layers = folded_layers(cfg, arrays)
     del arrays
-    return cfg, graph_model(cfg, layers, precision=precision).tobytes()
+    return cfg, graph_model(cfg, layers, serving=serving, precision=precision).tobytes()
 
 
 def export(model, out: str, precision: str = PRECISIONS[0]) -> ModelConfig:
     """Write the network of ``model`` (a :class:`xumx.modelfiles.ModelFiles`) to the ONNX file
     ``out``, atomically, in ``precision``; its config."""
     from .files import write_bytes
-    cfg, data = file_model(model, precision)
+    cfg, data = file_model(model, precision=precision)
     write_bytes(out, data)
     return cfg

@@ -1,10 +1,15 @@
 """Resampling a signal that arrives in blocks, with the result of scipy's ``resample_poly`` on
-the whole signal (:class:`StreamResampler`)."""
+the whole signal (:class:`StreamResampler`). The filter and the polyphase products are written
+here with numpy (:func:`kaiser_lowpass`, :func:`upfirdn_part`): importing scipy.signal for
+them would load scipy.stats, optimize, sparse and more into every separation (about 40 MB;
+docs/onnx-engine.md, "Memory")."""
 import math
 from fractions import Fraction
 from typing import Optional
 
 import numpy as np
+
+from .threads import single_thread_blas
 
 
 def resampled_length(nb_samples: int, rate_in: int, rate_out: int) -> int:
@@ -34,6 +39,102 @@ def ratio(rate_in: int, rate_out: int) -> Fraction:
     return exact
 
 
+def kaiser_lowpass(numtaps: int, cutoff: float, beta: float = 5.0) -> np.ndarray:
+    """A linear-phase low-pass FIR filter: the ideal filter of ``cutoff`` (a fraction of the
+    Nyquist frequency) under a Kaiser window of ``beta``, scaled to unit gain at 0 Hz
+    (``scipy.signal.firwin(numtaps, cutoff, window=("kaiser", beta))``). Shape: (numtaps,)
+    float64."""
+    m = np.arange(numtaps) - (numtaps - 1) / 2.0
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
+    return h / h.sum()
+
+
+#: Output rows (of ``up`` samples each) per matrix product in :func:`upfirdn_part`, at least;
+#: more for small ``up``, so that a product gives :data:`BLOCK` outputs per channel (bounds its
+#: temporaries; products of this size run faster on one BLAS thread).
+ROWS = 64
+BLOCK = 16384
+#: The largest polyphase matrix (window x up entries) :func:`upfirdn_part` builds; beyond it
+#: (ratios with terms in the thousands) it sums tap by tap.
+MATRIX_ENTRIES = 1 << 20
+
+
+def upfirdn_part(h: np.ndarray, x: np.ndarray, up: int, down: int, first: int,
+                 count: int, grid: int = 0) -> np.ndarray:
+    """Outputs ``first`` to ``first + count`` of ``x`` upsampled by ``up`` (zeros between
+    samples), filtered by ``h`` and downsampled by ``down``: y[m] = sum_i x[i] h[m down - i up]
+    over 0 <= m down - i up < len(h) (``scipy.signal.upfirdn(h, x, up, down, axis=0)``, with
+    zeros past its end). Shapes: h (K,), x (T, C) -> (count, C) of x's dtype.
+
+    Output m = grid + q up + r (r < up) takes the taps h[p_r + j up] (p_r = (grid + r) down
+    mod up) against x[b_r + q down - j] (b_r = floor((grid + r) down / up)), j < ceil(K / up):
+    for every row q the same window of x, shifted by q down. So a matrix of windows (rows x
+    window) times one matrix of taps (window x up) gives ``up`` outputs per row. The products
+    run on blocks of rows fixed on the grid of ``grid`` (whole blocks, zeros where x has no
+    samples), so an output is computed by the same product whatever ``first`` and ``count``
+    are: a signal resampled in pieces, each piece x starting at a multiple of ``down`` and
+    ``grid`` the index of the whole signal's output 0 in the piece's outputs, equals the
+    signal resampled whole, bit for bit. For large ``up`` (a matrix over :data:`MATRIX_ENTRIES`)
+    the taps are summed one at a time, in the same order for every output.
+    """
+    t, c = x.shape
+    dtype = np.result_type(x.dtype, h.dtype)
+    if count <= 0 or t == 0:
+        return np.zeros((max(count, 0), c), dtype)
+    taps = -(-len(h) // up)
+    hp = np.zeros(taps * up, dtype)
+    hp[:len(h)] = h
+    j = np.arange(taps)[:, None]
+    r = np.arange(up)
+    base, phase = divmod((grid + r) * down, up)
+    width = int(base[-1] - base[0]) + taps
+    if width * up > MATRIX_ENTRIES:
+        return _upfirdn_taps(hp, x, up, down, first, count, dtype)
+    g = np.zeros((width, up), dtype)   # the tap of window position w for output r
+    g[(base - base[0])[None, :] + (taps - 1) - j, r[None, :]] = hp[phase[None, :] + j * up]
+    rows = max(ROWS, -(-BLOCK // up))
+    q_first = (first - grid) // up              # the row of output ``first``
+    q_last = (first + count - 1 - grid) // up
+    block0 = q_first // rows * rows
+    out = np.empty((((q_last - block0) // rows + 1) * rows * up, c), dtype)
+    with single_thread_blas():
+        for q0 in range(block0, q_last + 1, rows):
+            _block(out, x, g, q0, block0, rows, up, down, int(base[0]) - (taps - 1), width)
+    skip = first - (grid + block0 * up)
+    return out[skip:skip + count]
+
+
+def _block(out, x, g, q0, block0, rows, up, down, start, width):
+    """Rows q0 to q0 + rows of :func:`upfirdn_part` into ``out`` (whose row 0 is ``block0``);
+    the window of row 0 starts at x[start]."""
+    t, c = x.shape
+    lo = start + q0 * down   # the window of row q0 starts at x[lo]
+    hi = lo + (rows - 1) * down + width
+    seg = np.zeros((c, hi - lo), g.dtype)
+    a, b = max(lo, 0), min(hi, t)
+    if a < b:
+        seg[:, a - lo:b - lo] = x[a:b].T
+    windows = np.lib.stride_tricks.sliding_window_view(seg, width, axis=1)[:, ::down]
+    y = np.ascontiguousarray(windows).reshape(c * rows, width) @ g   # one BLAS product
+    k = (q0 - block0) * up
+    out[k:k + rows * up] = y.reshape(c, rows * up).T
+
+
+def _upfirdn_taps(hp, x, up, down, first, count, dtype) -> np.ndarray:
+    """:func:`upfirdn_part` one tap at a time (``hp``: the taps zero-padded to a multiple of
+    ``up``), in blocks of outputs."""
+    t, c = x.shape
+    out = np.zeros((count, c), dtype)
+    step = ROWS * 64
+    for m0 in range(0, count, step):
+        base, phase = divmod((first + m0 + np.arange(min(step, count - m0))) * down, up)
+        for k in range(len(hp) // up):
+            i = base - k
+            ok = (i >= 0) & (i < t)
+            out[m0:m0 + len(i)][ok] += hp[phase[ok] + k * up][:, None] * x[i[ok]]
+    return out
+
+
 class StreamResampler:
     """scipy's ``resample_poly`` of a signal that arrives in blocks, with the same result.
 
@@ -60,10 +161,8 @@ class StreamResampler:
     def _filter(self, dtype) -> np.ndarray:
         """resample_poly's filter, zero-padded in front as it does (and behind, generously)."""
         if self._h is None:
-            from scipy.signal import firwin
             half = 10 * max(self.up, self.down)
-            h = firwin(2 * half + 1, 1.0 / max(self.up, self.down),
-                       window=("kaiser", 5.0)).astype(dtype)
+            h = kaiser_lowpass(2 * half + 1, 1.0 / max(self.up, self.down)).astype(dtype)
             h *= self.up
             pre = self.down - half % self.down
             self._skip = (half + pre) // self.down   # resample_poly's n_pre_remove
@@ -72,7 +171,6 @@ class StreamResampler:
 
     def _emit(self, end: int) -> np.ndarray:
         """Output samples [self._next, end) from the buffered input."""
-        from scipy.signal import upfirdn
         up, down, h = self.up, self.down, self._h
         count = max(end - self._next, 0)
         # the earliest input sample output self._next depends on, rounded down to a multiple
@@ -82,12 +180,8 @@ class StreamResampler:
         assert lo >= self._first
         seg = self._buf[lo - self._first:]
         shift = self._next + self._skip - lo * up // down
-        if count and len(seg):
-            y = upfirdn(h, seg, up, down, axis=0)[shift:shift + count]
-        else:
-            y = np.zeros((0,) + self._buf.shape[1:])
-        if y.shape[0] < count:   # only at the end, when padding the output to ``length``
-            y = np.concatenate([y, np.zeros((count - y.shape[0],) + y.shape[1:], y.dtype)])
+        # the whole signal's output 0 is -lo up / down here: outputs are computed on its grid
+        y = upfirdn_part(h, seg, up, down, shift, count, grid=-(lo * up // down))
         self._next += count
         lo = max(-((len(h) - 1 - (self._next + self._skip) * down) // up), 0)
         lo = min(lo, self._seen) // down * down

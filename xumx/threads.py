@@ -14,6 +14,7 @@ also for one process. :func:`rank_threads` says what applies; :func:`apply_rank_
 BLAS and OpenMP pools (threadpoolctl) and scipy's FFT workers in the training kernels;
 :func:`xumx.engine.default_threads` (onnxruntime) follows :func:`rank_threads` too.
 """
+import contextlib
 import os
 from typing import Mapping, Optional
 
@@ -92,3 +93,19 @@ def apply_rank_threads(env: Mapping[str, str] = os.environ) -> Optional[int]:
 
 #: The threads :func:`apply_rank_threads` set in this process (None: none set).
 APPLIED: Optional[int] = None
+
+
+def single_thread_blas(small: bool = True):
+    """A context in which BLAS runs on one thread while ``small``: small products (in a time
+    loop, or in blocks) lose more to thread hand-offs than they gain. The limit is the
+    process's while it lasts (threadpoolctl), as BLAS's thread count is."""
+    if not small:
+        return contextlib.nullcontext()
+    global _CONTROLLER
+    from threadpoolctl import ThreadpoolController
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER = None

@@ -6,6 +6,8 @@ import os
 import numpy as np
 from nnabla.function import PythonFunction
 
+from ...threads import single_thread_blas  # noqa: F401 (the kernels' name for it)
+
 #: CPUs this process may use.
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -60,19 +62,6 @@ def put_grad(v, value: np.ndarray, accum: bool):
         g[...] = value.reshape(g.shape)
 
 
-def single_thread_blas(small: bool = True):
-    """Limit BLAS to one thread while ``small``: tiny products in a time loop lose more to
-    thread hand-offs than they gain (needs threadpoolctl, a dependency of xumx)."""
-    if not small:
-        return contextlib.nullcontext()
-    global _CONTROLLER
-    from threadpoolctl import ThreadpoolController
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
-
-
-_CONTROLLER = None
 
 #: Work per time step (multiply-adds of the recurrent product, all cells) from which the cells
 #: of a recurrence run in parallel threads, each with one BLAS thread (:func:`for_cell_groups`).
