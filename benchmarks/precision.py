@@ -78,7 +78,8 @@ def lstm_layer_sers(model, threads):
             g.op("Identity", y, name="y")
             m = g.model([("x", ("frames", 1, w.shape[2]))],
                         [("y", ("frames", cfg.nb_directions, 1, h))], "", {})
-            ys.append(create_session(m.tobytes(), threads=threads or None).run(None, {"x": x})[0])
+            ys.append(create_session(m.tobytes(), threads=threads or None, prepack=int8)
+                      .run(None, {"x": x})[0])
         out.append((source, layer, ser_db(*ys)))
     return out
 

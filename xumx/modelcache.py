@@ -98,15 +98,12 @@ def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int
 
     built = build() if key is None else cached_model(key, build)
     if isinstance(built, bytes):
-        return OnnxNet(built, device, threads)
+        return OnnxNet(built, device, threads, precision)
     try:
-        net = OnnxNet(built, device, threads)
-        if net.precision != precision:
-            raise ValueError(f"a {net.precision} graph under the key of a {precision} one")
-        return net
+        return OnnxNet(built, device, threads, precision)   # ValueError: another precision's
     except EngineError:
         raise
     except Exception:   # a damaged, vanished or mislabelled cache entry: build it again
         with contextlib.suppress(OSError):
             os.unlink(built)
-        return OnnxNet(cached_model(key, build), device, threads)
+        return OnnxNet(cached_model(key, build), device, threads, precision)
