@@ -35,6 +35,7 @@ soundfile backend) on its path. Usage::
 
     python benchmarks/separate.py                       # every case, 5 alternating runs
     python benchmarks/separate.py -n 3 --cases 60s --workdir /tmp/bench
+    python benchmarks/separate.py --precision int8      # xumx with its opt-in int8 network
 
 Other measurements, each in its own process: ``--worker engine --seconds S`` (one
 ``Separator.separate`` call: wall time and peak memory), ``--worker profile --seconds S``
@@ -59,6 +60,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 from chunking import full_size_model  # noqa: E402
 from xumx.config import ModelConfig  # noqa: E402
+from xumx.flags import PRECISIONS  # noqa: E402
 
 DEFAULT = ModelConfig()
 RATE = DEFAULT.sample_rate
@@ -215,7 +217,8 @@ def prepare(args, work):
         _, lengths = CASES[key]
         where, paths = write_songs(work, key, lengths)
         xumx = ([sys.executable, "-m", "xumx.test", "--inputs", where, "--model", ours,
-                 "--outdir", os.path.join(work, "out-xumx")], env_ours)
+                 "--outdir", os.path.join(work, "out-xumx")]
+                + (["--precision", args.precision] if args.precision else []), env_ours)
         umx = None if entry is None else \
             (entry + paths + ["--model", umx_model, "--targets", *TARGETS,
                               "--outdir", os.path.join(work, "out-umx")], env)
@@ -427,6 +430,8 @@ def main(argv=None):
     p.add_argument("--openunmix-python",
                    default=os.environ.get("XUMX_OPENUNMIX_PYTHON", "/tmp/ouvenv/bin/python"),
                    help="interpreter with torch and openunmix (env XUMX_OPENUNMIX_PYTHON)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="give xumx.test --precision (default: none, its default)")
     p.add_argument("--worker", choices=["engine", "profile", "songs"],
                    help="instead: one in-process measurement (see the docstring)")
     p.add_argument("--niter", type=int, default=1, help="--worker engine: Wiener iterations")

@@ -61,11 +61,12 @@ def get_separator(model: str, separation: SeparationConfig = SeparationConfig(),
         stamp = None  # let the loader report the missing file
     from .separator import needed_sources
     needed = needed_sources(separation) if umx else None
-    key = (path, stamp, bool(umx), needed, str(device))
+    key = (path, stamp, bool(umx), needed, str(device), separation.precision)
     with _LOCK:
         sep = _CACHE.get(key)
         if sep is None:
-            sep = Separator.load(path, device, umx=umx, targets=needed)
+            sep = Separator.load(path, device, umx=umx, targets=needed,
+                                 precision=separation.precision)
             for k in [k for k in _CACHE if k[0] == path]:
                 del _CACHE[k]   # the file changed: drop what was loaded from it before
             _CACHE[key] = sep
@@ -80,8 +81,9 @@ def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarr
     audio's sample rate in Hz; default: the model's, 44100 for x-umx.h5; another rate is
     resampled to it and back), ``context`` ("cpu" or "cudnn", Spleeter Web's setting) with
     ``device_id``, or ``device`` ("cpu", "cuda", "cuda:1"), and ``chunk_dur``/``overlap``
-    (seconds; default 30 and 1). ``audio`` is (T, 2), (T, 1) or (T,), float around [-1, 1]
-    or integer samples. Returns {target: float32 array of the input's shape} at ``rate`` for
+    (seconds; default 30 and 1), and ``precision`` ("float32", the default, or "int8": the
+    network's int8 graph, :class:`~xumx.config.SeparationConfig`). ``audio`` is (T, 2),
+    (T, 1) or (T,), float around [-1, 1] or integer samples. Returns {target: float32 array of the input's shape} at ``rate`` for
     exactly the targets asked for, plus 'residual' with residual_model. A GPU that cannot be
     used raises EngineError.
     """
@@ -92,7 +94,8 @@ def separate_args_dict(audio: np.ndarray, args_dict: dict) -> Dict[str, np.ndarr
                                   niter=int(d.get("niter", DEFAULT.niter)),
                                   softmask=bool(d.get("softmask", DEFAULT.softmask)),
                                   alpha=float(d.get("alpha", DEFAULT.alpha)),
-                                  residual_model=bool(d.get("residual_model", DEFAULT.residual_model)))
+                                  residual_model=bool(d.get("residual_model", DEFAULT.residual_model)),
+                                  precision=str(d.get("precision", DEFAULT.precision)))
     chunking = ChunkConfig(**{k: float(d[k]) for k in ("chunk_dur", "overlap") if k in d})
     sep = get_separator(d["model"], separation, umx=bool(d.get("umx_infer", False)),
                         device=legacy_device(d), chunking=chunking)

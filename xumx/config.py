@@ -15,7 +15,8 @@ from typing import Dict, Optional, Tuple
 
 from .errors import ConfigError
 from .flags import (BATCH_FRAMES, CHUNK_DUR, CONTEXT, DEVICE_ID, IS_WAV, MODEL, OUT, OUT_DIR,
-                    OVERLAP, QUIET, ROOT, SAMPLE_RATE, SEED, TARGETS, UMX, opt)
+                    OVERLAP, PRECISION, PRECISIONS, QUIET, ROOT, SAMPLE_RATE, SEED, TARGETS, UMX,
+                    opt)
 from .times import TIME_FORMS, seconds
 
 #: The published source order (it fixes parameter creation order in ``x-umx.h5``).
@@ -141,6 +142,8 @@ class SeparationConfig:
     ``aggregate``: extra stems, each the sum of some sources' estimates, as
     {name: sources} or ((name, sources), ...), e.g. {"accompaniment": ("bass", "drums",
     "other")} (all but vocals, for karaoke); they come after the targets.
+    ``precision``: the network's graph, one of :data:`~xumx.flags.PRECISIONS` ("int8": the
+    LSTMs' weights in int8, :mod:`xumx.onnxnet`; opt-in, the onnxruntime backend only).
     """
     targets: Optional[Tuple[str, ...]] = TARGETS.field(None, "all sources of the model")
     niter: int = opt(1, "--niter", help="Wiener EM iterations, 0 or more", group="separation",
@@ -158,6 +161,7 @@ class SeparationConfig:
         default_text="none",
         help="also write a stem that is the sum of some sources, e.g. "
              "accompaniment=bass,drums,other (may be repeated)")
+    precision: str = PRECISION.field(PRECISIONS[0])
 
     def __post_init__(self):
         if self.targets is not None:   # one name is not its letters; "vocals,drums" is two
@@ -183,6 +187,9 @@ class SeparationConfig:
             raise ConfigError(f"niter must be a whole number >= 0, not {self.niter!r}")
         if not self.alpha > 0:
             raise ConfigError(f"alpha must be positive, not {self.alpha!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not "
+                              f"{self.precision!r}")
 
 
 @dataclass(frozen=True)

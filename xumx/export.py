@@ -3,7 +3,8 @@
     python -m xumx.export --model x-umx.h5 --out x-umx.onnx
 
 Without ``--model`` the published weights are used (downloaded once, as by ``xumx.test``);
-``--umx-infer`` exports a folder of Open-Unmix ``<target>.h5`` files. The file maps a mixture
+``--umx-infer`` exports a folder of Open-Unmix ``<target>.h5`` files; ``--precision int8`` the
+graph with int8 LSTM weights (it needs onnxruntime's com.microsoft operators). The file maps a mixture
 magnitude spectrogram to the sources' masks (see :mod:`xumx.onnxnet` and docs/onnx-engine.md
 for its inputs, outputs and an onnxruntime example).
 """
@@ -25,10 +26,11 @@ def _export(argv) -> int:
     out, load, separation = parse("export", argv)
     model = ModelFiles.resolve(load.model, load.umx or None, separation.targets, out.quiet)
     with cannot_load(model.path):
-        cfg = export(model, out.out)
+        cfg = export(model, out.out, separation.precision)
     if not out.quiet:
         c, f = cfg.nb_channels, cfg.nb_bins
-        print(f"{out.out}: {os.path.getsize(out.out) / 1e6:.0f} MB, ONNX opset {OPSET}: "
+        print(f"{out.out}: {os.path.getsize(out.out) / 1e6:.0f} MB, {separation.precision}, "
+              f"ONNX opset {OPSET}: "
               f"{INPUT} float32 (frames, batch, {c}, {f}) -> {OUTPUT} float32 "
               f"({len(cfg.sources)}, frames, batch, {c}, {f}) for sources "
               f"{', '.join(cfg.sources)}; STFT {cfg.nfft}/{cfg.nhop} at {cfg.sample_rate} Hz")

@@ -94,6 +94,12 @@ SEED = Flag(("--seed",), "random seed (every generator of the run is a function 
 OUT = Flag(("--out",), "what the command writes", "input and output", metavar="PATH",
            required=True, detail=(("export", ": the ONNX file"),
                                   ("synth", ": the data set's root folder")))
+#: The precisions of the network's graph (:mod:`xumx.onnxnet`); the first is the default.
+PRECISIONS = ("float32", "int8")
+PRECISION = Flag(("--precision",), "the network's LSTM weights: float32, or int8 (opt-in: "
+                 "onnxruntime's DynamicQuantizeLSTM, a faster network whose stems differ a "
+                 "little from float32's; docs/onnx-engine.md, \"Reduced precision\")",
+                 "separation", choices=PRECISIONS)
 QUIET = Flag(("--quiet", "-q"), "no progress bars and no summary lines (errors and warnings are "
              "still printed)", "input and output")
 

@@ -3,8 +3,10 @@
 Building the graph from a weights file (reading, checking, folding, serialising; timings in
 docs/onnx-engine.md, "Load time") is done once per model content; later runs load
 ``<cache>/onnx/xumx-<key>.onnx`` directly. The key is the SHA-256 of the model's files and
-sidecars (:attr:`xumx.modelfiles.ModelFiles.sha256`) and of :data:`GRAPH_VERSION`, so a changed
-file or a changed graph writer never reuses an old entry. The least recently used entries beyond
+sidecars (:attr:`xumx.modelfiles.ModelFiles.sha256`), of :data:`GRAPH_VERSION` and of the
+graph's precision (float32 or int8, :mod:`xumx.onnxnet`), so a changed file or a changed graph
+writer never reuses an old entry, and the float32 and int8 graphs of a model are two entries
+(a loaded entry whose metadata states another precision is built again). The least recently used entries beyond
 :data:`CACHE_ENTRIES` are removed. Cache folder: :func:`xumx.cachedir.cache_dir`
 (``$XUMX_CACHE``; in a container, a volume).
 
@@ -17,6 +19,7 @@ import os
 import warnings
 from typing import Callable, Optional, Union
 
+from .config import PRECISIONS
 from .engine import Device, EngineError, OnnxNet
 from .errors import XumxWarning
 from .modelfiles import ModelFiles
@@ -34,9 +37,10 @@ def cache_folder() -> str:
     return os.path.join(cache_dir(), "onnx")
 
 
-def model_key(model: ModelFiles) -> str:
-    """The cache key of ``model``'s graph (see the module docstring)."""
-    return hashlib.sha256(f"xumx-onnx/{GRAPH_VERSION}/{model.sha256}".encode()).hexdigest()
+def model_key(model: ModelFiles, precision: str = PRECISIONS[0]) -> str:
+    """The cache key of ``model``'s graph in ``precision`` (see the module docstring)."""
+    return hashlib.sha256(f"xumx-onnx/{GRAPH_VERSION}/{precision}/{model.sha256}".encode()
+                          ).hexdigest()
 
 
 def cached_model(key: str, build: Callable[[], bytes],
@@ -78,27 +82,28 @@ def trim(folder: str, keep: int):
             os.unlink(old)
 
 
-def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int] = None) -> OnnxNet:
-    """The :class:`~xumx.engine.OnnxNet` of ``model``, from the cache when it holds it (else
-    built from the weights and stored). Raises WeightsError for a model that cannot be read,
-    EngineError for a device that cannot be used."""
+def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int] = None,
+             precision: str = PRECISIONS[0]) -> OnnxNet:
+    """The :class:`~xumx.engine.OnnxNet` of ``model`` in ``precision``, from the cache when it
+    holds it (else built from the weights and stored). Raises WeightsError for a model that
+    cannot be read, EngineError for a device that cannot be used."""
     try:
-        key = model_key(model)
+        key = model_key(model, precision)
     except OSError:
         key = None   # a missing or unreadable file: reading the model names the problem
 
     def build() -> bytes:
         from .onnxnet import file_model
-        return file_model(model, serving=True)[1]
+        return file_model(model, serving=True, precision=precision)[1]
 
     built = build() if key is None else cached_model(key, build)
     if isinstance(built, bytes):
-        return OnnxNet(built, device, threads)
+        return OnnxNet(built, device, threads, precision)
     try:
-        return OnnxNet(built, device, threads)
+        return OnnxNet(built, device, threads, precision)   # ValueError: another precision's
     except EngineError:
         raise
-    except Exception:   # a damaged or vanished cache entry: build the model again
+    except Exception:   # a damaged, vanished or mislabelled cache entry: build it again
         with contextlib.suppress(OSError):
             os.unlink(built)
-        return OnnxNet(cached_model(key, build), device, threads)
+        return OnnxNet(cached_model(key, build), device, threads, precision)

@@ -21,6 +21,17 @@ graph: ``masks_before_relu``, see :func:`build_model`). The model's
 configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
 ``xumx.sources``.
 
+Reduced precision (opt-in, ``precision="int8"``; the float32 graph is not changed by it): each
+LSTM layer becomes onnxruntime's ``com.microsoft`` ``DynamicQuantizeLSTM`` (the dense layers
+stay float32: fc2/fc3 as DynamicQuantizeMatMul saved at most 0.15 s of 1.7 per 30 s chunk and
+cost 25 dB of mask SER; fc1's input, the raw magnitude, has a dynamic range one uint8 scale per
+run would crush). The LSTMs' W and R are quantised here, in numpy
+(:func:`quantize_symmetric`): symmetric, per output channel (one scale per gate unit of each
+direction), zero point 0, levels -:data:`INT8_LEVEL`..:data:`INT8_LEVEL`. onnxruntime quantises
+the activations itself (uint8, per tensor, the inputs per run and the hidden state at every
+step) and accumulates in int32. The metadata property ``xumx.precision`` says "int8" (absent:
+float32). SER and speed: docs/onnx-engine.md, "Reduced precision".
+
 The bytes are written by :mod:`xumx.onnxproto` (the protobuf wire format of the few ONNX
 messages used), so neither building nor running the model needs the ``onnx`` package (nor
 protobuf or ml_dtypes): numpy builds it, onnxruntime runs it.
@@ -31,7 +42,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from . import onnxproto
-from .config import ModelConfig
+from .config import PRECISIONS, ModelConfig
 from .params import gate_permutation
 
 #: ONNX operator set of the graph: every operator used (MatMul, Gemm, Add, Tanh, Relu, LSTM,
@@ -49,6 +60,14 @@ SERVING_OUTPUT = "masks_before_relu"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 #: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.params`)
 ONNX_GATE_ORDER = gate_permutation("iofc")
+#: The operator set of onnxruntime's contrib operators (DynamicQuantizeLSTM) and its version
+MS_DOMAIN, MS_OPSET = "com.microsoft", 1
+#: Largest int8 level of a quantised weight. 7 bits, not 127: onnxruntime's u8 x s8 kernels on
+#: x86 CPUs without VNNI (AVX2: vpmaddubsw) add two products in int16, which saturates for
+#: 255 x 127 x 2; at 63 it cannot (what onnxruntime's own quantiser calls reduce_range).
+INT8_LEVEL = 63
+#: The metadata property of a graph's precision (absent: float32, the graphs written before)
+PRECISION_KEY = "xumx.precision"
 
 
 def _affine_bn(arrays, name: str, scale_in=None, shift_in=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -109,6 +128,21 @@ def folded_layers(cfg: ModelConfig, arrays: Dict[str, np.ndarray]) -> Dict[str, 
     return out
 
 
+def quantize_symmetric(w: np.ndarray, axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantisation of ``w`` with one scale per index of every axis except
+    ``axis`` (the axis a product sums over: per output channel).
+
+    Shapes: w (..., K, ...) float -> (q int8 like w, scale float32 like w without ``axis``);
+    ``w`` is about ``q * scale`` (scale expanded at ``axis``), each error at most scale / 2,
+    scale = max |w| over ``axis`` / :data:`INT8_LEVEL` (1 for an all-zero channel).
+    """
+    w = np.asarray(w, np.float32)
+    peak = np.max(np.abs(w), axis=axis, keepdims=True)
+    scale = np.where(peak > 0, peak / INT8_LEVEL, 1).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -INT8_LEVEL, INT8_LEVEL).astype(np.int8)
+    return q, np.squeeze(scale, axis=axis)
+
+
 class _Graph:
     """The graph being written: nodes with generated output names, and initializers, as
     :mod:`xumx.onnxproto` messages. ``tests/onnx_oracle.py`` has the same four methods with
@@ -116,6 +150,7 @@ class _Graph:
 
     def __init__(self):
         self.nodes, self.inits, self._n = [], {}, 0
+        self.domains = {}   # operator sets used beyond ONNX's own: {domain: version}
 
     def const(self, name: str, value) -> str:
         """An initializer (made once per name: later calls reuse it). The message refers to
@@ -127,11 +162,17 @@ class _Graph:
     def ints(self, name: str, values) -> str:
         return self.const(name, np.asarray(values, np.int64))
 
-    def op(self, op_type: str, *inputs, outputs: int = 1, name: str = None, **attrs):
+    def op(self, op_type: str, *inputs, outputs: int = 1, name: str = None,
+           domain: str = None, **attrs):
+        """A node; its output name(s). ``domain``: its operator set (None: ONNX's own); an
+        input "" is one left out."""
         self._n += 1
         base = name or f"{op_type.lower()}_{self._n}"
         outs = [base] if outputs == 1 else [f"{base}:{k}" for k in range(outputs)]
-        self.nodes.append(onnxproto.node(op_type, list(inputs), outs, name=base, **attrs))
+        if domain is not None:
+            self.domains[domain] = MS_OPSET
+        self.nodes.append(onnxproto.node(op_type, list(inputs), outs, name=base, domain=domain,
+                                         **attrs))
         return outs[0] if outputs == 1 else outs
 
     def model(self, inputs, outputs, doc_string: str,
@@ -143,12 +184,14 @@ class _Graph:
             self.nodes, GRAPH_NAME, [onnxproto.tensor_value_info(n, f32, s) for n, s in inputs],
             [onnxproto.tensor_value_info(n, f32, s) for n, s in outputs],
             initializers=list(self.inits.values()))
-        return onnxproto.model(graph, IR_VERSION, [onnxproto.opset("", OPSET)],
+        opsets = [onnxproto.opset("", OPSET)] + [onnxproto.opset(d, v)
+                                                 for d, v in self.domains.items()]
+        return onnxproto.model(graph, IR_VERSION, opsets,
                                producer_name=PRODUCER, doc_string=doc_string, metadata=metadata)
 
 
 def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                serving: bool = False) -> onnxproto.Message:
+                serving: bool = False, precision: str = PRECISIONS[0]) -> onnxproto.Message:
     """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``, not yet
     serialised (:meth:`xumx.onnxproto.Message.tobytes` does; :func:`model_bytes` is both).
 
@@ -158,15 +201,32 @@ def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
     does both in place: onnxruntime gives a graph output its own buffer, so a last ReLU in the
     graph would hold a second tensor of the masks' size.
     """
-    return graph_model(cfg, folded_layers(cfg, arrays), serving=serving)
+    return graph_model(cfg, folded_layers(cfg, arrays), serving=serving, precision=precision)
+
+
+def _int8_lstm(g, x, name: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, **attrs) -> str:
+    """One LSTM layer (:func:`folded_layers`' W (D, 4h, in), R (D, 4h, h), B of it) as
+    DynamicQuantizeLSTM, whose W and R are transposed, (D, in, 4h) and (D, h, 4h), and
+    quantised per gate unit. Shapes: x (N, B, in) -> (N, D, B, h)."""
+    wq, ws = quantize_symmetric(w.transpose(0, 2, 1), axis=1)   # (D, in, 4h), (D, 4h)
+    rq, rs = quantize_symmetric(r.transpose(0, 2, 1), axis=1)
+    zero = g.const(f"lstm_zero_{ws.shape[1]}", np.zeros(ws.shape, np.int8))
+    return g.op("DynamicQuantizeLSTM", x, g.const(f"{name}_W_int8", wq),
+                g.const(f"{name}_R_int8", rq), g.const(f"{name}_B", b), "", "", "", "",
+                g.const(f"{name}_W_scale", ws), zero, g.const(f"{name}_R_scale", rs), zero,
+                name=name, domain=MS_DOMAIN, **attrs)
 
 
 def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
-                serving: bool = False):
+                serving: bool = False, precision: str = PRECISIONS[0]):
     """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (the model
     refers to each array's buffer; nothing is copied until it is serialised). ``graph``: the
     writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``).
-    ``serving``: the graph :class:`xumx.engine.OnnxNet` runs (see :func:`build_model`)."""
+    ``serving``: the graph :class:`xumx.engine.OnnxNet` runs (see :func:`build_model`).
+    ``precision``: one of :data:`PRECISIONS` (module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    int8 = precision == "int8"
     g = graph if graph is not None else _Graph()
     ns, c, bins, hid = len(cfg.sources), cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     h, d = cfg.lstm_hidden, cfg.nb_directions
@@ -191,10 +251,16 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
     for j, s in enumerate(cfg.sources):
         y = shared if cfg.crossing else enc_s[j]
         for layer in range(cfg.nb_layers):
-            y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
-                     g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
-                     g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
-                     hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")  # (N, D, B, h)
+            if int8:
+                y = _int8_lstm(g, y, f"lstm_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}"),
+                               layers.pop(f"lstm_R_{s}_{layer}"),
+                               layers.pop(f"lstm_B_{s}_{layer}"), direction=direction,
+                               hidden_size=h)                                 # (N, D, B, h)
+            else:
+                y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
+                         g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
+                         g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
+                         hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")
             y = g.op("Transpose", y, perm=[0, 2, 1, 3])                       # (N, B, D, h)
             y = g.op("Reshape", y, g.ints("merge_directions", [0, 0, d * h]))  # (N, B, D h)
         lstm_out.append(y)
@@ -229,6 +295,8 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
                    for s in cfg.sources])                                     # (S, H + 1, C F)
     assert not layers, sorted(layers)
     meta = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
+    if int8:
+        meta[PRECISION_KEY] = precision
     if serving:
         g.op("MatMul", z, g.const("fc3_W", w3), name=SERVING_OUTPUT)         # (S, N B, C F)
         doc = ("X-UMX (CrossNet-Open-Unmix) masks before their final ReLU from a mixture "
@@ -248,25 +316,28 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
                    [(OUTPUT, (ns, "frames", "batch", c, bins))], doc, meta)
 
 
-def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray], serving: bool = False) -> bytes:
+def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray], serving: bool = False,
+                precision: str = PRECISIONS[0]) -> bytes:
     """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
-    return build_model(cfg, arrays, serving).tobytes()
+    return build_model(cfg, arrays, serving, precision).tobytes()
 
 
-def file_model(model, serving: bool = False) -> Tuple[ModelConfig, bytes]:
+def file_model(model, serving: bool = False,
+               precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
     """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`);
-    ``serving`` as in :func:`build_model`. The parameter arrays are released once folded, so
-    memory holds at most the folded arrays and the model's bytes (two copies of the weights)."""
+    ``serving`` and ``precision`` as in :func:`build_model`. The parameter arrays are released
+    once folded, so memory holds at most the folded arrays and the model's bytes (two copies of
+    the weights)."""
     cfg, arrays = model.read()
     layers = folded_layers(cfg, arrays)
     del arrays
-    return cfg, graph_model(cfg, layers, serving=serving).tobytes()
+    return cfg, graph_model(cfg, layers, serving=serving, precision=precision).tobytes()
 
 
-def export(model, out: str) -> ModelConfig:
+def export(model, out: str, precision: str = PRECISIONS[0]) -> ModelConfig:
     """Write the network of ``model`` (a :class:`xumx.modelfiles.ModelFiles`) to the ONNX file
-    ``out``, atomically; its config."""
+    ``out``, atomically, in ``precision``; its config."""
     from .files import write_bytes
-    cfg, data = file_model(model)
+    cfg, data = file_model(model, precision=precision)
     write_bytes(out, data)
     return cfg

@@ -87,7 +87,7 @@ COMMANDS: Dict[str, Command] = {
                      (SeparationConfig, None))),
     "export": Command("Write the network as an ONNX file.",
                       ((ExportConfig, None), (LoadConfig, ("model", "umx")),
-                       (SeparationConfig, ("targets",)))),
+                       (SeparationConfig, ("targets", "precision")))),
     "synth": Command("Write a small generated MUSDB-like WAV data set.", ((SynthConfig, None),)),
     "demo": Command("The whole job, offline, on a CPU: generate data, train, separate, evaluate.",
                     ((DemoConfig, None),)),

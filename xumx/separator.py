@@ -19,7 +19,7 @@ import numpy as np
 
 from . import dsp, heap
 from .chunking import nb_chunks, separate_batches
-from .config import ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
+from .config import PRECISIONS, ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
 from .modelfiles import ModelFiles
@@ -93,7 +93,8 @@ class Separator:
     object with ``cfg``, a :class:`~xumx.config.ModelConfig`, and ``masks(mag)``, mapping
     magnitudes (N, C, F) to masks (S, N, C, F): :class:`xumx.engine.OnnxNet` or
     :class:`xumx.training.reference.NnablaNet`), for tests and tools that hold parameters in
-    memory.
+    memory; its ``precision`` (float32 where it has none) must be ``separation.precision``
+    (ConfigError).
 
     Attributes: ``sources`` (the model's sources), ``stems`` (the names :meth:`separate`
     returns, in order), ``sample_rate`` (the rate the network runs at; audio at other rates is
@@ -110,6 +111,11 @@ class Separator:
             dataclasses.replace(net.cfg, sample_rate=int(sample_rate))
         self.separation = separation
         self.chunking = chunking
+        loaded = getattr(net, "precision", PRECISIONS[0])
+        if loaded != separation.precision:
+            raise ConfigError(f"the network was loaded in {loaded} and the settings ask for "
+                              f"{separation.precision}: load it in that precision "
+                              f"(Separator.load(..., precision={separation.precision!r}))")
         self._plan = stem_plan(self.cfg.sources, separation)
 
     # ------------------------------------------------------------------ making one
@@ -133,8 +139,9 @@ class Separator:
                 needs nnabla).
             threads: onnxruntime's CPU threads (None: the cores other work leaves free).
             **settings: :data:`SETTINGS`: targets, niter, softmask, alpha, residual_model,
-                aggregate (:class:`~xumx.config.SeparationConfig`), chunk_dur and overlap
-                (:class:`~xumx.config.ChunkConfig`).
+                aggregate, precision (:class:`~xumx.config.SeparationConfig`; precision
+                "int8" builds the network's int8 graph, onnxruntime only), chunk_dur, overlap
+                and batch_frames (:class:`~xumx.config.ChunkConfig`).
 
         Each failure is one :class:`~xumx.errors.XumxError` line: DownloadError, WeightsError
         ("cannot load the model: <path>: <why>"), EngineError, NnablaMissing, InputError (a
@@ -146,6 +153,9 @@ class Separator:
         where = parse_device(device)
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if backend == "nnabla" and separation.precision != PRECISIONS[0]:
+            raise ConfigError(f"precision {separation.precision} needs the onnxruntime backend "
+                              f"(the NNabla reference runs in {PRECISIONS[0]})")
         files = model if isinstance(model, ModelFiles) else \
             ModelFiles.resolve(model, umx, needed_sources(separation), quiet)
         with cannot_load(files.path):
@@ -154,7 +164,7 @@ class Separator:
                 net = NnablaNet.load(files, where)
             else:
                 from .modelcache import load_net
-                net = load_net(files, where, threads)
+                net = load_net(files, where, threads, separation.precision)
         if sample_rate and int(sample_rate) != int(net.cfg.sample_rate):
             stated = files.stated_rate()
             if stated:
@@ -165,7 +175,8 @@ class Separator:
         return cls(net, files, separation, chunking, sample_rate)
 
     def with_settings(self, **settings) -> "Separator":
-        """A Separator sharing this one's loaded network, with some :data:`SETTINGS` changed."""
+        """A Separator sharing this one's loaded network, with some :data:`SETTINGS` changed
+        (not ``precision``, which needs another network: :meth:`load`; ConfigError)."""
         separation, chunking = settings_of(self.separation, self.chunking, settings)
         return Separator(self.net, self.model, separation, chunking, self.cfg.sample_rate)
 

@@ -17,14 +17,16 @@ IDENTITY_WORDS = {"model_sha256": "the model file", "sidecar_sha256": "the model
                   "umx": "--umx-infer", "sample_rate": "the model's rate", "targets": "--targets",
                   "niter": "--niter", "softmask": "--softmask", "alpha": "--alpha",
                   "residual_model": "--residual-model", "chunk_dur": "--chunk-dur",
-                  "overlap": "--overlap"}
+                  "overlap": "--overlap", "precision": "--precision"}
+#: What a field missing from an older record means (records before the field existed).
+IDENTITY_DEFAULTS = {"precision": SeparationConfig().precision}
 
 
 def identity_of(model, separator, separation: SeparationConfig, chunking: ChunkConfig) -> dict:
     """What makes the model's scores: the SHA-256 of ``model``'s files (a
     :class:`~xumx.modelfiles.ModelFiles`: the ``.h5``, or for UMX each target's
     ``<target>.h5``; and their ``.json`` sidecars, None where absent), the rate the model runs
-    at, the targets and Wiener settings of ``separation``, and the chunking. Only JSON types,
+    at, the targets, Wiener settings and precision of ``separation``, and the chunking. Only JSON types,
     so that it compares equal to itself read back."""
     digests = model.digests()
     if model.umx:
@@ -36,7 +38,8 @@ def identity_of(model, separator, separation: SeparationConfig, chunking: ChunkC
             "sample_rate": int(separator.sample_rate), "targets": list(separator.targets),
             "niter": int(separation.niter), "softmask": bool(separation.softmask),
             "alpha": float(separation.alpha), "residual_model": bool(separation.residual_model),
-            "chunk_dur": float(chunking.chunk_dur), "overlap": float(chunking.overlap)}
+            "chunk_dur": float(chunking.chunk_dur), "overlap": float(chunking.overlap),
+            "precision": str(separation.precision)}
 
 
 def _shown(value) -> str:
@@ -73,9 +76,9 @@ def check_identity(eval_dir: str, identity: dict, model: str) -> None:
                             f"settings that made them ({IDENTITY}): {advice}")
         files.write_text(path, json.dumps({"identity": identity, "model": model}, indent=2) + "\n")
         return
-    differs = [f"{IDENTITY_WORDS.get(key, key)}: {_shown(recorded.get(key))} there, "
-               f"{_shown(value)} now"
-               for key, value in identity.items() if recorded.get(key) != value]
+    there = {key: recorded.get(key, IDENTITY_DEFAULTS.get(key)) for key in identity}
+    differs = [f"{IDENTITY_WORDS.get(key, key)}: {_shown(there[key])} there, {_shown(value)} now"
+               for key, value in identity.items() if there[key] != value]
     if differs:
         raise EvalError(f"--eval-dir {eval_dir} holds the scores of another model or other "
                         f"settings ({'; '.join(differs)}): {advice}")
