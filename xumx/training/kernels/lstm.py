@@ -43,15 +43,6 @@ GATES = LSTM_GATES
 SMALL_STEP = 1 << 21
 
 
-def gate_scale(h: int) -> np.ndarray:
-    """(4h, 1): -1 for the sigmoid gates i, f, o, -2 for the cell candidate g (nnabla's order
-    i, f, g, o). Pre-activations are kept times this, so that ``1 / (1 + exp(.))`` gives
-    sigmoid(a) for i, f, o and sigmoid(2a) for g, whose tanh is 2 sigmoid(2a) - 1."""
-    scale = np.full((GATES * h, 1), -1.0, np.float32)
-    scale[2 * h:3 * h] = -2.0
-    return scale
-
-
 class SourcesLSTM(NumpyFunction):
     """Inputs: the LSTM input, one (N, B, I) shared by all sources or S of them, then per
     source ``weight_l0``, ``weight`` (only when L > 1) and ``bias``. Outputs: S arrays
@@ -138,12 +129,13 @@ class SourcesLSTM(NumpyFunction):
         return wh
 
     def _layer_weights(self, params, layer):
-        """(wx, wh, bias) of one layer: the input weights (:meth:`_input_weights`), the
-        recurrent weights (K, 4h, h) (:meth:`_recurrent_weights`), the biases (S, D 4h, 1)."""
-        bias = np.empty((self.S, self.D * GATES * self.h, 1), np.float32)
+        """(wx, wh, -bias) of one layer: the input weights (:meth:`_input_weights`), the
+        recurrent weights (K, 4h, h) (:meth:`_recurrent_weights`), the biases negated
+        (S, D 4h, 1)."""
+        neg_bias = np.empty((self.S, self.D * GATES * self.h, 1), np.float32)
         for s, p in enumerate(params):
-            bias[s, :, 0] = data(p[-1])[layer].reshape(-1)
-        return self._input_weights(params, layer), self._recurrent_weights(params, layer, False), bias
+            np.negative(data(p[-1])[layer].reshape(-1), out=neg_bias[s, :, 0])
+        return self._input_weights(params, layer), self._recurrent_weights(params, layer, False), neg_bias
 
     # ------------------------------------------------------------------ forward
     def forward_impl(self, inputs, outputs):
@@ -184,8 +176,9 @@ class SourcesLSTM(NumpyFunction):
         """One layer. xs: 1 shared or S inputs (N, B, I) -> (A, C, TC, Y): the gate
         activations (N, K, 4h, B) (sigmoid for i, f, o, tanh for g), cell states and their tanh
         (N, K, h, B), all indexed by step (the backward directions' step t is frame N - 1 - t),
-        and the outputs Y (S, N, B, D h)."""
-        wx, wh, bias = w
+        and the outputs Y (S, N, B, D h). The pre-activations are formed negated (the
+        recurrence's ``exp`` takes them as they are)."""
+        wx, wh, neg_bias = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
         n, b, _ = xs[0].shape
@@ -195,7 +188,7 @@ class SourcesLSTM(NumpyFunction):
             p = (wx[s] @ x.reshape(n * b, -1).T).reshape(D, G, n, b)   # (D 4h, N B)
             for d in range(D):
                 src = p[d].transpose(1, 0, 2)
-                np.add(src if d == 0 else src[::-1], bias[s, d * G:(d + 1) * G], out=a[:, s * D + d])
+                np.subtract(neg_bias[s, d * G:(d + 1) * G], src if d == 0 else src[::-1], out=a[:, s * D + d])
         c = np.empty((n, K, h, b), np.float32)
         tc = np.empty_like(c)
         hs = np.empty_like(c)
@@ -211,25 +204,24 @@ class SourcesLSTM(NumpyFunction):
 
     def _recur_forward(self, a, wh, c, tc, hs):
         """The time loop of :meth:`_layer_forward` for a group of cells (views along the cell
-        axis): ``a`` (N, k, 4h, B) pre-activations in, activations out; c, tc, hs written.
-        Each step adds ``W_h h`` to the pre-activations in place (BLAS's beta = 1), scales
-        them by :func:`gate_scale` and takes ``1 / (1 + exp(.))`` of all gates at once."""
+        axis): ``a`` (N, k, 4h, B) negated pre-activations -z in, activations out; c, tc, hs
+        written. Each step subtracts ``W_h h`` in place (BLAS's alpha = -1, beta = 1); with
+        e = exp(-z), the gates i, f, o are 1 / (1 + e) and g = tanh(z) = 2 / (1 + e^2) - 1."""
         h = self.h
         k, b = a.shape[1], a.shape[3]
-        scale = gate_scale(h)
         tmp = np.empty((k, h, b), np.float32)
         with np.errstate(over="ignore"):   # exp(large) = inf: its gate is then exactly 0 (or -1)
             for t in range(a.shape[0]):
                 at = a[t]
                 if t:
                     h_prev = hs[t - 1]
-                    for j in range(k):   # at[j] (4h, B) += W_h[j] (4h, h) @ h_prev[j] (h, B)
-                        sgemm(1.0, h_prev[j].T, wh[j].T, 1.0, at[j].T, overwrite_c=True)
-                at *= scale
+                    for j in range(k):   # at[j] (4h, B) -= W_h[j] (4h, h) @ h_prev[j] (h, B)
+                        sgemm(-1.0, h_prev[j].T, wh[j].T, 1.0, at[j].T, overwrite_c=True)
                 np.exp(at, out=at)
+                g = at[:, 2 * h:3 * h]
+                g *= g
                 at += 1.0
                 np.divide(1.0, at, out=at)
-                g = at[:, 2 * h:3 * h]
                 g *= 2.0
                 g -= 1.0
                 ct, tct = c[t], tc[t]
