@@ -23,10 +23,12 @@ batch 16 x 1 s; 3. the paper's recipe, hidden 512, nfft 4096 / hop 1024, batch 1
 PyTorch runs ``benchmarks/torch_xumx_step.py`` with ``--torch-python`` (torch and numpy;
 e.g. ``python3.11 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch numpy``), or with
 this interpreter when it can import torch. Every implementation runs the recipe's LSTM dropout
-(0.4, ``--dropout``) unless it predates it (``--before``). The machine is shared by others at times: the load
+(0.4, ``--dropout``) unless it predates it (a checkout from before the flag, ``--before`` or
+``--xumx-root``, runs as it is). The machine is shared by others at times: the load
 average is printed with every run, and CPU time (user + sys) next to wall time.
 """
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -83,8 +85,9 @@ def child_xumx(args):
                       nhop=args.nhop)
     model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
     length = int(args.seq_dur * cfg.sample_rate)
+    takes_dropout = "dropout" in inspect.signature(build_loss_graph).parameters  # not before issue 24
     graph = build_loss_graph(model, args.batch_size, length, args.mcoef, test=False,
-                             **({"dropout": args.dropout} if args.dropout is not None else {}))
+                             **({"dropout": args.dropout} if args.dropout is not None and takes_dropout else {}))
     solver = S.Adam(1e-3)
     params = model.get_parameters(grad_only=True)
     solver.set_parameters(params)
@@ -176,10 +179,9 @@ def config_args(cfg):
 
 
 def dropout_args(impl, args):
-    """The LSTM dropout of a run: the recipe's 0.4 unless --dropout says otherwise; a checkout
-    from before the flag (``--xumx-root``) gets none (it has no dropout)."""
-    if impl.startswith("xumx@"):
-        return []
+    """The LSTM dropout of a run: the recipe's 0.4 unless --dropout says otherwise (another
+    checkout too; one from before the flag runs without: the child passes it only where
+    ``build_loss_graph`` takes it)."""
     if impl == "xumx-nodrop":
         return ["--dropout", "0"]
     return ["--dropout", str(args.dropout)]
@@ -259,7 +261,7 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true", help="time every nnabla function of the last step")
     p.add_argument("--xumx-root", default=ROOT, help="the xumx checkout to measure (default: this one)")
     p.add_argument("--before", default=None, metavar="DIR",
-                   help="also measure this checkout (as it is, no dropout flag), alternating with the others")
+                   help="also measure this checkout (with the same dropout where it has the flag), alternating with the others")
     p.add_argument("--with-no-dropout", action="store_true",
                    help="also measure this checkout with dropout 0 (what dropout costs)")
     p.add_argument("--mem-limit-gb", type=float, default=20.0, help="kill a run above this resident size")

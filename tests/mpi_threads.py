@@ -13,6 +13,7 @@ from xumx.training.kernels.base import fft_workers
 
 def main():
     comm, _ = make_communicator("cpu")
+    import xumx.training.kernels.lstm  # noqa: F401  (as training: scipy's own BLAS, loaded after)
     blas = sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
     print(json.dumps({"rank": comm.rank, "local_rank": comm.local_rank, "n_procs": comm.n_procs,
                       "applied": threads.APPLIED, "cores": physical_cores(), "blas": blas,

@@ -333,12 +333,17 @@ def test_time_loss_with_a_silent_source_is_finite(rng):
 
 
 # ----------------------------------------------------------------- dense layers
-@pytest.mark.parametrize("activation,pre,post,batch_stat", [
-    ("tanh", True, False, True), ("relu", False, False, True), ("relu", False, True, True),
-    (None, False, False, True), ("tanh", True, False, False), ("relu", False, True, False)])
-def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat):
+@pytest.mark.parametrize("activation,pre,post,batch_stat,x_grad", [
+    ("tanh", True, False, True, True), ("relu", False, False, True, True),
+    ("relu", False, True, True, True), (None, False, False, True, True),
+    ("tanh", True, False, False, True), ("relu", False, True, False, True),
+    ("tanh", True, False, True, False), ("tanh", True, False, False, False)])
+def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat, x_grad):
+    """Affine + batch norm with its chains against nnabla's functions, also with an input that
+    needs no gradient (fc1 on the mixture: the pre-scaling's gradients then come from
+    shifted^T da, without the input's gradient)."""
     n, b, c, f, cut, n_out = 4, 3, 2, 11, 7, 6
-    x = var(rng.rand(n, b, c, f))
+    x = var(rng.rand(n, b, c, f), x_grad)
     width = cut if pre else f
     w = var(rng.standard_normal((c * width, n_out if not post else c * f)))
     out_cols = w.shape[1]

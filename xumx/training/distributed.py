@@ -103,6 +103,9 @@ class NcclGpu(MpiCpu):
 def make_communicator(context: str = "cpu", device_id: str = "0",
                       env: Mapping[str, str] = os.environ):
     """(communicator, nnabla extension context) for this process; see the module docstring."""
+    # scipy's own BLAS (the LSTM kernel's recurrent products) is loaded first, so that the
+    # rank's limit covers it too
+    from scipy.linalg import blas  # noqa: F401
     from .backend import extension_context
     from ..threads import apply_rank_threads
     apply_rank_threads(env)

@@ -168,8 +168,11 @@ class AffineBatchNorm(NumpyFunction):
             dp -= (s0 / m).astype(np.float32)
         dp *= inv_std * g
         da = dp  # d loss / d (pre(x) @ W)
-        z, shifted = self._pre(inputs)
         w = data(inputs[1])
+        if self.pre and not propagate_down[0]:
+            self._pre_backward(inputs, da, w, propagate_down, accum)
+            return
+        z, shifted = self._pre(inputs)
         if propagate_down[1]:
             put_grad(inputs[1], z.T @ da, accum[1])
         del z
@@ -196,6 +199,28 @@ class AffineBatchNorm(NumpyFunction):
                 dx = np.zeros(x.shape, np.float32)
                 dx[..., :dz.shape[-1]] = dz
                 put_grad(inputs[0], dx, accum[0])
+
+
+    def _pre_backward(self, inputs, da, w, propagate_down, accum):
+        """Gradients of W, shift and scale when the input needs none (fc1 on the mixture's
+        spectrogram): with P = shifted^T da (n_in, n_out), dW = scale P, d scale = the row sums
+        of W * P, d shift = scale (W @ column sums of da), summed over the columns sharing a
+        bin; no input gradient (M, n_in) is formed: one product instead of two."""
+        shift_v, scale_v = inputs[6], inputs[7]
+        width = shift_v.shape[0]
+        x = data(inputs[0])
+        shifted = x[..., :width] + data(shift_v)
+        p = shifted.reshape(da.shape[0], -1).T @ da
+        del shifted
+        scale = np.tile(data(scale_v), p.shape[0] // width)
+        if propagate_down[7]:
+            put_grad(scale_v, np.einsum("ij,ij->i", w, p).reshape(-1, width).sum(axis=0), accum[7])
+        if propagate_down[6]:
+            col = da.sum(axis=0, dtype=np.float64).astype(np.float32)
+            put_grad(shift_v, (scale * (w @ col)).reshape(-1, width).sum(axis=0), accum[6])
+        if propagate_down[1]:
+            p *= scale[:, None]
+            put_grad(inputs[1], p, accum[1])
 
 
 def affine_batch_norm(x, params, batch_stat: bool, activation=None, pre=None, post=None,

@@ -2,11 +2,17 @@
 
 It computes what ``nnabla.functions.lstm`` computes for each source (zero initial states;
 gates i, f, g, o; parameters in the published layout: ``weight_l0`` (D, 4, h, I + h),
-``weight`` (L - 1, D, 4, h, D h + h), ``bias`` (L, D, 4, h)), with the work batched:
+``weight`` (L - 1, D, 4, h, D h + h), ``bias`` (L, D, 4, h)), with the work batched and in
+nnabla's gate order throughout (the weights are read as views, the gradients written in
+their layout: no permuted copies):
 
 - the input projections of all frames are one matrix product per source and layer;
-- the recurrence advances every source and both directions of a layer together, one batched
-  product ``h @ W_h`` per time step (the backward directions walk the frames from the end);
+- the recurrence advances every source and both directions of a layer together (the backward
+  directions walk the frames from the end); states are kept transposed, (4h, B) per cell, so
+  each step's product is ``W_h h^T`` with the 4h rows as BLAS's long side, added in place to
+  the pre-activations (scipy's ``sgemm`` with beta = 1: no temporary, no separate sum);
+- the gates are sigmoids ``1 / (1 + exp(-a))`` (numpy's exp is vectorised, its tanh is not:
+  tanh(a) = 2 sigmoid(2 a) - 1);
 - backward through time is batched the same way; the weight gradients are again one product
   per source over all frames.
 
@@ -26,15 +32,13 @@ size (h), cells K = S * D, input size (I).
 from typing import List
 
 import numpy as np
+from scipy.linalg.blas import sgemm
 
-from ...params import LSTM_GATES, gate_permutation
+from ...params import LSTM_GATES
 from .base import (NumpyFunction, data, for_cell_groups, parallel_cells_worth, put_grad,
                    single_thread_blas)
 
 GATES = LSTM_GATES
-#: The internal gate order i, f, o, g (the three sigmoid gates side by side) as indices into
-#: nnabla's order (:mod:`xumx.params`); the permutation is its own inverse.
-PERM = list(gate_permutation("ifog"))
 #: Recurrent products smaller than this (multiply-adds per step) run on one BLAS thread.
 SMALL_STEP = 1 << 21
 
@@ -103,26 +107,35 @@ class SourcesLSTM(NumpyFunction):
         for out in outputs:
             out.reset_shape((n, b, self.D * h), True)
 
-    def _layer_weights(self, params, layer):
-        """(wx (S, I, D 4h), wh_t (S, D, 4h, h), bias (S, D, 4h)) of one layer, internal gate
-        order, float32: the input weights as the right operand of ``x @ wx[s]`` (both
-        directions side by side), the recurrent weights as ``W_h`` (``h @ W_h`` is ``h @
-        wh_t[s, d].T``)."""
-        S, D, h = self.S, self.D, self.h
-        G = GATES * h
-        wx = wh_t = None
-        bias = np.empty((S, D, G), np.float32)
-        for s, p in enumerate(params):
+    def _input_weights(self, params, layer) -> List[np.ndarray]:
+        """Per source the input weights of one layer as a view (D 4h, I) of the parameter
+        (nnabla's layout and gate order: no copy)."""
+        out = []
+        for p in params:
             w = data(p[0]) if layer == 0 else data(p[1])[layer - 1]
-            w = w[:, PERM].reshape(D, G, -1)
-            n_in = w.shape[-1] - h
-            if wx is None:
-                wx = np.empty((S, n_in, D * G), np.float32)
-                wh_t = np.empty((S, D, G, h), np.float32)
-            wx[s].reshape(n_in, D, G)[...] = w[..., :n_in].transpose(2, 0, 1)
-            wh_t[s] = w[..., n_in:]
-            bias[s] = data(p[-1])[layer][:, PERM].reshape(D, G)
-        return wx, wh_t, bias
+            out.append(w.reshape(self.D * GATES * self.h, -1)[:, :-self.h])
+        return out
+
+    def _recurrent_weights(self, params, layer, transposed: bool) -> np.ndarray:
+        """The recurrent weights W_h of every cell of one layer, C-contiguous: (K, 4h, h), or
+        with ``transposed`` (K, h, 4h) (the backward's W_h^T; each cell's block is the Fortran
+        operand of a step's product, which BLAS reads without transposing)."""
+        D, h = self.D, self.h
+        G = GATES * h
+        wh = np.empty((self.S * D,) + ((h, G) if transposed else (G, h)), np.float32)
+        for s, p in enumerate(params):
+            w = (data(p[0]) if layer == 0 else data(p[1])[layer - 1]).reshape(D, G, -1)[:, :, -h:]
+            wh[s * D:(s + 1) * D] = w.transpose(0, 2, 1) if transposed else w
+        return wh
+
+    def _layer_weights(self, params, layer):
+        """(wx, wh, -bias) of one layer: the input weights (:meth:`_input_weights`), the
+        recurrent weights (K, 4h, h) (:meth:`_recurrent_weights`), the biases negated
+        (S, D 4h, 1)."""
+        neg_bias = np.empty((self.S, self.D * GATES * self.h, 1), np.float32)
+        for s, p in enumerate(params):
+            np.negative(data(p[-1])[layer].reshape(-1), out=neg_bias[s, :, 0])
+        return self._input_weights(params, layer), self._recurrent_weights(params, layer, False), neg_bias
 
     # ------------------------------------------------------------------ forward
     def forward_impl(self, inputs, outputs):
@@ -142,82 +155,86 @@ class SourcesLSTM(NumpyFunction):
 
     def _forward(self, xs: List[np.ndarray], params, keep: bool) -> np.ndarray:
         """Run every layer; returns the last layer's outputs (S, N, B, D h). With ``keep``,
-        the states are kept in ``self._cache`` for the backward. The masks of ``self._masks``
-        apply to the outputs of every layer but the last (the cached outputs are the masked
-        ones: the next layer's inputs)."""
+        per layer (A, C, TC, Y, the next layer's input) are kept in ``self._cache`` for
+        the backward. The masks of ``self._masks`` apply to the outputs of every layer but the
+        last (Y stays unmasked: the recurrence's states; the next layer's input is masked)."""
         cache = []
         x = xs
         for layer in range(self.L):
             w = self._layer_weights(params, layer)
-            states = self._layer_forward(x, w)
-            y = states[-1]
+            a, c, tc, y = self._layer_forward(x, w)
+            nxt = y
             if self._masks is not None and layer < self.L - 1:
-                y *= self._masks[layer]
+                nxt = y * self._masks[layer]
             if keep:
-                cache.append((states, w))   # the weights' layout serves the backward too
-            x = list(y)
+                cache.append((a, c, tc, y, nxt))
+            x = list(nxt)
         self._cache = cache if keep else None
         return y
 
     def _layer_forward(self, xs, w):
-        """One layer. xs: 1 shared or S inputs (N, B, I) -> (A, C, TC, H, Y): the gate
-        activations (N, K, B, 4h) (i, f, o sigmoid, g tanh), cell states and their tanh
-        (N, K, B, h), hidden states (N, K, B, h), all indexed by step (the backward
-        directions' step t is frame N - 1 - t), and the outputs Y (S, N, B, D h)."""
-        wx, wh_t, bias = w
+        """One layer. xs: 1 shared or S inputs (N, B, I) -> (A, C, TC, Y): the gate
+        activations (N, K, 4h, B) (sigmoid for i, f, o, tanh for g), cell states and their tanh
+        (N, K, h, B), all indexed by step (the backward directions' step t is frame N - 1 - t),
+        and the outputs Y (S, N, B, D h). The pre-activations are formed negated (the
+        recurrence's ``exp`` takes them as they are)."""
+        wx, wh, neg_bias = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
         n, b, _ = xs[0].shape
-        half = np.ones(G, np.float32)  # sigmoid(a) = (1 + tanh(a / 2)) / 2: one tanh for all gates
-        half[:3 * h] = 0.5
-        a = np.empty((n, S, D, b, G), np.float32)
+        a = np.empty((n, K, G, b), np.float32)
         for s in range(S):
             x = xs[0] if len(xs) == 1 else xs[s]
-            p = x.reshape(n * b, -1) @ wx[s]
-            p = p.reshape(n, b, D, G)
-            p += bias[s]
-            p *= half
+            p = (wx[s] @ x.reshape(n * b, -1).T).reshape(D, G, n, b)   # (D 4h, N B)
             for d in range(D):
-                a[:, s, d] = p[:, :, d] if d == 0 else p[::-1, :, d]
-        a = a.reshape(n, K, b, G)
-        wh_half = np.ascontiguousarray(wh_t.reshape(K, G, h).transpose(0, 2, 1))  # (K, h, 4h)
-        wh_half *= half
-        c = np.empty((n, K, b, h), np.float32)
+                src = p[d].transpose(1, 0, 2)
+                np.subtract(neg_bias[s, d * G:(d + 1) * G], src if d == 0 else src[::-1], out=a[:, s * D + d])
+        c = np.empty((n, K, h, b), np.float32)
         tc = np.empty_like(c)
         hs = np.empty_like(c)
         with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
-            for_cell_groups(K, b * h * G, lambda ks: self._recur_forward(a[:, ks], wh_half[ks], c[:, ks],
+            for_cell_groups(K, b * h * G, lambda ks: self._recur_forward(a[:, ks], wh[ks], c[:, ks],
                                                                         tc[:, ks], hs[:, ks]))
         y = np.empty((S, n, b, D * h), np.float32)
         for s in range(S):
             for d in range(D):
-                k = s * D + d
-                y[s, :, :, d * h:(d + 1) * h] = hs[:, k] if d == 0 else hs[::-1, k]
-        return a, c, tc, hs, y
+                src = hs[:, s * D + d].transpose(0, 2, 1)
+                y[s, :, :, d * h:(d + 1) * h] = src if d == 0 else src[::-1]
+        return a, c, tc, y
 
-    def _recur_forward(self, a, wh_half, c, tc, hs):
+    def _recur_forward(self, a, wh, c, tc, hs):
         """The time loop of :meth:`_layer_forward` for a group of cells (views along the cell
-        axis): ``a`` (N, k, B, 4h) pre-activations in, activations out; c, tc, hs written."""
+        axis): ``a`` (N, k, 4h, B) negated pre-activations -z in, activations out; c, tc, hs
+        written. Each step subtracts ``W_h h`` in place (BLAS's alpha = -1, beta = 1); with
+        e = exp(-z), the gates i, f, o are 1 / (1 + e) and g = tanh(z) = 2 / (1 + e^2) - 1."""
         h = self.h
-        k, b = a.shape[1], a.shape[2]
-        zero = np.zeros((k, b, h), np.float32)
-        rec = np.empty((k, b, GATES * h), np.float32)
-        tmp = np.empty((k, b, h), np.float32)
-        h_prev, c_prev = zero, zero
-        for t in range(a.shape[0]):
-            at = a[t]
-            np.matmul(h_prev, wh_half, out=rec)
-            at += rec
-            np.tanh(at, out=at)
-            sig = at[..., :3 * h]
-            sig *= 0.5
-            sig += 0.5
-            np.multiply(at[..., h:2 * h], c_prev, out=c[t])
-            np.multiply(at[..., :h], at[..., 3 * h:], out=tmp)
-            c[t] += tmp
-            np.tanh(c[t], out=tc[t])
-            np.multiply(at[..., 2 * h:3 * h], tc[t], out=hs[t])
-            h_prev, c_prev = hs[t], c[t]
+        k, b = a.shape[1], a.shape[3]
+        tmp = np.empty((k, h, b), np.float32)
+        with np.errstate(over="ignore"):   # exp(large) = inf: its gate is then exactly 0 (or -1)
+            for t in range(a.shape[0]):
+                at = a[t]
+                if t:
+                    h_prev = hs[t - 1]
+                    for j in range(k):   # at[j] (4h, B) -= W_h[j] (4h, h) @ h_prev[j] (h, B)
+                        sgemm(-1.0, h_prev[j].T, wh[j].T, 1.0, at[j].T, overwrite_c=True)
+                np.exp(at, out=at)
+                g = at[:, 2 * h:3 * h]
+                g *= g
+                at += 1.0
+                np.divide(1.0, at, out=at)
+                g *= 2.0
+                g -= 1.0
+                ct, tct = c[t], tc[t]
+                np.multiply(at[:, :h], g, out=ct)
+                if t:
+                    np.multiply(at[:, h:2 * h], c[t - 1], out=tmp)
+                    ct += tmp
+                np.multiply(ct, -2.0, out=tct)      # tanh(c) = 2 / (1 + exp(-2 c)) - 1
+                np.exp(tct, out=tct)
+                tct += 1.0
+                np.divide(2.0, tct, out=tct)
+                tct -= 1.0
+                np.multiply(at[:, 3 * h:], tct, out=hs[t])
 
     # ------------------------------------------------------------------ backward
     def backward_impl(self, inputs, outputs, propagate_down, accum):
@@ -232,11 +249,12 @@ class SourcesLSTM(NumpyFunction):
         grads_w = [[] for _ in range(self.S)]
         grads_b = [[] for _ in range(self.S)]
         for layer in reversed(range(self.L)):
-            (a, c, tc, hs, _), w = cache[layer]
-            x = x_in if layer == 0 else list(cache[layer - 1][0][-1])
+            a, c, tc, y, _ = cache[layer]
+            x = x_in if layer == 0 else list(cache[layer - 1][-1])
             need_dx = layer > 0 or any(propagate_down[:len(xs)])
-            dw, db, dx = self._layer_backward(x, w,
-                                              a, c, tc, hs, dy, need_dx)
+            dw, db, dx = self._layer_backward(x, self._input_weights(params, layer),
+                                              self._recurrent_weights(params, layer, True),
+                                              a, c, tc, y, dy, need_dx)
             cache[layer] = None  # free this layer's states
             for s in range(self.S):
                 grads_w[s].append(dw[s])
@@ -259,79 +277,87 @@ class SourcesLSTM(NumpyFunction):
                 if propagate_down[idx]:
                     put_grad(inputs[idx], g, accum[idx])
 
-    def _layer_backward(self, xs, w, a, c, tc, hs, dy, need_dx):
+    def _layer_backward(self, xs, wx, wh_t, a, c, tc, y, dy, need_dx):
         """Backward through one layer. dy (S, N, B, D h) -> per source the weight gradient
-        (D, 4, h, I + h) and bias gradient (D, 4, h) in nnabla's layout, and the input
+        (D, 4, h, I + h) and bias gradient (D, 4, h) (nnabla's layout), and the input
         gradient (1 or S, N, B, I) (None without ``need_dx``). ``a`` is overwritten."""
-        wx, wh_t, _ = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
-        n, b = a.shape[0], a.shape[2]
-        dh_all = np.empty((n, K, b, h), np.float32)
+        n, b = a.shape[0], a.shape[3]
+        dh_all = np.empty((n, K, h, b), np.float32)
         for s in range(S):
             for d in range(D):
-                src = dy[s, :, :, d * h:(d + 1) * h]
+                src = dy[s, :, :, d * h:(d + 1) * h].transpose(0, 2, 1)
                 dh_all[:, s * D + d] = src if d == 0 else src[::-1]
-        wh_t = wh_t.reshape(K, G, h)
         with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
             for_cell_groups(K, b * h * G, lambda ks: self._recur_backward(a[:, ks], c[:, ks], tc[:, ks],
                                                                          dh_all[:, ks], wh_t[ks]))
-        # weight gradients over all frames at once, (D, 4h, I + h) per source, internal gate order
         n_in = xs[0].shape[-1]
-        dw = np.empty((S, D, G, n_in + h), np.float32)
-        for k in range(K):
-            dw[k // D, k % D, :, n_in:] = np.tensordot(a[1:, k], hs[:-1, k], axes=([0, 1], [0, 1]))
-        db = a.sum(axis=(0, 2)).reshape(S, D, G)
-        dws, dx = [], None
+        dws, dbs, dx = [], [], None
         if need_dx:
             dx = np.zeros((len(xs), n, b, n_in), np.float32)
         for s in range(S):
-            x = xs[0] if len(xs) == 1 else xs[s]
-            dp = np.empty((n, b, D, G), np.float32)  # gate gradients by frame
+            x = (xs[0] if len(xs) == 1 else xs[s]).reshape(n * b, n_in)
+            da = np.empty((D, G, n, b), np.float32)   # gate gradients by frame
             for d in range(D):
-                k = s * D + d
-                dp[:, :, d] = a[:, k] if d == 0 else a[::-1, k]
-            dp = dp.reshape(n * b, D * G)
-            dw[s, :, :, :n_in] = (dp.T @ x.reshape(n * b, n_in)).reshape(D, G, n_in)
+                src = a[:, s * D + d].transpose(1, 0, 2)
+                da[d] = src if d == 0 else src[:, ::-1]
+            dw = np.empty((D, G, n_in + h), np.float32)
+            dw[:, :, :n_in] = (da.reshape(D * G, n * b) @ x).reshape(D, G, n_in)
+            ys = y[s]   # this layer's states by frame: h_{t-1} of a step is the frame before (after)
+            for d in range(D):
+                early, late = da[d, :, :-1].reshape(G, -1), da[d, :, 1:].reshape(G, -1)
+                cols = slice(d * h, (d + 1) * h)
+                dw[d, :, n_in:] = late @ ys[:-1, :, cols].reshape(-1, h) if d == 0 \
+                    else early @ ys[1:, :, cols].reshape(-1, h)
+            dws.append(dw.reshape(D, GATES, h, n_in + h))
+            dbs.append(da.sum(axis=(2, 3)).reshape(D, GATES, h))
             if need_dx:
-                dx[0 if len(xs) == 1 else s] += (dp @ wx[s].T).reshape(n, b, n_in)
-            dws.append(dw[s].reshape(D, GATES, h, n_in + h)[:, PERM])
-        return dws, db.reshape(S, D, GATES, h)[:, :, PERM], dx
+                dx[0 if len(xs) == 1 else s] += (da.reshape(D * G, n * b).T @ wx[s]).reshape(n, b, n_in)
+        return dws, dbs, dx
 
     def _recur_backward(self, a, c, tc, dh_all, wh_t):
         """The backward time loop of :meth:`_layer_backward` for a group of cells (views along
-        the cell axis); ``a`` ends holding the gate gradients, ``dh_all`` is overwritten."""
+        the cell axis); ``a`` ends holding the gate gradients; each step adds ``W_h^T da`` to
+        the previous step's ``dh_all`` in place (BLAS's beta = 1)."""
         h = self.h
-        k, b = a.shape[1], a.shape[2]
-        dh_rec = np.zeros((k, b, h), np.float32)
-        dc = np.zeros((k, b, h), np.float32)
-        zero = np.zeros((k, b, h), np.float32)
-        t1 = np.empty((k, b, h), np.float32)
-        q = np.empty((k, b, 3 * h), np.float32)
-        dgate = np.empty((k, b, GATES * h), np.float32)
+        k, b = a.shape[1], a.shape[3]
+        dc = np.zeros((k, h, b), np.float32)
+        t1 = np.empty((k, h, b), np.float32)
+        t2 = np.empty((k, h, b), np.float32)
         for t in reversed(range(a.shape[0])):
             at = a[t]
-            i, f, o, g = (at[..., j * h:(j + 1) * h] for j in range(GATES))
-            dh = dh_all[t]
-            dh += dh_rec
-            np.multiply(tc[t], tc[t], out=t1)          # dc += dh * o * (1 - tanh(c)^2)
+            i, f, g, o = (at[:, j * h:(j + 1) * h] for j in range(GATES))
+            dh, tct = dh_all[t], tc[t]
+            np.multiply(tct, tct, out=t1)          # dc += dh * o * (1 - tanh(c)^2)
             np.subtract(1.0, t1, out=t1)
             t1 *= o
             t1 *= dh
             dc += t1
-            np.multiply(dc, g, out=dgate[..., :h])                         # di
-            np.multiply(dc, c[t - 1] if t else zero, out=dgate[..., h:2 * h])  # df
-            np.multiply(dh, tc[t], out=dgate[..., 2 * h:3 * h])            # do
-            np.multiply(dc, i, out=dgate[..., 3 * h:])                     # dg
-            dc *= f
-            sig = at[..., :3 * h]
-            np.subtract(1.0, sig, out=q)               # sigmoid' = s (1 - s)
-            q *= sig
-            np.multiply(dgate[..., :3 * h], q, out=sig)
-            np.multiply(g, g, out=t1)                  # tanh' = 1 - g^2
-            np.subtract(1.0, t1, out=t1)
-            np.multiply(dgate[..., 3 * h:], t1, out=g)  # a[t] now holds the gate gradient
-            np.matmul(at, wh_t, out=dh_rec)
+            np.multiply(dh, tct, out=t1)           # o: dh tanh(c) o (1 - o)
+            np.subtract(1.0, o, out=t2)
+            t2 *= o
+            np.multiply(t1, t2, out=o)
+            np.multiply(dc, g, out=t1)             # d i
+            np.multiply(g, g, out=t2)              # g: dc i (1 - g^2)
+            np.subtract(1.0, t2, out=t2)
+            t2 *= dc
+            np.multiply(t2, i, out=g)
+            np.subtract(1.0, i, out=t2)            # i: dc g i (1 - i)
+            t2 *= i
+            np.multiply(t2, t1, out=i)
+            np.subtract(1.0, f, out=t2)            # f: dc c_{t-1} f (1 - f)
+            t2 *= f
+            t2 *= dc
+            dc *= f                                # the cell gradient of step t - 1
+            if t:
+                np.multiply(t2, c[t - 1], out=f)
+                dh_prev = dh_all[t - 1]
+                for j in range(k):   # dh_prev[j] (h, B) += W_h[j]^T (h, 4h) @ at[j] (4h, B)
+                    sgemm(1.0, at[j].T, wh_t[j].T, 1.0, dh_prev[j].T, overwrite_c=True)
+            else:
+                f[...] = 0.0
+
 
 def sources_lstm(xs, params, nb_layers: int, bidirectional: bool, training: bool, dropout=None):
     """The LSTM outputs (N, B, D h) of every source.
