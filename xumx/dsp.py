@@ -56,9 +56,6 @@ class StftFrames:
         self.window = hann(n_fft, real)
         self.shape = (nb_frames(audio.shape[1], n_hop), audio.shape[0], n_fft // 2 + 1)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, frames: slice) -> np.ndarray:
         a, b, step = frames.indices(self.shape[0])
         if step != 1:

@@ -251,16 +251,14 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
     for j, s in enumerate(cfg.sources):
         y = shared if cfg.crossing else enc_s[j]
         for layer in range(cfg.nb_layers):
+            name = f"lstm_{s}_{layer}"
+            w, r, b = (layers.pop(f"lstm_{k}_{s}_{layer}") for k in "WRB")
             if int8:
-                y = _int8_lstm(g, y, f"lstm_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}"),
-                               layers.pop(f"lstm_R_{s}_{layer}"),
-                               layers.pop(f"lstm_B_{s}_{layer}"), direction=direction,
-                               hidden_size=h)                                 # (N, D, B, h)
+                y = _int8_lstm(g, y, name, w, r, b, direction=direction, hidden_size=h)
             else:
-                y = g.op("LSTM", y, g.const(f"lstm_W_{s}_{layer}", layers.pop(f"lstm_W_{s}_{layer}")),
-                         g.const(f"lstm_R_{s}_{layer}", layers.pop(f"lstm_R_{s}_{layer}")),
-                         g.const(f"lstm_B_{s}_{layer}", layers.pop(f"lstm_B_{s}_{layer}")),
-                         hidden_size=h, direction=direction, name=f"lstm_{s}_{layer}")
+                y = g.op("LSTM", y, *(g.const(f"lstm_{k}_{s}_{layer}", a)
+                                      for k, a in zip("WRB", (w, r, b))),
+                         hidden_size=h, direction=direction, name=name)      # (N, D, B, h)
             y = g.op("Transpose", y, perm=[0, 2, 1, 3])                       # (N, B, D, h)
             y = g.op("Reshape", y, g.ints("merge_directions", [0, 0, d * h]))  # (N, B, D h)
         lstm_out.append(y)
@@ -297,15 +295,14 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
     meta = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
     if int8:
         meta[PRECISION_KEY] = precision
-    if serving:
-        g.op("MatMul", z, g.const("fc3_W", w3), name=SERVING_OUTPUT)         # (S, N B, C F)
+    y = g.op("MatMul", z, g.const("fc3_W", w3), name=SERVING_OUTPUT if serving else "fc3")
+    if serving:                                                               # (S, N B, C F)
         doc = ("X-UMX (CrossNet-Open-Unmix) masks before their final ReLU from a mixture "
                f"magnitude spectrogram: input {INPUT} (frames, batch, channels, bins), output "
                f"{SERVING_OUTPUT} (sources, frames batch, channels bins)")
         return g.model([(INPUT, ("frames", "batch", c, bins))],
                        [(SERVING_OUTPUT, (ns, "frames_batch", c * bins))], doc, meta)
-    y = g.op("Relu", g.op("MatMul", z, g.const("fc3_W", w3), name="fc3"),
-             name="mask_relu")                                                # (S, N B, C F)
+    y = g.op("Relu", y, name="mask_relu")
     shape = g.op("Concat", g.ints("nb_sources", [ns]), lead, g.ints("channels_bins", [c, bins]),
                  axis=0)
     g.op("Reshape", y, shape, name=OUTPUT)                                    # (S, N, B, C, F)

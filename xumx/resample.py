@@ -84,13 +84,13 @@ def upfirdn_part(h: np.ndarray, x: np.ndarray, up: int, down: int, first: int,
     taps = -(-len(h) // up)
     hp = np.zeros(taps * up, dtype)
     hp[:len(h)] = h
-    j = np.arange(taps)[:, None]
     r = np.arange(up)
     base, phase = divmod((grid + r) * down, up)
     width = int(base[-1] - base[0]) + taps
     if width * up > MATRIX_ENTRIES:
         return _upfirdn_taps(hp, x, up, down, first, count, dtype)
     g = np.zeros((width, up), dtype)   # the tap of window position w for output r
+    j = np.arange(taps)[:, None]
     g[(base - base[0])[None, :] + (taps - 1) - j, r[None, :]] = hp[phase[None, :] + j * up]
     rows = max(ROWS, -(-BLOCK // up))
     q_first = (first - grid) // up              # the row of output ``first``
@@ -125,7 +125,7 @@ def _upfirdn_taps(hp, x, up, down, first, count, dtype) -> np.ndarray:
     ``up``), in blocks of outputs."""
     t, c = x.shape
     out = np.zeros((count, c), dtype)
-    step = ROWS * 64
+    step = BLOCK
     for m0 in range(0, count, step):
         base, phase = divmod((first + m0 + np.arange(min(step, count - m0))) * down, up)
         for k in range(len(hp) // up):
