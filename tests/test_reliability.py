@@ -659,9 +659,11 @@ def test_signal_during_evaluation_exits_cleanly_leaving_only_whole_files(signum,
                              "--is-wav", "--evaldir", str(evaldir), "--out-dir", str(outdir),
                              "--targets", "vocals", "drums"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT))
+    def scored_one(err):   # a whole score file, not the atomic writer's temporary
+        return (evaldir / "test").is_dir() and any(
+            not (f.endswith(files.SUFFIX) or f.startswith(".")) for f in os.listdir(evaldir / "test"))
     code, took, text = _interrupt_when(   # once a track is scored: the run is in its loop
-        proc, lambda err: (evaldir / "test").is_dir() and os.listdir(evaldir / "test"), signum,
-        wait=30)
+        proc, scored_one, signum, wait=30)
     lines = [ln for ln in text.splitlines() if ln.startswith("xumx.eval") or "Traceback" in ln]
     assert code == 128 + signum, (code, took, text[-800:])   # by the signal, within 30 s
     word = "terminated" if signum == signal.SIGTERM else "interrupted"
