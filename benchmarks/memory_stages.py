@@ -100,8 +100,8 @@ def main(argv=None):
     heap.trim()   # the song's making, handed back: the readings are the separation's
     print(f"model loaded and array made: {rss_mib():.0f} MiB resident")
     st = Stages()
-    st.wrap(sep, "spectrogram", "chunk: STFT")
-    st.wrap(sep, "batch_masks", "chunk: network")
+    st.wrap(sep, "_input_and_peak", "chunk: STFT (network input)")
+    st.wrap(sep, "batch_sources", "chunk: network")
     st.wrap_generator(separator, "wiener_blocks", "chunk: Wiener filter + inverse STFT")
     st.wrap(sep, "_filter", "chunk: other")
     labels = {}   # the first resampler to take a block is the one on the way in

@@ -310,10 +310,12 @@ GOAL = 0.20
 #: network's CPU); the Wiener filter's stages run on its worker threads and are timed with
 #: each thread's own CPU clock
 MAIN_STAGES = (("load the model", "xumx.separator", "Separator.load"),
-               ("STFT", "xumx.separator", "Separator.spectrogram"),
-               ("network", "xumx.separator", "Separator.batch_masks"),
+               ("STFT", "xumx.separator", "Separator._input_and_peak"),
+               ("network", "xumx.separator", "Separator.batch_sources"),
                ("Wiener filter and synthesis, in all", "xumx.separator", "Separator._filter"))
-THREAD_STAGES = (("Wiener statistics", "xumx.filtering", "_factor_sums"),
+THREAD_STAGES = (("fc3 (the network's head), block by block", "xumx.engine",
+                  "SourceMagnitudes.__getitem__"),
+                 ("Wiener statistics", "xumx.filtering", "_factor_sums"),
                  ("Wiener statistics", "xumx.filtering", "_covariance_sums"),
                  ("Wiener E-step", "xumx.filtering", "_em_step"),
                  ("synthesis (inverse FFTs, overlap-add)", "xumx.dsp", "OverlapAdd.segment"))

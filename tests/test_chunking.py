@@ -147,8 +147,8 @@ def test_batched_network_gives_the_stems_of_one_chunk_at_a_time(tiny_model, monk
     from xumx.engine import OnnxNet
     from xumx.separator import Separator
     runs = []
-    real = OnnxNet.batch_masks
-    monkeypatch.setattr(OnnxNet, "batch_masks",
+    real = OnnxNet.batch_sources
+    monkeypatch.setattr(OnnxNet, "batch_sources",
                         lambda self, mag: runs.append(mag.shape[:2]) or real(self, mag))
     x = sine_mix(8000 * 5 + 1234, 8000, seed=4)
     one = Separator.load(tiny_model, chunk_dur=1.0, overlap=0.2, batch_frames=0)

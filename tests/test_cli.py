@@ -250,8 +250,8 @@ def test_batched_chunks_give_the_stems_of_one_chunk_at_a_time(song, tiny_model, 
     writes the stems of the default (0: one chunk at a time) to >= 100 dB."""
     from xumx.engine import OnnxNet
     batches = []
-    real = OnnxNet.batch_masks
-    monkeypatch.setattr(OnnxNet, "batch_masks",
+    real = OnnxNet.batch_sources
+    monkeypatch.setattr(OnnxNet, "batch_sources",
                         lambda self, mag: batches.append(mag.shape[1]) or real(self, mag))
     out = {}
     for frames in (None, "2600"):

@@ -15,6 +15,7 @@ from seeded import random_arrays
 from xumx import dsp, engine
 from xumx.engine import Device, EngineError, OnnxNet, parse_device
 from xumx.errors import ConfigError, XumxWarning
+from xumx.filtering import wiener_blocks
 from xumx.separator import Separator
 from xumx.weights import save_model
 
@@ -228,20 +229,24 @@ def test_model_cache(tmp_path, monkeypatch, rng):
 
 
 def test_model_cache_keeps_the_newest_entries(tmp_path, monkeypatch):
-    """Beyond CACHE_ENTRIES models the least recently used are removed, and using an entry
-    makes it the most recent."""
+    """Beyond CACHE_ENTRIES models the least recently used are removed (graph and head), and
+    using an entry makes it the most recent."""
     from xumx import modelcache
     monkeypatch.setattr(modelcache, "CACHE_ENTRIES", 2)
     folder = str(tmp_path / "onnx")
+    head = np.arange(3, dtype=np.float32)
     for k, key in enumerate(("a" * 64, "b" * 64, "c" * 64)):
-        modelcache.cached_model(key, lambda k=k: b"model %d" % k, folder)
-        os.utime(modelcache.cached_model(key, None, folder), (1000 + k, 1000 + k))
+        assert modelcache.cached_model(key, lambda k=k: (b"model %d" % k, head), folder)[1] is head
+        os.utime(modelcache.cached_model(key, None, folder)[0], (1000 + k, 1000 + k))
         if k == 1:   # 'a' used again after 'b' was made: 'b' is now the oldest
-            path_a = modelcache.cached_model("a" * 64, None, folder)
+            path_a, none = modelcache.cached_model("a" * 64, None, folder)
+            assert none is None   # from the cache: the head is in the file beside the graph
             os.utime(path_a, (1001.5, 1001.5))
-    modelcache.cached_model("d" * 64, lambda: b"model 3", folder)
-    names = sorted(n[len("xumx-"):len("xumx-") + 1] for n in os.listdir(folder))
-    assert names == ["c", "d"]
+    modelcache.cached_model("d" * 64, lambda: (b"model 3", head), folder)
+    names = sorted(n[len("xumx-"):len("xumx-") + 1] + n[n.index("."):] for n in os.listdir(folder))
+    assert names == ["c.head.npy", "c.onnx", "d.head.npy", "d.onnx"]
+    path_d = modelcache.cached_model("d" * 64, None, folder)[0]
+    np.testing.assert_array_equal(np.load(path_d[:-len(".onnx")] + ".head.npy"), head)
 
 
 def test_unwritable_cache_builds_in_memory_with_one_warning(tmp_path, monkeypatch, tiny_model):
@@ -307,6 +312,81 @@ def test_wiener_equals_norbert(niter, softmask, residual, channels, model_channe
     out = wiener_separate(v, x, niter, softmask, alpha, residual, block=7)
     assert out.shape == ref.shape == (30, 12, channels, 3 + residual)
     assert ser(ref, out) >= 60
+
+
+class _Counted:
+    """v (S, N, C, F) sliced by frames, counting the frames made (as SourceMagnitudes is)."""
+
+    def __init__(self, v):
+        self.v, self.ndim, self.shape, self.made = v, v.ndim, v.shape, 0
+
+    def __getitem__(self, key):
+        out = self.v[key]
+        self.made += out.shape[1]
+        return out
+
+
+@pytest.mark.parametrize("niter,softmask,residual,passes", [
+    (1, False, False, 1), (3, False, False, 1),   # the default: v made once, its power kept
+    (1, True, False, 2), (1, False, True, 3)])     # the others make v in every pass
+def test_wiener_makes_source_magnitudes_once_per_block(niter, softmask, residual, passes, rng):
+    """With the mixture's phase the filter slices each frame of v once, however many EM
+    iterations, and gives what a plain array of v gives."""
+    x = 3 * (rng.standard_normal((30, 2, 12)) + 1j * rng.standard_normal((30, 2, 12)))
+    v = (3 * np.abs(rng.standard_normal((3, 30, 2, 12)))).astype(np.float32)
+    counted = _Counted(v)
+    got = list(wiener_blocks(counted, x, niter, softmask, 2.0 if softmask else 1.0, residual,
+                             block=7))
+    want = list(wiener_blocks(v, x, niter, softmask, 2.0 if softmask else 1.0, residual,
+                              block=7))
+    assert counted.made == passes * 30
+    for (a, b, y), (c, d, z) in zip(got, want):
+        assert (a, b) == (c, d)
+        np.testing.assert_array_equal(y, z)
+
+
+def test_source_magnitudes_are_the_masks_times_the_input(rng):
+    """The serving graph's source magnitudes, made block by block from fc3's input, are the
+    masks of the whole network (an exported graph) times the input, each item of a batch."""
+    from xumx.engine import SourceMagnitudes
+    from xumx.onnxnet import model_bytes
+    cfg = tiny_config(sources=("a", "b", "c"))
+    arrays = random_arrays(cfg, seed=3)
+    net, whole = OnnxNet.from_arrays(cfg, arrays), OnnxNet(model_bytes(cfg, arrays))
+    assert whole.head is None and net.head.shape == (3, cfg.hidden_size + 1,
+                                                     cfg.nb_channels * cfg.nb_bins)
+    mag = np.abs(rng.standard_normal((20, 2, cfg.nb_channels, cfg.nb_bins))).astype(np.float32)
+    masks = whole.batch_masks(mag)
+    np.testing.assert_allclose(net.batch_masks(mag), masks, rtol=1e-5, atol=1e-6)
+    items = net.batch_sources(mag)
+    assert len(items) == 2 and all(isinstance(v, SourceMagnitudes) for v in items)
+    for b, v in enumerate(items):
+        assert v.shape == (3, 20, cfg.nb_channels, cfg.nb_bins)
+        for start, stop in ((0, 7), (7, 14), (14, 20)):
+            want = masks[:, start:stop, b] * mag[start:stop, b]
+            np.testing.assert_allclose(v[:, start:stop], want, rtol=1e-5, atol=1e-6)
+        with pytest.raises(IndexError, match="sliced by frames"):
+            v[0]
+
+
+def test_serving_graph_needs_its_head(tmp_path):
+    """A serving graph without its head file, or with one of the wrong shape, is refused
+    (the model cache then builds its entry again)."""
+    from xumx.onnxnet import head_path, serving_bytes
+    cfg = tiny_config()
+    graph, head = serving_bytes(cfg, random_arrays(cfg, seed=1))
+    path = str(tmp_path / "m.onnx")
+    with open(path, "wb") as f:
+        f.write(graph)
+    with pytest.raises(ValueError, match="head .* cannot be read"):
+        OnnxNet(path)
+    np.save(head_path(path), head[:, :-1])
+    with pytest.raises(ValueError, match="not float32"):
+        OnnxNet(path)
+    np.save(head_path(path), head)
+    np.testing.assert_array_equal(OnnxNet(path).head, head)
+    with pytest.raises(ValueError, match="needs its head"):
+        OnnxNet(graph)
 
 
 def test_wiener_dual_mono_is_stable(rng):

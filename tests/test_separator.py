@@ -86,34 +86,27 @@ def test_bounded_memory_path_equals_the_whole_array_steps(tiny_model, monkeypatc
     ints = np.round(np.clip(sine_mix(rate * 9 + 123, rate, seed=5), -1, 0.999) * 32767
                     ).astype(np.int16)
     sep = Separator.load(tiny_model, chunk_dur=2.0, overlap=0.5)
-    spectra, whole = [], []   # the whole STFTs (for the network)
-    spectrogram = sep.spectrogram
-
-    def made_whole(a):
-        whole.append(True)
-        spectra.append(spectrogram(a))
-        whole.pop()
-        return spectra[-1]
-    monkeypatch.setattr(sep, "spectrogram", made_whole)
-    frames = {}   # the filter's STFT frames, made block by block: {StftFrames: [(a, block)]}
+    frames = {}   # the STFT frames made, block by block: {StftFrames: [(a, block)]}
     getitem = dsp.StftFrames.__getitem__
 
     def record(self, frame_slice):
         block = getitem(self, frame_slice)
-        if not whole:
-            frames.setdefault(self, []).append((frame_slice.start, block))
+        frames.setdefault(self, []).append((frame_slice.start, block))
         return block
     monkeypatch.setattr(dsp.StftFrames, "__getitem__", record)
     got = sep.separate(ints, rate=rate)
-    # each chunk's STFT is made whole once (for the network), then block by block for the
-    # filter, with the same numbers (the network changed nothing), every frame of it
-    assert len(spectra) == len(frames) == sep.nb_chunks(ints.shape[0], rate) >= 5
-    for spec, blocks in zip(spectra, frames.values()):
+    # each chunk's STFT is made twice, block by block, never whole: for the network's input,
+    # then for the filter, with the same numbers (the network changed nothing), every frame
+    made = list(frames.values())
+    assert len(made) == 2 * sep.nb_chunks(ints.shape[0], rate) >= 10
+    for for_network, for_filter in zip(made[::2], made[1::2]):
+        spec = {a + k: row for a, block in for_network for k, row in enumerate(block)}
         seen = set()
-        for a, block in blocks:
-            assert np.array_equal(block, spec[:, a:a + len(block)].transpose(1, 0, 2))
-            seen.update(range(a, a + len(block)))
-        assert seen == set(range(spec.shape[1]))
+        for a, block in for_filter:
+            for k, row in enumerate(block):
+                assert np.array_equal(row, spec[a + k])
+                seen.add(a + k)
+        assert seen == set(spec) == set(range(len(spec)))
 
     def whole(x, a, b, length):
         r = StreamResampler(a, b)
@@ -134,6 +127,21 @@ def test_bounded_memory_path_equals_the_whole_array_steps(tiny_model, monkeypatc
         want = whole(steps[k], model_rate, rate, n)
         assert got[k].shape == want.shape == ints.shape
         np.testing.assert_array_equal(got[k], want)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_network_input_made_in_blocks_is_that_of_the_whole_spectrogram(tiny_model, channels):
+    """The network's input and the filter's scale, made a block of frames at a time, are the
+    numbers of the whole STFT (:meth:`Separator.spectrogram`, :meth:`Separator.model_input`),
+    for stereo and mono audio, over more frames than one block."""
+    from xumx import separator
+    sep = Separator.load(tiny_model)
+    audio = sine_mix(8000 * 12, 8000, seed=2)[:, :channels]
+    mag, peak = sep._input_and_peak(audio)
+    spec = sep.spectrogram(np.repeat(audio, 2 // channels, axis=1))
+    assert spec.shape[1] > 2 * separator.MAGNITUDE_BLOCK
+    np.testing.assert_array_equal(mag, sep.model_input(spec))
+    assert peak == np.abs(spec).max()
 
 
 def test_progress_is_told_every_chunk(tiny_model):

@@ -23,14 +23,14 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .config import PRECISIONS, ModelConfig
 from .threads import physical_cores, rank_threads
 from .errors import ConfigError, EngineError
-from .onnxnet import PRECISION_KEY, SERVING_OUTPUT
+from .onnxnet import PRECISION_KEY, SERVING_OUTPUT, head_path
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -233,23 +233,59 @@ def run_options(device: Device):
     return opts
 
 
+class SourceMagnitudes:
+    """The network's source magnitude estimates of one sequence, v = masks x the mixture's
+    magnitudes, made a block of frames at a time when sliced: fc3's input is small, the
+    masks are as large as a spectrogram per source, so they are never made whole.
+
+    Shapes: hidden (S, N, H + 1) fc3's input, head (S, H + 1, C F) (:func:`xumx.onnxnet.
+    serving_model`), mag (N, C, F) float32; ``shape`` (S, N, C, F); ``v[:, a:b]`` ->
+    (S, b - a, C, F) float32, a new array, ``ReLU(hidden[:, a:b] @ head) * mag[a:b]``.
+    """
+    ndim = 4
+
+    def __init__(self, hidden: np.ndarray, head: np.ndarray, mag: np.ndarray):
+        self.hidden, self.head, self.mag = hidden, head, mag
+        self.shape = (hidden.shape[0],) + mag.shape
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None)
+                and isinstance(key[1], slice) and key[1].step in (None, 1)):
+            raise IndexError(f"source magnitudes are sliced by frames, [:, a:b], not {key!r}")
+        rows = key[1]
+        y = np.matmul(self.hidden[:, rows], self.head)           # (S, n, C F)
+        np.maximum(y, 0, out=y)
+        y = y.reshape(y.shape[:2] + self.mag.shape[1:])
+        y *= self.mag[rows]
+        return y
+
+    def __array__(self, dtype=None, copy=None):
+        y = self[:, :]
+        return y if dtype is None else y.astype(dtype, copy=False)
+
+
 class OnnxNet:
     """The network's masks in an onnxruntime session.
 
     Args:
-        model: the serialised ONNX model of :mod:`xumx.onnxnet` (bytes) or its path.
+        model: the serialised ONNX model of :mod:`xumx.onnxnet` (bytes) or its path: the
+            whole network (as exported), or the serving graph, which stops before fc3.
         device: where to run it.
         threads: onnxruntime's intra-op threads (None: :func:`default_threads`).
         precision: the graph's precision the caller expects (None: whatever it is); "int8"
             lets onnxruntime prepack the weights (:func:`create_session`), and a graph of
             another precision raises ValueError.
+        head: fc3 of a serving graph (:func:`xumx.onnxnet.serving_model`); None: read from
+            the file beside the graph's (:func:`xumx.onnxnet.head_path`) when it needs one.
+            A missing, unreadable or misshapen head raises ValueError.
 
     Attributes: ``cfg`` (the model's :class:`~xumx.config.ModelConfig`) and ``precision`` (its
     graph's, from the model's metadata: :data:`xumx.flags.PRECISIONS`).
     """
 
     def __init__(self, model: Union[bytes, str], device: Device = Device(),
-                 threads: Optional[int] = None, precision: Optional[str] = None):
+                 threads: Optional[int] = None, precision: Optional[str] = None,
+                 head: Optional[np.ndarray] = None):
         self.device = device
         self.session = create_session(model, device, threads,
                                       prepack=precision not in (None, PRECISIONS[0]))
@@ -261,18 +297,37 @@ class OnnxNet:
         if precision is not None and precision != self.precision:
             raise ValueError(f"a {self.precision} graph where a {precision} one was expected")
         self._input = self.session.get_inputs()[0].name
-        # the serving graph (:func:`xumx.onnxnet.build_model`) leaves the last ReLU to us;
-        # an exported file ends with it
-        self._before_relu = self.session.get_outputs()[0].name == SERVING_OUTPUT
+        self.head = None
+        if self.session.get_outputs()[0].name == SERVING_OUTPUT:
+            self.head = self._checked_head(
+                head if head is not None or not isinstance(model, str) else model)
         self._run_options = run_options(device)
+
+    def _checked_head(self, head) -> np.ndarray:
+        """The head given, or read from beside the graph's file when ``head`` is its path:
+        (S, H + 1, C F) float32."""
+        cfg = self.cfg
+        if isinstance(head, str):
+            path = head_path(head)
+            try:
+                head = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"the graph's head {path} cannot be read ({e})") from None
+        elif head is None:
+            raise ValueError("a serving graph given as bytes needs its head")
+        shape = (len(cfg.sources), cfg.hidden_size + 1, cfg.nb_channels * cfg.nb_bins)
+        if not isinstance(head, np.ndarray) or head.shape != shape or head.dtype != np.float32:
+            raise ValueError(f"the graph's head is {getattr(head, 'dtype', type(head).__name__)} "
+                             f"{getattr(head, 'shape', '')}, not float32 {shape}")
+        return np.ascontiguousarray(head)
 
     @classmethod
     def from_arrays(cls, cfg: ModelConfig, arrays: Dict[str, np.ndarray],
                     device: Device = Device(), threads: Optional[int] = None,
                     precision: str = PRECISIONS[0]) -> "OnnxNet":
-        from .onnxnet import model_bytes
-        return cls(model_bytes(cfg, arrays, serving=True, precision=precision), device, threads,
-                   precision)
+        from .onnxnet import serving_bytes
+        graph, head = serving_bytes(cfg, arrays, precision)
+        return cls(graph, device, threads, precision, head)
 
     def masks(self, mag: np.ndarray) -> np.ndarray:
         """Shapes: mag (N, C, F) -> masks (S, N, C, F) float32, non-negative."""
@@ -285,13 +340,31 @@ class OnnxNet:
         """Masks of B sequences of N frames in one run: each recurrent step of the LSTMs
         serves the whole batch. Shapes: mag (N, B, C, F) -> masks (S, N, B, C, F) float32,
         non-negative; item b is :meth:`masks` of ``mag[:, b]`` (to rounding)."""
+        out = self._run(mag)
+        if self.head is None:   # the whole network (an exported file)
+            return out
+        out = np.matmul(out, self.head)                     # (S, N B, C F)
+        np.maximum(out, 0, out=out)
+        return out.reshape(len(self.cfg.sources), *mag.shape)
+
+    def batch_sources(self, mag: np.ndarray) -> List:
+        """The source magnitude estimates (masks x ``mag``) of B sequences of N frames, one
+        network run: item b is (S, N, C, F), a :class:`SourceMagnitudes` of ``mag[:, b]``
+        (an array for a graph that ends with the masks). Shapes: mag (N, B, C, F)."""
+        if self.head is None:
+            v = self.batch_masks(mag)
+            v *= mag[None]
+            return [v[:, :, b] for b in range(mag.shape[1])]
+        hidden = self._run(mag)
+        hidden = hidden.reshape(hidden.shape[0], *mag.shape[:2], hidden.shape[-1])
+        return [SourceMagnitudes(hidden[:, :, b], self.head, mag[:, b])
+                for b in range(mag.shape[1])]
+
+    def _run(self, mag: np.ndarray) -> np.ndarray:
+        """The graph's output for mag (N, B, C, F)."""
         cfg = self.cfg
         if mag.ndim != 4 or mag.shape[2:] != (cfg.nb_channels, cfg.nb_bins):
             raise ValueError(f"model expects (frames, batch, {cfg.nb_channels}, {cfg.nb_bins}) "
                              f"magnitudes, got {mag.shape}")
         x = np.ascontiguousarray(mag, dtype=np.float32)
-        out = self.session.run(None, {self._input: x}, self._run_options)[0]
-        if self._before_relu:
-            out = out.reshape(len(cfg.sources), *mag.shape)
-            np.maximum(out, 0, out=out)
-        return out
+        return self.session.run(None, {self._input: x}, self._run_options)[0]

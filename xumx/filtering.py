@@ -78,15 +78,19 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
             den = den + np.sum(total.astype(np.float64) ** 2, axis=0)
         gain = num / (r_eps + den)  # (C, F)
 
+    def mixture(a, b, scale):
+        """The mixture of frames a:b / scale, (n, C, F) complex128."""
+        xb = x[a:b].astype(np.complex128)
+        if scale != 1:
+            xb /= scale
+        return xb
+
     def factors(a, b, scale, phase=True):
         """norbert's initial estimates of frames a:b divided by ``scale`` as y = f u:
         (f (S', n, {1, C}, F) float64, u (n, C, F) complex128, or with a mixture phase and
         not ``phase`` the number |u|, which is all the E-step needs), and the mixture / scale."""
-        xb = x[a:b]
-        vb = model(a, b, xb).astype(np.float64)
-        xb = xb.astype(np.complex128)
-        if scale != 1:
-            xb /= scale
+        vb = model(a, b, x[a:b]).astype(np.float64)
+        xb = mixture(a, b, scale)
         if softmask:
             return vb / (eps + vb.sum(axis=0)), xb, xb
         if not phase:
@@ -107,17 +111,31 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
     scale = max(1.0, peak / 10.0)
 
     covs = []  # R^(k), each (S, C, C, F)
+    # with the mixture's phase, every pass after the first needs of the initial estimates
+    # only each frame's power, mean_c v^2: kept from the first pass (float32, half of v's
+    # size) rather than made from v again (which may be computed when sliced, as the
+    # network's source magnitudes are: :class:`xumx.engine.SourceMagnitudes`)
+    kept = None if softmask or residual else np.empty((v.shape[0], n, v.shape[3]), np.float32)
 
     def statistics(ab):
-        f, u, xb = factors(ab[0], ab[1], scale, phase=not covs)
-        if not covs:   # with a mixture phase |u| = 1 / scale everywhere
-            return _factor_sums(f, u, None if softmask else scale ** -2)
-        return _covariance_sums(estimate(f, u, xb))
+        if covs:
+            return _covariance_sums(estimate(*first_power(*ab)))
+        f, u, xb = factors(ab[0], ab[1], scale)
+        if kept is not None:
+            kept[:, ab[0]:ab[1]] = (f ** 2).mean(axis=2)
+        return _factor_sums(f, u, None if softmask else scale ** -2)   # |u| = 1 / scale
 
-    def estimate(f, u, xb, dtype=np.complex128):
+    def first_power(a, b):
+        """(mean_c |y^(0)|^2 of frames a:b (S', n, F) float64, the mixture / scale)."""
+        if kept is not None:
+            return kept[:, a:b] * (1.0 / scale) ** 2, mixture(a, b, scale)
+        f, u, xb = factors(a, b, scale, phase=False)
+        return _factor_power(f, u), xb
+
+    def estimate(vj0, xb, dtype=np.complex128):
         y = None
         for k, cov in enumerate(covs):
-            vj = _factor_power(f, u) if k == 0 else _power(y).mean(axis=2)
+            vj = vj0 if k == 0 else _power(y).mean(axis=2)
             y = _em_step(vj, xb, cov, eps, dtype if k == len(covs) - 1 else np.complex128)
         return y
 
@@ -129,7 +147,7 @@ def wiener_blocks(v: np.ndarray, x: np.ndarray, niter: int = 1, softmask: bool =
         covs.append(num / (eps + den)[:, None, None, :])
 
     def final(ab):
-        y = estimate(*factors(ab[0], ab[1], scale, phase=False), dtype=dtype)
+        y = estimate(*first_power(*ab), dtype=dtype)
         if scale != 1:
             y *= scale
         return post(y)

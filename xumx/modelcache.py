@@ -1,8 +1,9 @@
-"""The model cache: each model's ONNX graph built once and kept, serialised, on disk.
+"""The model cache: each model's serving graph built once and kept, serialised, on disk.
 
 Building the graph from a weights file (reading, checking, folding, serialising; timings in
 docs/onnx-engine.md, "Load time") is done once per model content; later runs load
-``<cache>/onnx/xumx-<key>.onnx`` directly. The key is the SHA-256 of the model's files and
+``<cache>/onnx/xumx-<key>.onnx`` and its head, ``xumx-<key>.head.npy``
+(:func:`xumx.onnxnet.serving_model`), directly. The key is the SHA-256 of the model's files and
 sidecars (:attr:`xumx.modelfiles.ModelFiles.sha256`), of :data:`GRAPH_VERSION` and of the
 graph's precision (float32 or int8, :mod:`xumx.onnxnet`), so a changed file or a changed graph
 writer never reuses an old entry, and the float32 and int8 graphs of a model are two entries
@@ -17,16 +18,19 @@ import contextlib
 import hashlib
 import os
 import warnings
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
 
 from .config import PRECISIONS
 from .engine import Device, EngineError, OnnxNet
 from .errors import XumxWarning
 from .modelfiles import ModelFiles
+from .onnxnet import head_path
 
 #: Changes whenever :mod:`xumx.onnxnet` writes a different graph: cached models of other
 #: versions are not used.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 #: Cached models kept (the least recently used beyond this are removed).
 CACHE_ENTRIES = 4
 PREFIX, SUFFIX = "xumx-", ".onnx"
@@ -43,28 +47,41 @@ def model_key(model: ModelFiles, precision: str = PRECISIONS[0]) -> str:
                           ).hexdigest()
 
 
-def cached_model(key: str, build: Callable[[], bytes],
-                 folder: Optional[str] = None) -> Union[str, bytes]:
-    """The path of the cached model ``key``; or build it (``build()`` -> serialised model),
-    store it atomically and return its path; where the cache cannot be written, the bytes
-    (and one :class:`~xumx.errors.XumxWarning` saying so)."""
-    from .files import os_reason, write_bytes
+def cached_model(key: str, build: Callable[[], Tuple[bytes, np.ndarray]],
+                 folder: Optional[str] = None) -> Tuple[Union[str, bytes], Optional[np.ndarray]]:
+    """The cached model ``key``: (the path of its graph, None: its head is in the file beside
+    it); or build it (``build()`` -> (serialised graph, head)), store both atomically and
+    together, and return the path and the head; where the cache cannot be written, the bytes
+    and the head (and one :class:`~xumx.errors.XumxWarning` saying so)."""
+    from .files import Together, os_reason
     folder = folder or cache_folder()
     path = os.path.join(folder, f"{PREFIX}{key[:40]}{SUFFIX}")
     if os.path.isfile(path):
-        with contextlib.suppress(OSError):
-            os.utime(path)   # most recently used
-        return path
-    data = build()
+        for name in (path, head_path(path)):
+            with contextlib.suppress(OSError):
+                os.utime(name)   # most recently used
+        return path, None
+    data, head = build()
     try:
-        write_bytes(path, data)
+        with Together() as files:
+            for name, write in ((head_path(path), lambda f: np.save(f, head, allow_pickle=False)),
+                                (path, lambda f: f.write(data))):
+                with open(files.temporary(name), "wb") as f:
+                    write(f)
     except OSError as e:
         warnings.warn(f"cannot write the model cache {folder} ({os_reason(e)}): the model is "
                       f"built in memory on every start; set XUMX_CACHE to a writable folder "
                       f"to keep it", XumxWarning, stacklevel=2)
-        return data
+        return data, head
     trim(folder, CACHE_ENTRIES)
-    return path   # onnxruntime reads the file faster than the bytes, and they can go
+    return path, head   # onnxruntime reads the file faster than the bytes, and they can go
+
+
+def remove(path: str):
+    """Remove the cached model whose graph is at ``path`` (graph and head)."""
+    for name in (path, head_path(path)):
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def trim(folder: str, keep: int):
@@ -78,8 +95,7 @@ def trim(folder: str, keep: int):
                     entries.append((os.stat(path).st_mtime, path))
     entries.sort(reverse=True)
     for _, old in entries[keep:]:
-        with contextlib.suppress(OSError):
-            os.unlink(old)
+        remove(old)
 
 
 def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int] = None,
@@ -92,18 +108,18 @@ def load_net(model: ModelFiles, device: Device = Device(), threads: Optional[int
     except OSError:
         key = None   # a missing or unreadable file: reading the model names the problem
 
-    def build() -> bytes:
-        from .onnxnet import file_model
-        return file_model(model, serving=True, precision=precision)[1]
+    def build() -> Tuple[bytes, np.ndarray]:
+        from .onnxnet import file_serving
+        return file_serving(model, precision)
 
-    built = build() if key is None else cached_model(key, build)
+    built, head = build() if key is None else cached_model(key, build)
     if isinstance(built, bytes):
-        return OnnxNet(built, device, threads, precision)
-    try:
-        return OnnxNet(built, device, threads, precision)   # ValueError: another precision's
+        return OnnxNet(built, device, threads, precision, head)
+    try:   # ValueError: another precision's, or a head that does not fit
+        return OnnxNet(built, device, threads, precision, head)
     except EngineError:
         raise
     except Exception:   # a damaged, vanished or mislabelled cache entry: build it again
-        with contextlib.suppress(OSError):
-            os.unlink(built)
-        return OnnxNet(cached_model(key, build), device, threads, precision)
+        remove(built)
+        built, head = cached_model(key, build)
+        return OnnxNet(built, device, threads, precision, head)

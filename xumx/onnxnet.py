@@ -16,8 +16,10 @@ written (in float64, then stored as float32):
   and R (recurrence); the one nnabla bias goes into Wb with zeros in Rb.
 
 Graph input ``magnitude``: float32 (frames, batch, channels, bins), frames and batch dynamic;
-output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative (the serving
-graph: ``masks_before_relu``, see :func:`build_model`). The model's
+output ``masks``: float32 (sources, frames, batch, channels, bins), non-negative. The serving
+graph (:func:`serving_model`) stops before fc3: its output ``fc3_input`` is fc3's input, and
+fc3 (the *head*, one matrix per source) is applied by :class:`xumx.engine.OnnxNet` a block of
+frames at a time, so the whole masks never exist (docs/onnx-engine.md, "Memory"). The model's
 configuration is stored as JSON in the metadata property ``xumx.config``; the source names in
 ``xumx.sources``.
 
@@ -37,6 +39,7 @@ messages used), so neither building nor running the model needs the ``onnx`` pac
 protobuf or ml_dtypes): numpy builds it, onnxruntime runs it.
 """
 import json
+import os
 from typing import Dict, Tuple
 
 import numpy as np
@@ -56,7 +59,9 @@ IR_VERSION = 7
 GRAPH_NAME = PRODUCER = "xumx"
 INPUT = "magnitude"
 OUTPUT = "masks"
-SERVING_OUTPUT = "masks_before_relu"
+SERVING_OUTPUT = "fc3_input"
+#: The file beside a serving graph's ``<name>.onnx`` that holds its head (:func:`head_path`)
+HEAD_SUFFIX = ".head.npy"
 BN_EPS = 1e-5  # nnabla's batch_normalization default
 #: ONNX's gate order i, o, f, c as indices into nnabla's (:mod:`xumx.params`)
 ONNX_GATE_ORDER = gate_permutation("iofc")
@@ -191,17 +196,40 @@ class _Graph:
 
 
 def build_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
-                serving: bool = False, precision: str = PRECISIONS[0]) -> onnxproto.Message:
+                precision: str = PRECISIONS[0]) -> onnxproto.Message:
     """The network of ``cfg`` with the parameters ``arrays`` as an ONNX ``ModelProto``, not yet
     serialised (:meth:`xumx.onnxproto.Message.tobytes` does; :func:`model_bytes` is both).
 
-    See the module docstring for the inputs, outputs and what is folded. ``serving``: the
-    graph ends at fc3 (output :data:`SERVING_OUTPUT`, the masks before their ReLU, sources x
-    rows x columns) and leaves the ReLU and the reshape to :class:`xumx.engine.OnnxNet`, which
-    does both in place: onnxruntime gives a graph output its own buffer, so a last ReLU in the
-    graph would hold a second tensor of the masks' size.
+    See the module docstring for the inputs, outputs and what is folded (the whole network,
+    as :func:`export` writes it; :func:`serving_model` is what the separator runs).
     """
-    return graph_model(cfg, folded_layers(cfg, arrays), serving=serving, precision=precision)
+    return graph_model(cfg, folded_layers(cfg, arrays), precision=precision)
+
+
+def serving_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                  precision: str = PRECISIONS[0]) -> Tuple[onnxproto.Message, np.ndarray]:
+    """What :class:`xumx.engine.OnnxNet` runs: (the graph up to fc3, fc3's head).
+
+    The graph's output :data:`SERVING_OUTPUT` (sources, frames batch, H + 1) is fc3's input
+    (fc2's output after its ReLU, with one more unit per source that is constant 1); the head
+    (sources, H + 1, channels bins) float32 is fc3 with its bias as that unit's row, so a
+    source's masks are ``ReLU(input @ head[s])`` (mask = 0 where that is negative).
+    """
+    layers = folded_layers(cfg, arrays)
+    head = fc3_head(cfg, layers)
+    return graph_model(cfg, layers, serving=True, precision=precision), head
+
+
+def fc3_head(cfg: ModelConfig, layers: Dict[str, np.ndarray]) -> np.ndarray:
+    """fc3's weights and bias of every source from :func:`folded_layers` (taken out of it):
+    (sources, H + 1, channels bins) float32, the bias as the last row."""
+    return np.stack([np.concatenate([layers.pop(f"fc3_W_{s}"), layers.pop(f"fc3_b_{s}")[None]])
+                     for s in cfg.sources])
+
+
+def head_path(graph_path: str) -> str:
+    """The head file of the serving graph stored at ``graph_path`` (``<name>.onnx``)."""
+    return os.path.splitext(graph_path)[0] + HEAD_SUFFIX
 
 
 def _int8_lstm(g, x, name: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, **attrs) -> str:
@@ -222,7 +250,8 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
     """:func:`build_model` from :func:`folded_layers`, which it empties as it goes (the model
     refers to each array's buffer; nothing is copied until it is serialised). ``graph``: the
     writer (default :class:`_Graph`; the tests pass one made with ``onnx.helper``).
-    ``serving``: the graph :class:`xumx.engine.OnnxNet` runs (see :func:`build_model`).
+    ``serving``: the graph :class:`xumx.engine.OnnxNet` runs, without fc3, whose arrays are
+    left in ``layers`` (:func:`serving_model`).
     ``precision``: one of :data:`PRECISIONS` (module docstring)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -264,8 +293,8 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
         lstm_out.append(y)
 
     # fc2 gets one more unit per source, constant 1 (zero weights, bias 1, unchanged by the
-    # ReLU), and fc3 its bias as that unit's weights: fc3 is then one MatMul whose output is
-    # the graph's (serving) output, not a second tensor of the network's largest size
+    # ReLU), and fc3 its bias as that unit's weights: fc3 is one MatMul (the head), which the
+    # serving graph leaves to OnnxNet
     def unit(s):
         w, b = layers.pop(f"fc2_W_{s}"), layers.pop(f"fc2_b_{s}")
         return (np.concatenate([w, np.zeros((w.shape[0], 1), w.dtype)], axis=1),
@@ -288,20 +317,21 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
                                              g.const(f"fc2_b_{s}", b2), name=f"fc2_{s}"),
                            g.ints(f"axis0_{s}", [0])))
         z = zs[0] if ns == 1 else g.op("Concat", *zs, axis=0)                # (S, N B, H + 1)
-    z = g.op("Relu", z, name="fc2_relu")
-    w3 = np.stack([np.concatenate([layers.pop(f"fc3_W_{s}"), layers.pop(f"fc3_b_{s}")[None]])
-                   for s in cfg.sources])                                     # (S, H + 1, C F)
-    assert not layers, sorted(layers)
     meta = {"xumx.config": cfg.to_json(), "xumx.sources": json.dumps(list(cfg.sources))}
     if int8:
         meta[PRECISION_KEY] = precision
-    y = g.op("MatMul", z, g.const("fc3_W", w3), name=SERVING_OUTPUT if serving else "fc3")
-    if serving:                                                               # (S, N B, C F)
-        doc = ("X-UMX (CrossNet-Open-Unmix) masks before their final ReLU from a mixture "
-               f"magnitude spectrogram: input {INPUT} (frames, batch, channels, bins), output "
-               f"{SERVING_OUTPUT} (sources, frames batch, channels bins)")
+    if serving:                                                               # (S, N B, H + 1)
+        g.op("Relu", z, name=SERVING_OUTPUT)
+        assert all(k.startswith("fc3_") for k in layers), sorted(layers)
+        doc = ("X-UMX (CrossNet-Open-Unmix) up to fc3 from a mixture magnitude spectrogram: "
+               f"input {INPUT} (frames, batch, channels, bins), output {SERVING_OUTPUT} "
+               "(sources, frames batch, hidden + 1), fc3's input; fc3 is the head file beside it")
         return g.model([(INPUT, ("frames", "batch", c, bins))],
-                       [(SERVING_OUTPUT, (ns, "frames_batch", c * bins))], doc, meta)
+                       [(SERVING_OUTPUT, (ns, "frames_batch", hid + 1))], doc, meta)
+    z = g.op("Relu", z, name="fc2_relu")
+    w3 = fc3_head(cfg, layers)                                                # (S, H + 1, C F)
+    assert not layers, sorted(layers)
+    y = g.op("MatMul", z, g.const("fc3_W", w3), name="fc3")                   # (S, N B, C F)
     y = g.op("Relu", y, name="mask_relu")
     shape = g.op("Concat", g.ints("nb_sources", [ns]), lead, g.ints("channels_bins", [c, bins]),
                  axis=0)
@@ -313,22 +343,38 @@ def graph_model(cfg: ModelConfig, layers: Dict[str, np.ndarray], graph=None,
                    [(OUTPUT, (ns, "frames", "batch", c, bins))], doc, meta)
 
 
-def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray], serving: bool = False,
+def model_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
                 precision: str = PRECISIONS[0]) -> bytes:
     """:func:`build_model` serialised (what onnxruntime's InferenceSession reads)."""
-    return build_model(cfg, arrays, serving, precision).tobytes()
+    return build_model(cfg, arrays, precision).tobytes()
 
 
-def file_model(model, serving: bool = False,
-               precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
-    """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`);
-    ``serving`` and ``precision`` as in :func:`build_model`. The parameter arrays are released
-    once folded, so memory holds at most the folded arrays and the model's bytes (two copies of
-    the weights)."""
+def serving_bytes(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
+                  precision: str = PRECISIONS[0]) -> Tuple[bytes, np.ndarray]:
+    """:func:`serving_model` with the graph serialised."""
+    graph, head = serving_model(cfg, arrays, precision)
+    return graph.tobytes(), head
+
+
+def file_model(model, precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, bytes]:
+    """(config, serialised model) of a model on disk (a :class:`xumx.modelfiles.ModelFiles`)
+    in ``precision``: the whole network, as exported. The parameter arrays are released once
+    folded, so memory holds at most the folded arrays and the model's bytes (two copies of the
+    weights)."""
+    cfg, layers = _file_layers(model)
+    return cfg, graph_model(cfg, layers, precision=precision).tobytes()
+
+
+def file_serving(model, precision: str = PRECISIONS[0]) -> Tuple[bytes, np.ndarray]:
+    """:func:`serving_bytes` of a model on disk (as :func:`file_model`)."""
+    cfg, layers = _file_layers(model)
+    head = fc3_head(cfg, layers)
+    return graph_model(cfg, layers, serving=True, precision=precision).tobytes(), head
+
+
+def _file_layers(model) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
     cfg, arrays = model.read()
-    layers = folded_layers(cfg, arrays)
-    del arrays
-    return cfg, graph_model(cfg, layers, serving=serving, precision=precision).tobytes()
+    return cfg, folded_layers(cfg, arrays)   # the parameter arrays are released here
 
 
 def export(model, out: str, precision: str = PRECISIONS[0]) -> ModelConfig:

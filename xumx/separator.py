@@ -24,6 +24,7 @@ from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
 from .modelfiles import ModelFiles
 from .resample import StreamResampler, ratio, resampled_length
+from .threads import single_thread_blas
 from .waveform import BLOCK, audio_rate, check_audio, to_float
 
 #: 'onnxruntime' (also 'auto'): the separation engine. 'nnabla': the NNabla graph, the
@@ -31,6 +32,7 @@ from .waveform import BLOCK, audio_rate, check_audio, to_float
 BACKENDS = ("auto", "onnxruntime", "nnabla")
 #: The residual stem's name (``residual_model``).
 RESIDUAL = "residual"
+MAGNITUDE_BLOCK = 128   # STFT frames made at once for the network's input
 #: The settings :meth:`Separator.load` and :meth:`Separator.with_settings` take by name.
 SETTINGS = tuple(f.name for f in dataclasses.fields(SeparationConfig)) + \
     tuple(f.name for f in dataclasses.fields(ChunkConfig))
@@ -227,12 +229,15 @@ class Separator:
         done = 0
         for piece in self.separate_blocks(blocks, rate, rate, progress,
                                           self.nb_chunks(total, rate)):
-            for name, y in piece.items():
-                if name not in out:
+            length = next(iter(piece.values())).shape[0] if piece else 0
+            for name in list(piece):   # each stem's piece let go once copied, and its memory
+                y = piece.pop(name)    # handed back (glibc would keep it in its heap): the
+                if name not in out:    # stems' pages are taken as the pieces are copied
                     out[name] = np.empty((total,) + y.shape[1:], np.float32)
-                out[name][done:done + y.shape[0]] = y
-            done += next(iter(piece.values())).shape[0] if piece else 0
-            piece = y = None   # copied: not held while the next chunk is separated
+                out[name][done:done + length] = y
+                del y
+                heap.trim()
+            done += length
         if done != total:   # the pieces always add up to the input's length
             raise AssertionError(f"separated {done} samples of {total}")
         return {name: y[:, 0] if mono else y for name, y in out.items()}
@@ -312,12 +317,14 @@ class Separator:
         for piece in separate_batches(self._separate_chunks, at_model_rate(), chunk, overlap,
                                       chunk_done, self.nb_frames, self.chunking.batch_frames):
             out = {}
-            for name, y in piece.items():
+            for name in list(piece):   # each stem's piece let go once resampled (the
+                y = piece.pop(name)    # chunking's generator still holds the dict)
                 if name not in back:
                     back[name] = StreamResampler(model_rate, out_rate)
                 out[name] = back[name].push(y)
-            piece = y = None   # resampled: not held while the next chunk is separated
-            yield out
+                del y
+                heap.trim()
+            yield out   # the caller may empty it (separate does, stem by stem)
             out = None
         length = seen[0] if out_rate == rate else resampled_length(seen[0], rate, out_rate)
         yield {name: r.finish(length) for name, r in back.items()}
@@ -347,6 +354,18 @@ class Separator:
             return run(mag)
         return np.stack([self.net.masks(mag[:, b]) for b in range(mag.shape[1])], axis=2)
 
+    def batch_sources(self, mag: np.ndarray) -> List:
+        """The source magnitude estimates (masks x ``mag``) of a batch of chunks of equal
+        length: item b is (S, N, C_model, F), sliced by frames (``v[:, a:b]``; made block by
+        block where the network can, :meth:`xumx.engine.OnnxNet.batch_sources`).
+        Shapes: mag (N, B, C_model, F)."""
+        run = getattr(self.net, "batch_sources", None)
+        if run is not None:
+            return run(mag)
+        v = self.batch_masks(mag)
+        v *= mag[None]
+        return [v[:, :, b] for b in range(mag.shape[1])]
+
     def nb_frames(self, nb_samples: int) -> int:
         """STFT frames of a chunk of ``nb_samples`` at the model's rate."""
         return dsp.nb_frames(nb_samples, self.cfg.nhop)
@@ -368,25 +387,33 @@ class Separator:
                 # (docs/onnx-engine.md "Memory")
                 inputs = [self._input_and_peak(chunks[j]) for j in members]
                 peaks = [peak for _, peak in inputs]
-                mags = np.stack([mag for mag, _ in inputs], axis=1)   # (N, B, C_model, F)
+                mags = inputs[0][0][:, None] if len(inputs) == 1 else \
+                    np.stack([mag for mag, _ in inputs], axis=1)    # (N, B, C_model, F)
                 del inputs[:]
                 heap.trim()   # what the STFTs and the last chunk's tail freed, before the network
-                v = self.batch_masks(mags)   # (S, N, B, C_model, F)
+                v = self.batch_sources(mags)   # B of (S, N, C_model, F)
                 heap.trim()   # the network's intermediates (from onnxruntime's threads too)
-                v *= mags[None]   # the source magnitudes, in place
                 for k, j in enumerate(members):
-                    ready[j] = [v[:, :, k], peaks[k]]
+                    ready[j] = [v[k], peaks[k]]
                 del mags, v
             yield self._filter(audio, ready.pop(i))
 
     def _input_and_peak(self, audio: np.ndarray) -> Tuple[np.ndarray, float]:
-        """The network's input of a chunk and the largest magnitude of the mixture's STFT (the
-        Wiener filter's scale). Shapes: audio (t, C) -> ((N, C_model, F), number)."""
-        spec = self.spectrogram(self._model_channels(audio))
-        mag = self.model_input(spec)
-        if mag.shape[1] == spec.shape[0]:   # the magnitudes themselves
-            return mag, float(mag.max(initial=0.0))
-        return mag, float(np.abs(spec).max(initial=0.0))
+        """The network's input of a chunk (:meth:`model_input` of its :meth:`spectrogram`,
+        the same numbers) and the largest magnitude of the mixture's STFT (the Wiener filter's
+        scale), made a block of frames at a time: the complex spectrogram is never whole.
+        Shapes: audio (t, C) -> ((N, C_model, F), number)."""
+        frames = dsp.StftFrames(self._model_channels(audio).T, self.cfg.nfft, self.cfg.nhop,
+                                np.complex64, workers=-1)
+        n, _, bins = frames.shape
+        mag = np.empty((n, self.cfg.nb_channels, bins), np.float32)
+        peak = 0.0
+        for a in range(0, n, MAGNITUDE_BLOCK):
+            block = np.abs(frames[a:a + MAGNITUDE_BLOCK])   # (n', C, F)
+            peak = max(peak, float(block.max(initial=0.0)))
+            mag[a:a + MAGNITUDE_BLOCK] = block if block.shape[1] == mag.shape[1] \
+                else block.mean(axis=1, keepdims=True)      # mono models: the mean
+        return mag, peak
 
     def _model_channels(self, audio: np.ndarray) -> np.ndarray:
         """Mono audio for a stereo model: both channels the same. Shapes: (t, C) -> (t, C')."""
@@ -396,8 +423,8 @@ class Separator:
 
     def _filter(self, audio: np.ndarray, parts: List) -> Dict[str, np.ndarray]:
         """One chunk's stems from its source magnitudes. Shapes: audio (t, C) float32 at the
-        model's rate; ``parts``: [v (S, N, C_model, F), the masks times the network's input;
-        the largest magnitude of the mixture's STFT], emptied here, so that v is freed
+        model's rate; ``parts``: [v (S, N, C_model, F), the masks times the network's input,
+        sliced by frames (:meth:`batch_sources`); the largest magnitude of the mixture's STFT], emptied here, so that v is freed
         before the stems are made -> {stem: (t, C) float32}."""
         channels = audio.shape[1]
         audio = self._model_channels(audio)
@@ -422,9 +449,11 @@ class Separator:
         # one source alone would be the whole mixture: it is filtered against the residual,
         # as the published code does (docs/fixes.md), which is returned only if asked for
         residual = sep.residual_model or len(self.cfg.sources) == 1
-        for start, _, segment in wiener_blocks(v, x, sep.niter, sep.softmask, sep.alpha, residual,
-                                               post=synthesis, dtype=np.complex64, peak=peak):
-            ola.add_segment(start, segment)   # the block's own overlap-add ran on its thread
+        with single_thread_blas():   # each block's fc3 (v[:, a:b]): the blocks are the threads
+            for start, _, segment in wiener_blocks(v, x, sep.niter, sep.softmask, sep.alpha,
+                                                   residual, post=synthesis, dtype=np.complex64,
+                                                   peak=peak):
+                ola.add_segment(start, segment)   # the block's overlap-add ran on its thread
         del v, x
         heap.trim()   # the filter's blocks, freed on its threads, before the cross-fade
         out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
