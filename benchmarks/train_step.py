@@ -88,7 +88,11 @@ def child_xumx(args):
     takes_dropout = "dropout" in inspect.signature(build_loss_graph).parameters  # not before issue 24
     graph = build_loss_graph(model, args.batch_size, length, args.mcoef, test=False,
                              **({"dropout": args.dropout} if args.dropout is not None and takes_dropout else {}))
-    solver = S.Adam(1e-3)
+    try:   # the trainer's solver (a checkout from before issue 24 item 2: nnabla's Adam)
+        from xumx.training.adam import make_solver
+    except ImportError:
+        make_solver = S.Adam
+    solver = make_solver(1e-3)
     params = model.get_parameters(grad_only=True)
     solver.set_parameters(params)
     rng = np.random.RandomState(comm.rank)

@@ -429,6 +429,18 @@ def test_validation_graph_same_loss(rng):
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
+def run_steps(graph, solver, batches, decay=0.0):
+    """One training step of ``graph`` per (mixture, targets) batch, as the trainer's."""
+    for x, y in batches:
+        graph.feed(x, y)
+        solver.zero_grad()
+        graph.loss.forward(clear_no_need_grad=True)
+        graph.loss.backward(clear_buffer=True)
+        if decay:
+            solver.weight_decay(decay)
+        solver.update()
+
+
 def test_three_sgd_steps_end_at_the_same_parameters(rng):
     import nnabla.solvers as S
     from xumx.training.trainer import build_loss_graph
@@ -442,12 +454,7 @@ def test_three_sgd_steps_end_at_the_same_parameters(rng):
         start = {k: v.d.copy() for k, v in model.get_parameters().items()}
         solver = S.Sgd(0.05)
         solver.set_parameters(model.get_parameters(grad_only=True))
-        for x, y in batches:
-            graph.feed(x, y)
-            solver.zero_grad()
-            graph.loss.forward(clear_no_need_grad=True)
-            graph.loss.backward(clear_buffer=True)
-            solver.update()
+        run_steps(graph, solver, batches)
         final.append({k: v.d.copy() for k, v in model.get_parameters().items()})
     moved = 0
     for name, ref in final[1].items():  # trainable parameters and batch-norm running statistics
