@@ -81,6 +81,11 @@ def child_xumx(args):
     from xumx.training.trainer import build_loss_graph
     comm, ctx = make_communicator("cpu")
     nn.set_default_context(ctx)
+    try:   # as xumx.train does (a checkout from before issue 24 item 2 has no such call)
+        from xumx.heap import reuse_large_blocks
+        reuse_large_blocks()
+    except ImportError:
+        pass
     cfg = ModelConfig(hidden_size=args.hidden_size, nb_layers=args.nb_layers, nfft=args.nfft,
                       nhop=args.nhop)
     model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
