@@ -14,7 +14,7 @@ Shapes use: frames (N), batch (B), rows M = N * B.
 """
 import numpy as np
 
-from .base import NumpyFunction, data, put_grad
+from .base import NumpyFunction, data, grad_buffer, output, put_grad
 
 BN_DECAY, BN_EPS = 0.9, 1e-5
 
@@ -114,7 +114,7 @@ class AffineBatchNorm(NumpyFunction):
         inv_std = self._normalise(a, inputs, update=True)  # a: the normalised activations
         self._cache = (a, inv_std) if self.batch_stat else None
         g, k, _ = self._columns(inputs, a.shape[1])
-        out = data(outputs[0])
+        out = output(outputs[0])
         y = out.reshape(a.shape)
         np.multiply(a, g, out=y)
         y += k
@@ -174,15 +174,17 @@ class AffineBatchNorm(NumpyFunction):
             return
         z, shifted = self._pre(inputs)
         if propagate_down[1]:
-            put_grad(inputs[1], z.T @ da, accum[1])
+            dw = grad_buffer(inputs[1], accum[1])
+            put_grad(inputs[1], np.matmul(z.T, da, out=dw), accum[1])
         del z
         need_x = propagate_down[0] or (self.pre and (propagate_down[6] or propagate_down[7]))
         if not need_x:
             return
-        dz = (da @ w.T)
         if not self.pre:
-            put_grad(inputs[0], dz, accum[0])
+            dx = grad_buffer(inputs[0], accum[0])
+            put_grad(inputs[0], np.matmul(da, w.T, out=dx.reshape(da.shape[0], -1)), accum[0])
             return
+        dz = da @ w.T
         scale = data(inputs[7])
         dz = dz.reshape(shifted.shape)
         if propagate_down[7]:
@@ -219,8 +221,8 @@ class AffineBatchNorm(NumpyFunction):
             col = da.sum(axis=0, dtype=np.float64).astype(np.float32)
             put_grad(shift_v, (scale * (w @ col)).reshape(-1, width).sum(axis=0), accum[6])
         if propagate_down[1]:
-            p *= scale[:, None]
-            put_grad(inputs[1], p, accum[1])
+            put_grad(inputs[1], np.multiply(p, scale[:, None], out=grad_buffer(inputs[1], accum[1])),
+                     accum[1])
 
 
 def affine_batch_norm(x, params, batch_stat: bool, activation=None, pre=None, post=None,
