@@ -160,6 +160,7 @@ class TimeCombinationLoss(_SourcesLoss):
     def __init__(self, ctx, combos, nb_sources: int, trim: int, eps: float):
         super().__init__(ctx, combos, nb_sources)
         self.trim, self.eps = trim, eps
+        self._kept_gram = None   # the forward's Gram matrices, for the backward after it
         S, m = nb_sources, self.member
         # coefficient vectors over the basis [r, y_1..y_S, d_1..d_S], one row per subset
         zero, one = np.zeros((len(m), S)), np.ones((len(m), 1))
@@ -246,7 +247,9 @@ class TimeCombinationLoss(_SourcesLoss):
         return loss, grad
 
     def forward_impl(self, inputs, outputs):
-        loss, _ = self._row_losses(self._gram(inputs))
+        gram = self._gram(inputs)
+        self._kept_gram = gram
+        loss, _ = self._row_losses(gram)
         data(outputs[0])[...] = 1.0 + loss.mean()
 
     def _edges_zeroed(self, grad):
@@ -260,7 +263,8 @@ class TimeCombinationLoss(_SourcesLoss):
             return
         S = self.S
         mix, ests, targets = self._inputs(inputs)
-        loss, grad = self._row_losses(self._gram(inputs))
+        gram, self._kept_gram = self._kept_gram, None   # none kept: a second backward
+        loss, grad = self._row_losses(self._gram(inputs) if gram is None else gram)
         dg = grad(float(outputs[0].grad.data) / loss.size)
         sym = (dg + dg.transpose(0, 2, 1)).astype(np.float32)  # d / d basis = sym @ basis
         need_mix, need_t = propagate_down[0], any(propagate_down[1 + S:])
