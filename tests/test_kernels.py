@@ -571,3 +571,13 @@ def test_time_loss_gradient_matches_finite_differences(rng):
     h = 1e-2
     numeric = (at(h) - at(-h)) / (2 * h)
     assert abs(analytic) > 1e-3 and numeric == pytest.approx(analytic, rel=2e-2)
+
+
+def test_column_sums_are_the_float64_sums_to_float32_rounding(rng):
+    from xumx.training.kernels.base import SUM_ROWS, column_sums
+    a = rng.standard_normal((2 * SUM_ROWS + 5, 7)).astype(np.float32)
+    b = rng.standard_normal(a.shape).astype(np.float32)
+    wide_a, wide_b = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_allclose(column_sums(a), wide_a.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(column_sums(a, b), (wide_a * wide_b).sum(axis=0), rtol=1e-5, atol=1e-5)
+    assert column_sums(a).dtype == np.float64

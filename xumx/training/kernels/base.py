@@ -53,6 +53,23 @@ def data(v) -> np.ndarray:
     return v.data.data
 
 
+#: Rows summed in float32 before the float64 total of :func:`column_sums`.
+SUM_ROWS = 64
+
+
+def column_sums(a: np.ndarray, b: np.ndarray = None) -> np.ndarray:
+    """The sums over the rows of ``a`` (M, n), or of ``a * b``, as float64 (n,): float32 sums
+    of :data:`SUM_ROWS` rows at a time (BLAS, einsum: no float64 copy of the operands), their
+    total in float64."""
+    total = np.zeros(a.shape[1])
+    ones = np.ones(SUM_ROWS, np.float32)
+    for i in range(0, a.shape[0], SUM_ROWS):
+        rows = a[i:i + SUM_ROWS]
+        total += ones[:rows.shape[0]] @ rows if b is None else \
+            np.einsum("ij,ij->j", rows, b[i:i + SUM_ROWS])
+    return total
+
+
 def output(v) -> np.ndarray:
     """The numpy view of a variable's data for writing only: its values are undefined (nnabla
     neither zero-fills nor copies it), so the kernel writes every element."""

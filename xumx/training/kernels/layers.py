@@ -14,7 +14,7 @@ Shapes use: frames (N), batch (B), rows M = N * B.
 """
 import numpy as np
 
-from .base import NumpyFunction, data, grad_buffer, output, put_grad
+from .base import NumpyFunction, column_sums, data, grad_buffer, output, put_grad
 
 BN_DECAY, BN_EPS = 0.9, 1e-5
 
@@ -90,9 +90,9 @@ class AffineBatchNorm(NumpyFunction):
         running ones updated with ``update``) or, in test mode, the running statistics."""
         r_mean, r_var = (data(v).reshape(-1) for v in inputs[4:6])
         if self.batch_stat:
-            mean = a.mean(axis=0, dtype=np.float64)
+            mean = column_sums(a) / a.shape[0]
             a -= mean.astype(np.float32)
-            var = np.einsum("ij,ij->j", a, a, dtype=np.float64) / a.shape[0]
+            var = column_sums(a, a) / a.shape[0]
             if update:
                 m = a.shape[0]
                 r_mean *= BN_DECAY
@@ -144,8 +144,8 @@ class AffineBatchNorm(NumpyFunction):
             dp = np.multiply(dy, data(outputs[0]).reshape(norm.shape) > 0)
         else:
             dp = dy.copy()
-        s0 = dp.sum(axis=0, dtype=np.float64)          # column sums of d output
-        s1 = np.einsum("ij,ij->j", dp, norm, dtype=np.float64)  # ... weighted by norm
+        s0 = column_sums(dp)          # column sums of d output
+        s1 = column_sums(dp, norm)    # ... weighted by norm
         g, _, s_col = self._columns(inputs, norm.shape[1])
         beta, gamma = (data(v).reshape(-1) for v in inputs[2:4])
         col = 1.0 if s_col is None else s_col  # d output / d (gamma norm + beta)
@@ -218,7 +218,7 @@ class AffineBatchNorm(NumpyFunction):
         if propagate_down[7]:
             put_grad(scale_v, np.einsum("ij,ij->i", w, p).reshape(-1, width).sum(axis=0), accum[7])
         if propagate_down[6]:
-            col = da.sum(axis=0, dtype=np.float64).astype(np.float32)
+            col = column_sums(da).astype(np.float32)
             put_grad(shift_v, (scale * (w @ col)).reshape(-1, width).sum(axis=0), accum[6])
         if propagate_down[1]:
             put_grad(inputs[1], np.multiply(p, scale[:, None], out=grad_buffer(inputs[1], accum[1])),
