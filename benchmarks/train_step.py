@@ -81,6 +81,11 @@ def child_xumx(args):
     from xumx.training.trainer import build_loss_graph
     comm, ctx = make_communicator("cpu")
     nn.set_default_context(ctx)
+    try:   # as xumx.train does (a checkout from before issue 24 item 2 has no such call)
+        from xumx.heap import reuse_large_blocks
+        reuse_large_blocks()
+    except ImportError:
+        pass
     cfg = ModelConfig(hidden_size=args.hidden_size, nb_layers=args.nb_layers, nfft=args.nfft,
                       nhop=args.nhop)
     model = OpenUnmixCrossNet(cfg, rng=np.random.RandomState(0))
@@ -88,7 +93,11 @@ def child_xumx(args):
     takes_dropout = "dropout" in inspect.signature(build_loss_graph).parameters  # not before issue 24
     graph = build_loss_graph(model, args.batch_size, length, args.mcoef, test=False,
                              **({"dropout": args.dropout} if args.dropout is not None and takes_dropout else {}))
-    solver = S.Adam(1e-3)
+    try:   # the trainer's solver (a checkout from before issue 24 item 2: nnabla's Adam)
+        from xumx.training.adam import make_solver
+    except ImportError:
+        make_solver = S.Adam
+    solver = make_solver(1e-3)
     params = model.get_parameters(grad_only=True)
     solver.set_parameters(params)
     rng = np.random.RandomState(comm.rank)

@@ -429,6 +429,18 @@ def test_validation_graph_same_loss(rng):
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
+def run_steps(graph, solver, batches, decay=0.0):
+    """One training step of ``graph`` per (mixture, targets) batch, as the trainer's."""
+    for x, y in batches:
+        graph.feed(x, y)
+        solver.zero_grad()
+        graph.loss.forward(clear_no_need_grad=True)
+        graph.loss.backward(clear_buffer=True)
+        if decay:
+            solver.weight_decay(decay)
+        solver.update()
+
+
 def test_three_sgd_steps_end_at_the_same_parameters(rng):
     import nnabla.solvers as S
     from xumx.training.trainer import build_loss_graph
@@ -442,12 +454,7 @@ def test_three_sgd_steps_end_at_the_same_parameters(rng):
         start = {k: v.d.copy() for k, v in model.get_parameters().items()}
         solver = S.Sgd(0.05)
         solver.set_parameters(model.get_parameters(grad_only=True))
-        for x, y in batches:
-            graph.feed(x, y)
-            solver.zero_grad()
-            graph.loss.forward(clear_no_need_grad=True)
-            graph.loss.backward(clear_buffer=True)
-            solver.update()
+        run_steps(graph, solver, batches)
         final.append({k: v.d.copy() for k, v in model.get_parameters().items()})
     moved = 0
     for name, ref in final[1].items():  # trainable parameters and batch-norm running statistics
@@ -564,3 +571,13 @@ def test_time_loss_gradient_matches_finite_differences(rng):
     h = 1e-2
     numeric = (at(h) - at(-h)) / (2 * h)
     assert abs(analytic) > 1e-3 and numeric == pytest.approx(analytic, rel=2e-2)
+
+
+def test_column_sums_are_the_float64_sums_to_float32_rounding(rng):
+    from xumx.training.kernels.base import SUM_ROWS, column_sums
+    a = rng.standard_normal((2 * SUM_ROWS + 5, 7)).astype(np.float32)
+    b = rng.standard_normal(a.shape).astype(np.float32)
+    wide_a, wide_b = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_allclose(column_sums(a), wide_a.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(column_sums(a, b), (wide_a * wide_b).sum(axis=0), rtol=1e-5, atol=1e-5)
+    assert column_sums(a).dtype == np.float64

@@ -6,8 +6,9 @@ heaps rather than from fresh mappings once a large block has been freed, and kee
 there, growing over a long song (docs/onnx-engine.md, "Memory"). :func:`trim`
 hands the free memory back after each chunk and between a chunk's stages (so that what one
 stage freed does not stay resident under the next one's peak); :func:`limit_arenas` (the command lines only: it
-is a process-wide setting) caps the number of heaps. Both do nothing where the C library is not
-glibc.
+is a process-wide setting) caps the number of heaps; :func:`reuse_large_blocks` (the training
+command line) keeps a training step's large temporaries in the heaps from one step to the next.
+All do nothing where the C library is not glibc.
 """
 import ctypes
 import ctypes.util
@@ -38,3 +39,23 @@ def limit_arenas(count: int = 2):
     if libc is not None:
         m_arena_max = -8   # glibc's M_ARENA_MAX
         libc.mallopt(m_arena_max, int(count))
+
+
+#: Allocations up to this size come from the heaps under :func:`reuse_large_blocks`.
+LARGE_BLOCK = 1 << 30
+
+
+def reuse_large_blocks() -> bool:
+    """Serve allocations up to :data:`LARGE_BLOCK` from the heaps and keep what is freed there
+    (glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``; a process-wide setting, for the
+    training command line). Every training step allocates and frees the same temporaries of
+    tens of megabytes; glibc maps each one above 32 MB afresh and the kernel zeroes its pages
+    at first touch (about 0.5 s of system time per step at hidden 512, on the step's serial
+    part: docs/training-speed.md); kept in the heap they are reused, and the peak is the
+    step's own. Returns whether the C library took the setting."""
+    libc = _libc()
+    if libc is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3   # glibc's mallopt parameters
+    return bool(libc.mallopt(m_mmap_threshold, LARGE_BLOCK)) \
+        and bool(libc.mallopt(m_trim_threshold, 2 * LARGE_BLOCK))

@@ -23,7 +23,9 @@ def _train(argv, kept: dict) -> int:
     from .parsing import parse
     model_cfg, train_cfg = parse("train", argv)
     require_nnabla("training")
+    from .heap import reuse_large_blocks
     from .training.trainer import train
+    reuse_large_blocks()
     kept["output"] = train_cfg.output
     result = train(model_cfg, train_cfg, progress=not train_cfg.quiet)
     if result["rank"] == 0 and not train_cfg.quiet:

@@ -223,7 +223,7 @@ class Trainer:
             return self._run()
 
     def _run(self) -> dict:
-        import nnabla.solvers as S
+        from .adam import make_solver
         from .model import OpenUnmixCrossNet
         cfg, mcfg, comm = self.cfg, self.model_cfg, self.comm
         comm.barrier()   # every rank has checked the folder (replaced_run) before it changes
@@ -243,7 +243,7 @@ class Trainer:
                                  dropout=cfg.dropout)
         self._say_dropout(graph)
         self.model = model
-        solver = S.Adam(self.lr)
+        solver = make_solver(self.lr)
         trainable = model.get_parameters(grad_only=True)
         solver.set_parameters(trainable)
         params = list(trainable.values())

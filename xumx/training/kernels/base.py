@@ -53,12 +53,47 @@ def data(v) -> np.ndarray:
     return v.data.data
 
 
-def put_grad(v, value: np.ndarray, accum: bool):
-    """Set (or, with ``accum``, add to) a variable's gradient."""
-    g = v.grad.data
+#: Rows summed in float32 before the float64 total of :func:`column_sums`.
+SUM_ROWS = 64
+
+
+def column_sums(a: np.ndarray, b: np.ndarray = None) -> np.ndarray:
+    """The sums over the rows of ``a`` (M, n), or of ``a * b``, as float64 (n,): float32 sums
+    of :data:`SUM_ROWS` rows at a time (BLAS, einsum: no float64 copy of the operands), their
+    total in float64."""
+    total = np.zeros(a.shape[1])
+    ones = np.ones(SUM_ROWS, np.float32)
+    for i in range(0, a.shape[0], SUM_ROWS):
+        rows = a[i:i + SUM_ROWS]
+        total += ones[:rows.shape[0]] @ rows if b is None else \
+            np.einsum("ij,ij->j", rows, b[i:i + SUM_ROWS])
+    return total
+
+
+def output(v) -> np.ndarray:
+    """The numpy view of a variable's data for writing only: its values are undefined (nnabla
+    neither zero-fills nor copies it), so the kernel writes every element."""
+    return v.data.get_data("w")
+
+
+def grad_buffer(v, accum: bool) -> np.ndarray:
+    """Where a kernel computes an input's gradient, of the input's shape: the gradient array
+    itself for writing only (every element to be written) unless ``accum``, else a new array;
+    :func:`put_grad` then stores it (nothing left to copy in the first case)."""
     if accum:
+        return np.empty(v.shape, np.float32)
+    return v.grad.get_data("w")
+
+
+def put_grad(v, value: np.ndarray, accum: bool):
+    """Set (or, with ``accum``, add to) a variable's gradient; nothing to do for the array
+    :func:`grad_buffer` gave without ``accum``."""
+    if accum:
+        g = v.grad.data
         g += value.reshape(g.shape)
-    else:
+        return
+    g = v.grad.get_data("w")
+    if not (value.size == g.size and np.may_share_memory(value, g)):
         g[...] = value.reshape(g.shape)
 
 

@@ -14,7 +14,7 @@ Shapes use: frames (N), batch (B), rows M = N * B.
 """
 import numpy as np
 
-from .base import NumpyFunction, data, put_grad
+from .base import NumpyFunction, column_sums, data, grad_buffer, output, put_grad
 
 BN_DECAY, BN_EPS = 0.9, 1e-5
 
@@ -90,9 +90,9 @@ class AffineBatchNorm(NumpyFunction):
         running ones updated with ``update``) or, in test mode, the running statistics."""
         r_mean, r_var = (data(v).reshape(-1) for v in inputs[4:6])
         if self.batch_stat:
-            mean = a.mean(axis=0, dtype=np.float64)
+            mean = column_sums(a) / a.shape[0]
             a -= mean.astype(np.float32)
-            var = np.einsum("ij,ij->j", a, a, dtype=np.float64) / a.shape[0]
+            var = column_sums(a, a) / a.shape[0]
             if update:
                 m = a.shape[0]
                 r_mean *= BN_DECAY
@@ -114,7 +114,7 @@ class AffineBatchNorm(NumpyFunction):
         inv_std = self._normalise(a, inputs, update=True)  # a: the normalised activations
         self._cache = (a, inv_std) if self.batch_stat else None
         g, k, _ = self._columns(inputs, a.shape[1])
-        out = data(outputs[0])
+        out = output(outputs[0])
         y = out.reshape(a.shape)
         np.multiply(a, g, out=y)
         y += k
@@ -144,8 +144,8 @@ class AffineBatchNorm(NumpyFunction):
             dp = np.multiply(dy, data(outputs[0]).reshape(norm.shape) > 0)
         else:
             dp = dy.copy()
-        s0 = dp.sum(axis=0, dtype=np.float64)          # column sums of d output
-        s1 = np.einsum("ij,ij->j", dp, norm, dtype=np.float64)  # ... weighted by norm
+        s0 = column_sums(dp)          # column sums of d output
+        s1 = column_sums(dp, norm)    # ... weighted by norm
         g, _, s_col = self._columns(inputs, norm.shape[1])
         beta, gamma = (data(v).reshape(-1) for v in inputs[2:4])
         col = 1.0 if s_col is None else s_col  # d output / d (gamma norm + beta)
@@ -174,15 +174,17 @@ class AffineBatchNorm(NumpyFunction):
             return
         z, shifted = self._pre(inputs)
         if propagate_down[1]:
-            put_grad(inputs[1], z.T @ da, accum[1])
+            dw = grad_buffer(inputs[1], accum[1])
+            put_grad(inputs[1], np.matmul(z.T, da, out=dw), accum[1])
         del z
         need_x = propagate_down[0] or (self.pre and (propagate_down[6] or propagate_down[7]))
         if not need_x:
             return
-        dz = (da @ w.T)
         if not self.pre:
-            put_grad(inputs[0], dz, accum[0])
+            dx = grad_buffer(inputs[0], accum[0])
+            put_grad(inputs[0], np.matmul(da, w.T, out=dx.reshape(da.shape[0], -1)), accum[0])
             return
+        dz = da @ w.T
         scale = data(inputs[7])
         dz = dz.reshape(shifted.shape)
         if propagate_down[7]:
@@ -216,11 +218,11 @@ class AffineBatchNorm(NumpyFunction):
         if propagate_down[7]:
             put_grad(scale_v, np.einsum("ij,ij->i", w, p).reshape(-1, width).sum(axis=0), accum[7])
         if propagate_down[6]:
-            col = da.sum(axis=0, dtype=np.float64).astype(np.float32)
+            col = column_sums(da).astype(np.float32)
             put_grad(shift_v, (scale * (w @ col)).reshape(-1, width).sum(axis=0), accum[6])
         if propagate_down[1]:
-            p *= scale[:, None]
-            put_grad(inputs[1], p, accum[1])
+            put_grad(inputs[1], np.multiply(p, scale[:, None], out=grad_buffer(inputs[1], accum[1])),
+                     accum[1])
 
 
 def affine_batch_norm(x, params, batch_stat: bool, activation=None, pre=None, post=None,

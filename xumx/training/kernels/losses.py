@@ -18,7 +18,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import NumpyFunction, data, put_grad
+from .base import NumpyFunction, data, grad_buffer, put_grad
 
 #: Elements per source processed at once (bounds temporaries; float32 partial sums stay short).
 CHUNK = 1 << 16
@@ -122,8 +122,8 @@ class FreqCombinationLoss(_SourcesLoss):
         masks = [data(v) for v in inputs[1:1 + self.S]]
         targets = self._targets(inputs)
         coef = (2.0 * float(outputs[0].grad.data) * self._coefficients(mix.size)).astype(np.float32)
-        dmix = np.zeros(mix.shape, np.float32) if propagate_down[0] else None
-        dmasks = [np.empty(mix.shape, np.float32) if propagate_down[1 + k] else None
+        dmix = grad_buffer(inputs[0], accum[0]) if propagate_down[0] else None
+        dmasks = [grad_buffer(inputs[1 + k], accum[1 + k]) if propagate_down[1 + k] else None
                   for k in range(self.S)]
         need_targets = any(propagate_down[1 + self.S:])
         dtargets = [np.empty(mix.shape, np.float32) for _ in range(self.S)] if need_targets else None
@@ -133,7 +133,9 @@ class FreqCombinationLoss(_SourcesLoss):
             for k in range(self.S):
                 if dmasks[k] is not None:
                     np.multiply(de[k], mix[block], out=dmasks[k][block])
-                if dmix is not None:
+                if dmix is not None and k == 0:
+                    np.multiply(de[k], masks[k][block], out=dmix[block])
+                elif dmix is not None:
                     dmix[block] += de[k] * masks[k][block]
                 if dtargets is not None:
                     np.negative(de[k], out=dtargets[k][block])
@@ -158,6 +160,7 @@ class TimeCombinationLoss(_SourcesLoss):
     def __init__(self, ctx, combos, nb_sources: int, trim: int, eps: float):
         super().__init__(ctx, combos, nb_sources)
         self.trim, self.eps = trim, eps
+        self._kept_gram = None   # the forward's Gram matrices, for the backward after it
         S, m = nb_sources, self.member
         # coefficient vectors over the basis [r, y_1..y_S, d_1..d_S], one row per subset
         zero, one = np.zeros((len(m), S)), np.ones((len(m), 1))
@@ -244,21 +247,30 @@ class TimeCombinationLoss(_SourcesLoss):
         return loss, grad
 
     def forward_impl(self, inputs, outputs):
-        loss, _ = self._row_losses(self._gram(inputs))
+        gram = self._gram(inputs)
+        self._kept_gram = gram
+        loss, _ = self._row_losses(gram)
         data(outputs[0])[...] = 1.0 + loss.mean()
+
+    def _edges_zeroed(self, grad):
+        """``grad`` (..., L) with the trimmed edges (no gradient) set to 0."""
+        grad[..., :self.trim] = 0
+        grad[..., grad.shape[-1] - self.trim:] = 0
+        return grad
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
             return
         S = self.S
         mix, ests, targets = self._inputs(inputs)
-        loss, grad = self._row_losses(self._gram(inputs))
+        gram, self._kept_gram = self._kept_gram, None   # none kept: a second backward
+        loss, grad = self._row_losses(self._gram(inputs) if gram is None else gram)
         dg = grad(float(outputs[0].grad.data) / loss.size)
         sym = (dg + dg.transpose(0, 2, 1)).astype(np.float32)  # d / d basis = sym @ basis
         need_mix, need_t = propagate_down[0], any(propagate_down[1 + S:])
         dmix = np.zeros(mix.shape, np.float32) if need_mix else None
-        dests = [np.zeros(e.shape, np.float32) if propagate_down[1 + k] else None
-                 for k, e in enumerate(ests)]
+        dests = [self._edges_zeroed(grad_buffer(inputs[1 + k], accum[1 + k]))
+                 if propagate_down[1 + k] else None for k in range(S)]
         dtargets = [np.zeros(mix.shape, np.float32) for _ in range(S)] if need_t else None
         b, c = mix.shape[:2]
         for sl in self._chunks(ests[0].shape[-1]):

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.linalg.blas import sgemm
 
 from ...params import LSTM_GATES
-from .base import (NumpyFunction, data, for_cell_groups, parallel_cells_worth, put_grad,
+from .base import (NumpyFunction, data, for_cell_groups, output, parallel_cells_worth, put_grad,
                    single_thread_blas)
 
 GATES = LSTM_GATES
@@ -143,7 +143,7 @@ class SourcesLSTM(NumpyFunction):
         self._masks = self._draw_masks(xs[0].shape[:2]) if self.dropout else None
         y = self._forward([data(x) for x in xs], params, keep=self.training)
         for s, out in enumerate(outputs):
-            data(out)[...] = y[s]
+            output(out)[...] = y[s]
 
     def _draw_masks(self, frames_batch) -> List[np.ndarray]:
         """The scaled dropout masks (S, N, B, D h) of the outputs of layers 0..L-2, drawn in

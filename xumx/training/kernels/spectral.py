@@ -12,7 +12,7 @@ Shapes use: batch (B), channels (C), samples (T), frames (N), bins (F = n_fft //
 import numpy as np
 import scipy.fft
 
-from .base import NumpyFunction, data, fft_workers, put_grad
+from .base import NumpyFunction, data, fft_workers, grad_buffer, output, put_grad
 
 #: Frames windowed and transformed at once (bounds the temporary frame buffers).
 BLOCK = 64
@@ -103,7 +103,7 @@ class Spectrogram(NumpyFunction):
 
     def forward_impl(self, inputs, outputs):
         x = data(inputs[0])
-        outs = [data(o).reshape(o.shape[0], -1, o.shape[-1]) for o in outputs]
+        outs = [output(o).reshape(o.shape[0], -1, o.shape[-1]) for o in outputs]
         for start, z in self._blocks(x):
             stop = start + z.shape[0]
             np.abs(z, out=outs[0][start:stop])
@@ -155,7 +155,11 @@ class MaskedIstft(NumpyFunction):
         _check(n_fft, n_hop)
         self.n_fft, self.n_hop = n_fft, n_hop
         self.window = hann(n_fft).astype(np.float32)
-        self.weights = bin_weights(n_fft).astype(np.float32)
+        weights = bin_weights(n_fft)
+        # the adjoint's window with the inner bins' weight 2 / n_fft folded in; the DC and
+        # Nyquist bins' (1 / n_fft) are then a half of it
+        self.adjoint_window = (hann(n_fft) * weights[1]).astype(np.float32)
+        self.edge_bins = [i for i in (0, n_fft // 2) if weights[i] != weights[1]]
 
     def _inverse_envelope(self, nb_frames):
         env = envelope(self.n_fft, self.n_hop, nb_frames)
@@ -192,9 +196,8 @@ class MaskedIstft(NumpyFunction):
                                      workers=fft_workers())
             frames *= self.window
             _overlap_add(out, frames, start, hop)
-        y = out[:, pad:pad + (n - 1) * hop]
-        y *= self._inverse_envelope(n)
-        data(outputs[0])[...] = y.reshape(b, c, -1)
+        np.multiply(out[:, pad:pad + (n - 1) * hop], self._inverse_envelope(n),
+                    out=output(outputs[0]).reshape(b * c, -1))
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
@@ -206,17 +209,19 @@ class MaskedIstft(NumpyFunction):
         np.multiply(outputs[0].grad.data.reshape(b * c, -1), self._inverse_envelope(n),
                     out=g[:, pad:pad + (n - 1) * hop])
         frames = _frames(g, self.n_fft, hop, n)
-        dmask = np.empty(mask.shape, np.float32) if propagate_down[0] else None
-        dre = np.empty(re.shape, np.float32) if propagate_down[1] else None
-        dim = np.empty(re.shape, np.float32) if propagate_down[2] else None
+        dmask, dre, dim = (grad_buffer(v, accum[j]) if propagate_down[j] else None
+                           for j, v in enumerate(inputs))
         for start in range(0, n, BLOCK):
             s = slice(start, start + BLOCK)
-            dz = scipy.fft.rfft(frames[s] * self.window, axis=-1, workers=fft_workers())
-            dz *= self.weights
+            dz = scipy.fft.rfft(frames[s] * self.adjoint_window, axis=-1, workers=fft_workers())
+            for i in self.edge_bins:
+                dz[..., i] *= 0.5
             dz = dz.reshape(re[s].shape)
-            if dmask is not None:
-                dm = dz.real * re[s] + dz.imag * im[s]
-                dmask[s] = dm if mask.shape[2] == c else dm.sum(axis=2, keepdims=True)
+            if dmask is not None and mask.shape[2] == c:
+                np.multiply(dz.real, re[s], out=dmask[s])
+                dmask[s] += dz.imag * im[s]
+            elif dmask is not None:
+                dmask[s] = (dz.real * re[s] + dz.imag * im[s]).sum(axis=2, keepdims=True)
             if dre is not None:
                 np.multiply(dz.real, mask[s], out=dre[s])
             if dim is not None:
