@@ -21,7 +21,7 @@ SHARED_PARITY = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "parit
 #: Test modules that are about nnabla functions throughout (they import nnabla at the top);
 #: every test in them carries the 'nnabla' mark, and a run that deselects that mark does not
 #: collect them at all (nnabla may not be importable there).
-NNABLA_MODULES = {"test_kernels.py"}
+NNABLA_MODULES = {"test_kernels.py", "test_adam.py"}
 
 
 def pytest_ignore_collect(collection_path, config):
