@@ -259,9 +259,12 @@ class SourceMagnitudes:
         y *= self.mag[rows]
         return y
 
-    def __array__(self, dtype=None, copy=None):
-        y = self[:, :]
-        return y if dtype is None else y.astype(dtype, copy=False)
+
+def sources_of_masks(masks: np.ndarray, mag: np.ndarray) -> List[np.ndarray]:
+    """Whole masks times their input, one array per item of the batch, in place. Shapes:
+    masks (S, N, B, C, F), mag (N, B, C, F) -> B of (S, N, C, F)."""
+    masks *= mag[None]
+    return [masks[:, :, b] for b in range(mag.shape[1])]
 
 
 class OnnxNet:
@@ -299,22 +302,20 @@ class OnnxNet:
         self._input = self.session.get_inputs()[0].name
         self.head = None
         if self.session.get_outputs()[0].name == SERVING_OUTPUT:
-            self.head = self._checked_head(
-                head if head is not None or not isinstance(model, str) else model)
+            self.head = self._checked_head(head, model)
         self._run_options = run_options(device)
 
-    def _checked_head(self, head) -> np.ndarray:
-        """The head given, or read from beside the graph's file when ``head`` is its path:
-        (S, H + 1, C F) float32."""
+    def _checked_head(self, head: Optional[np.ndarray], model: Union[bytes, str]) -> np.ndarray:
+        """The head given, or else read from beside the graph's file: (S, H + 1, C F) float32."""
         cfg = self.cfg
-        if isinstance(head, str):
-            path = head_path(head)
+        if head is None:
+            if not isinstance(model, str):
+                raise ValueError("a serving graph given as bytes needs its head")
+            path = head_path(model)
             try:
                 head = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise ValueError(f"the graph's head {path} cannot be read ({e})") from None
-        elif head is None:
-            raise ValueError("a serving graph given as bytes needs its head")
         shape = (len(cfg.sources), cfg.hidden_size + 1, cfg.nb_channels * cfg.nb_bins)
         if not isinstance(head, np.ndarray) or head.shape != shape or head.dtype != np.float32:
             raise ValueError(f"the graph's head is {getattr(head, 'dtype', type(head).__name__)} "
@@ -352,9 +353,7 @@ class OnnxNet:
         network run: item b is (S, N, C, F), a :class:`SourceMagnitudes` of ``mag[:, b]``
         (an array for a graph that ends with the masks). Shapes: mag (N, B, C, F)."""
         if self.head is None:
-            v = self.batch_masks(mag)
-            v *= mag[None]
-            return [v[:, :, b] for b in range(mag.shape[1])]
+            return sources_of_masks(self.batch_masks(mag), mag)
         hidden = self._run(mag)
         hidden = hidden.reshape(hidden.shape[0], *mag.shape[:2], hidden.shape[-1])
         return [SourceMagnitudes(hidden[:, :, b], self.head, mag[:, b])

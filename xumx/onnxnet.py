@@ -215,7 +215,11 @@ def serving_model(cfg: ModelConfig, arrays: Dict[str, np.ndarray],
     (sources, H + 1, channels bins) float32 is fc3 with its bias as that unit's row, so a
     source's masks are ``ReLU(input @ head[s])`` (mask = 0 where that is negative).
     """
-    layers = folded_layers(cfg, arrays)
+    return _serving(cfg, folded_layers(cfg, arrays), precision)
+
+
+def _serving(cfg: ModelConfig, layers: Dict[str, np.ndarray],
+             precision: str) -> Tuple[onnxproto.Message, np.ndarray]:
     head = fc3_head(cfg, layers)
     return graph_model(cfg, layers, serving=True, precision=precision), head
 
@@ -367,9 +371,8 @@ def file_model(model, precision: str = PRECISIONS[0]) -> Tuple[ModelConfig, byte
 
 def file_serving(model, precision: str = PRECISIONS[0]) -> Tuple[bytes, np.ndarray]:
     """:func:`serving_bytes` of a model on disk (as :func:`file_model`)."""
-    cfg, layers = _file_layers(model)
-    head = fc3_head(cfg, layers)
-    return graph_model(cfg, layers, serving=True, precision=precision).tobytes(), head
+    graph, head = _serving(*_file_layers(model), precision)
+    return graph.tobytes(), head
 
 
 def _file_layers(model) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:

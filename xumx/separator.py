@@ -359,12 +359,9 @@ class Separator:
         length: item b is (S, N, C_model, F), sliced by frames (``v[:, a:b]``; made block by
         block where the network can, :meth:`xumx.engine.OnnxNet.batch_sources`).
         Shapes: mag (N, B, C_model, F)."""
+        from .engine import sources_of_masks
         run = getattr(self.net, "batch_sources", None)
-        if run is not None:
-            return run(mag)
-        v = self.batch_masks(mag)
-        v *= mag[None]
-        return [v[:, :, b] for b in range(mag.shape[1])]
+        return run(mag) if run is not None else sources_of_masks(self.batch_masks(mag), mag)
 
     def nb_frames(self, nb_samples: int) -> int:
         """STFT frames of a chunk of ``nb_samples`` at the model's rate."""
@@ -424,8 +421,8 @@ class Separator:
     def _filter(self, audio: np.ndarray, parts: List) -> Dict[str, np.ndarray]:
         """One chunk's stems from its source magnitudes. Shapes: audio (t, C) float32 at the
         model's rate; ``parts``: [v (S, N, C_model, F), the masks times the network's input,
-        sliced by frames (:meth:`batch_sources`); the largest magnitude of the mixture's STFT], emptied here, so that v is freed
-        before the stems are made -> {stem: (t, C) float32}."""
+        sliced by frames (:meth:`batch_sources`); the largest magnitude of the mixture's STFT],
+        emptied here, so that v is freed before the stems are made -> {stem: (t, C) float32}."""
         channels = audio.shape[1]
         audio = self._model_channels(audio)
         v, peak = parts

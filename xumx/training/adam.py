@@ -31,7 +31,6 @@ import numpy as np
 BLOCK = 1 << 16
 #: Largest step count (nnabla's State.t saturates at int max).
 T_MAX = 2 ** 31 - 1
-_POOL = None   # (pid, workers, ThreadPoolExecutor)
 
 
 def make_solver(lr: float):
@@ -40,27 +39,6 @@ def make_solver(lr: float):
     import nnabla.solvers as S
     from . import kernels
     return FusedAdam(lr) if kernels.enabled() else S.Adam(lr)
-
-
-def _workers() -> int:
-    from .kernels.base import fft_workers
-    return fft_workers()
-
-
-def _for_parts(parts, fn):
-    """``fn(part)`` for each item of ``parts`` (a list), on a thread each when there are several."""
-    global _POOL
-    if len(parts) == 1:
-        fn(parts[0])
-        return
-    import os
-    pool = _POOL
-    if pool is None or pool[0] != os.getpid() or pool[1] < len(parts):
-        from concurrent.futures import ThreadPoolExecutor
-        pool = _POOL = (os.getpid(), len(parts),
-                        ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="xumx-adam"))
-    for f in [pool[2].submit(fn, p) for p in parts]:
-        f.result()
 
 
 def adam_block(theta, g, m, v, alpha_t, beta1, beta2, eps, decay, tmp, tmp2):
@@ -176,8 +154,7 @@ class FusedAdam:
                 hi = lo + BLOCK
                 blocks.append((theta[lo:hi], g[lo:hi], m if m is None else m[lo:hi],
                                v if v is None else v[lo:hi], alpha_t))
-        workers = max(1, min(self._threads or _workers(), len(blocks)))
-        bounds = [len(blocks) * i // workers for i in range(workers + 1)]
+        from .kernels.base import cell_workers, for_groups
         beta1, beta2, eps = self._beta1, self._beta2, self._eps
 
         def part(sl):
@@ -189,4 +166,4 @@ class FusedAdam:
                     g += tmp[:n]
                     continue
                 adam_block(theta, g, m, v, alpha_t, beta1, beta2, eps, decay, tmp[:n], tmp2[:n])
-        _for_parts([slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])], part)
+        for_groups(len(blocks), self._threads or cell_workers(), part)

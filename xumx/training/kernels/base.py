@@ -101,7 +101,7 @@ def put_grad(v, value: np.ndarray, accum: bool):
 #: Work per time step (multiply-adds of the recurrent product, all cells) from which the cells
 #: of a recurrence run in parallel threads, each with one BLAS thread (:func:`for_cell_groups`).
 PARALLEL_STEP = 1 << 21
-_POOL = None   # (pid, ThreadPoolExecutor) of for_cell_groups
+_POOL = None   # (pid, ThreadPoolExecutor) of for_groups
 
 
 def cell_workers() -> int:
@@ -119,17 +119,24 @@ def for_cell_groups(cells: int, work_per_cell: int, fn):
     """``fn(slice)`` over groups of the cells ``0..cells-1``: one call with every cell, or, when
     :func:`parallel_cells_worth`, one group per worker thread, in parallel (numpy's products and
     elementwise functions release the GIL; the caller limits BLAS to one thread)."""
-    if not parallel_cells_worth(cells, work_per_cell):
-        fn(slice(0, cells))
+    for_groups(cells, cell_workers() if parallel_cells_worth(cells, work_per_cell) else 1, fn)
+
+
+def for_groups(count: int, workers: int, fn):
+    """``fn(slice)`` over ``workers`` consecutive groups of ``0..count-1`` (at most ``count``),
+    each on a thread of the kernels' pool, in parallel; one group is called here."""
+    workers = max(1, min(int(workers), count))
+    if workers == 1:
+        fn(slice(0, count))
         return
     global _POOL
-    workers = min(cell_workers(), cells)
     pool = _POOL
     # a forked child inherits the pool without its threads: it makes its own
     if pool is None or pool[0] != os.getpid() or pool[1]._max_workers < workers:
         from concurrent.futures import ThreadPoolExecutor
-        pool = _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xumx-cells"))
-    bounds = [cells * i // workers for i in range(workers + 1)]
+        pool = _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers,
+                                                        thread_name_prefix="xumx-kernels"))
+    bounds = [count * i // workers for i in range(workers + 1)]
     futures = [pool[1].submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for f in futures:
         f.result()
