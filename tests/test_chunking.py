@@ -161,3 +161,91 @@ def test_batched_network_gives_the_stems_of_one_chunk_at_a_time(tiny_model, monk
     for k in whole:
         err = np.sum((got[k].astype(np.float64) - whole[k]) ** 2)
         assert 10 * np.log10(np.sum(whole[k].astype(np.float64) ** 2) / max(err, 1e-300)) >= 100
+
+
+def _signals(lengths, block=777):
+    """Generated signals (each a list of blocks) of the given lengths."""
+    out = []
+    for k, n in enumerate(lengths):
+        x = sine_mix(n, 8000, seed=k)
+        out.append([x[i:i + block] for i in range(0, n, block)])
+    return out
+
+
+def _events(limit, streams, separate, runs):
+    from xumx.chunking import separate_streams
+
+    def batched(chunks):
+        runs.append([c.shape[0] for c in chunks])
+        return map(separate, chunks)
+    return list(separate_streams(batched, streams, 1000, 250, None, lambda t: t, limit))
+
+
+@pytest.mark.parametrize("limit", [0, 2500, 100000])
+def test_signals_share_batches_and_each_gets_the_pieces_of_its_own_stream(limit):
+    """Several signals: chunks of the next signal join the batch while there is room (every
+    chunk of 3 signals in one batch with a large limit), and each signal's pieces are exactly
+    those of separating it alone, then None."""
+    from xumx.chunking import separate_stream
+    separate = lambda a: {"a": 3 * a, "b": a[::-1].copy()}   # noqa: E731 (not pointwise)
+    lengths = (2100, 900, 3300)
+    runs = []
+    events = _events(limit, _signals(lengths), separate, runs)
+    for s, blocks in enumerate(_signals(lengths)):
+        mine = [what for t, what in events if t == s]
+        alone = list(separate_stream(separate, blocks, 1000, 250))
+        assert mine[-1] is None and len(mine) == len(alone) + 1
+        for a, b in zip(mine, alone):
+            for k in b:
+                np.testing.assert_array_equal(a[k], b[k])
+    assert [s for s, _ in events] == sorted(s for s, _ in events)   # signals in order
+    sizes = [sum(len(chunk_bounds(n, 1000, 250)) for n in lengths)]
+    if limit == 0:
+        assert runs == [[s] for r in runs for s in r] and len(runs) == sizes[0]
+    elif limit == 2500:   # 1000 + 1000 leaves no room for a whole chunk; 600 + 900 does
+        assert runs == [[1000, 1000], [600, 900, 1000], [1000, 1000], [1000, 300]], runs
+    else:
+        assert runs == [[1000, 1000, 600, 900, 1000, 1000, 1000, 1000, 300]], runs
+
+
+def test_a_signal_that_fails_is_dropped_and_the_others_go_on():
+    """A signal whose blocks raise mid-way gets its exception (after the pieces made before),
+    its chunks in the batch are not separated, and the signals around it are whole."""
+    from xumx.chunking import separate_stream
+    separate = lambda a: {"a": 2 * a}   # noqa: E731
+    streams = _signals((2100, 4000, 1500))
+
+    def broken(blocks):
+        yield from blocks[:3]
+        raise OSError("the disk went away")
+    streams[1] = broken(streams[1])
+    runs = []
+    events = _events(100000, streams, separate, runs)
+    assert [(s, type(what).__name__) for s, what in events] == [
+        (0, "dict"), (0, "dict"), (0, "dict"), (0, "NoneType"), (1, "OSError"),
+        (2, "dict"), (2, "dict"), (2, "NoneType")]
+    assert runs == [[1000, 1000, 600, 1000, 750]], runs   # not the chunks of signal 1
+    for s in (0, 2):
+        alone = list(separate_stream(separate, _signals((2100, 4000, 1500))[s], 1000, 250))
+        for a, b in zip([w for t, w in events if t == s], alone):
+            np.testing.assert_array_equal(a["a"], b["a"])
+
+
+def test_a_failed_network_run_fails_the_signals_in_its_batch_only():
+    """An error of ``separate`` on a batch: each signal with chunks left in it gets the error
+    (once), and the next signals are separated."""
+    calls = []
+
+    def separate(chunks):
+        calls.append(len(chunks))
+        if len(calls) == 2:
+            raise MemoryError("out of memory")
+        return [{"a": c} for c in chunks]
+    from xumx.chunking import separate_streams
+    events = list(separate_streams(separate, _signals((2100, 800, 1500, 800)), 1000, 250,
+                                   None, lambda t: t, 2000))
+    # batches: [s0 1000, 1000], [s0 600, s1 800] (fails), [s2 1000, 750], [s3 800]
+    assert calls == [2, 2, 2, 1]
+    assert [(s, type(w).__name__) for s, w in events] == [
+        (0, "dict"), (0, "dict"), (0, "MemoryError"), (1, "MemoryError"),
+        (2, "dict"), (2, "dict"), (2, "NoneType"), (3, "dict"), (3, "NoneType")]

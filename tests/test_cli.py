@@ -268,6 +268,102 @@ def test_batched_chunks_give_the_stems_of_one_chunk_at_a_time(song, tiny_model, 
         assert 10 * np.log10(np.sum(b ** 2) / max(np.sum((a - b) ** 2), 1e-300)) >= 100
 
 
+def _three_songs(tmp_path):
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / f"song{k}.wav"))
+        sf.write(paths[-1], sine_mix(N + 1000 * k, 44100, seed=k), 44100, subtype="PCM_16")
+    return paths
+
+
+def _batch_sizes(monkeypatch):
+    """The batch size of each network run (a wrapped OnnxNet.batch_sources)."""
+    from xumx.engine import OnnxNet
+    runs = []
+    real = OnnxNet.batch_sources
+    monkeypatch.setattr(OnnxNet, "batch_sources",
+                        lambda self, mag: runs.append(mag.shape[1]) or real(self, mag))
+    return runs
+
+
+def ser_db(got, want):
+    """Signal-to-error ratio of ``got`` against ``want`` in dB (inf when equal)."""
+    err = np.sum((got - want) ** 2)
+    return np.inf if err == 0 else 10 * np.log10(np.sum(want ** 2) / err)
+
+
+BATCH_ARGS = ("--chunk-dur", "0.1", "--overlap", "0.02", "--bits", "float", "--quiet")
+
+
+def test_chunks_of_several_inputs_share_network_runs(tiny_model, tmp_path, monkeypatch):
+    """xumx.test of 3 songs with --batch-frames large enough for all their chunks: the network
+    runs the equal chunks of every song at once (the tiny model runs at 8 kHz: songs of 2000,
+    2181 and 2363 samples, chunks of 800 every 640: 2 + 3 + 3 of 800), then their three last
+    chunks (of different lengths: one run each); each song's stems are those of one
+    chunk at a time (--batch-frames 0: one chunk per run) to >= 100 dB (not bit for bit: a
+    batched run rounds some samples differently, by one float32 step)."""
+    songs, runs = _three_songs(tmp_path), _batch_sizes(monkeypatch)
+    out = {}
+    for frames in ("0", "100000"):
+        runs.clear()
+        out[frames] = str(tmp_path / f"out-{frames}")
+        assert run("--inputs", *songs, "--outdir", out[frames], "--batch-frames", frames,
+                   *BATCH_ARGS, model=tiny_model) == 0
+        assert runs == ([1] * 11 if frames == "0" else [8, 1, 1, 1]), (frames, runs)
+    for k in range(3):
+        for s in STEMS:
+            a, _ = sf.read(os.path.join(out["100000"], f"song{k}", s + ".wav"))
+            b, _ = sf.read(os.path.join(out["0"], f"song{k}", s + ".wav"))
+            assert a.shape == b.shape == (N + 1000 * k, 2)
+            assert ser_db(a, b) >= 100, (k, s, ser_db(a, b))
+
+
+@pytest.mark.parametrize("where", ["decoding", "writing"])
+def test_an_input_failing_inside_a_shared_batch_fails_alone(where, tiny_model, tmp_path,
+                                                            monkeypatch, capsys):
+    """The middle one of 3 songs fails while its chunks share a batch with the others' (its
+    decoder raises after two blocks, or its stems cannot be written): one line, exit 1, no
+    folder or temporary of it left; the other two are written, the stems of separating each
+    alone."""
+    from xumx import decode, encode as encoder, stemfiles
+    from xumx.errors import AudioError, WriteError
+    songs = _three_songs(tmp_path)
+    monkeypatch.setattr(stemfiles, "DECODE_BLOCK", 2048)   # several blocks per song
+    real_stream, real_write = decode.stream, encoder.StemWriter.write
+
+    def stream(path, *a, **k):
+        for i, block in enumerate(real_stream(path, *a, **k)):
+            if where == "decoding" and path == songs[1] and i == 2:
+                raise AudioError(f"{path}: broken on purpose")
+            yield block
+
+    def write(self, path, audio):
+        if where == "writing" and os.sep + "song1" + os.sep in path:
+            raise WriteError(28, f"{path}: cannot write (No space left on device)")
+        return real_write(self, path, audio)
+    monkeypatch.setattr(decode, "stream", stream)
+    monkeypatch.setattr(encoder.StemWriter, "write", write)
+    alone = str(tmp_path / "alone")
+    for k in (0, 2):
+        assert run("--inputs", songs[k], "--outdir", alone, *BATCH_ARGS, model=tiny_model) == 0
+    runs, out = _batch_sizes(monkeypatch), str(tmp_path / "out")
+    capsys.readouterr()
+    assert run("--inputs", *songs, "--outdir", out, "--batch-frames", "100000", *BATCH_ARGS,
+               model=tiny_model) == 1
+    assert max(runs) > 2, runs   # the chunks of more than one song in a run
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("xumx.test")]
+    cause = "broken on purpose" if where == "decoding" else "No space left on device"
+    assert len(err) == 2 and "song1" in err[0], err
+    assert cause in err[0] and "1 of 3 inputs failed" in err[1], err
+    assert sorted(os.listdir(out)) == ["song0", "song2"]   # no folder, no temporary of song1
+    for k in (0, 2):
+        assert stems_of(os.path.join(out, f"song{k}")) == STEMS
+        for s in STEMS:
+            a, _ = sf.read(os.path.join(out, f"song{k}", s + ".wav"))
+            b, _ = sf.read(os.path.join(alone, f"song{k}", s + ".wav"))
+            assert a.shape == b.shape and ser_db(a, b) >= 100, (k, s)
+
+
 def test_separator_is_built_once_for_all_files_and_chunks(song, tiny_model, tmp_path, monkeypatch):
     from xumx import separator as separator_mod
     built = []
@@ -356,6 +452,31 @@ def test_interrupt_leaves_no_partial_stems(song, tiny_model, tmp_path, monkeypat
     assert capsys.readouterr().err.splitlines() == [
         "xumx.test: interrupted; stems already finished are kept, no partial stem was written; "
         f"not separated: {song}"]
+
+
+def test_interrupt_inside_a_shared_batch_keeps_only_finished_inputs(tiny_model, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Ctrl-C while the second of 3 songs is written, its chunks and the third's in one batch
+    with the first's: the first song's stems (committed) stay; the second's temporaries and
+    the third's folder (made when its chunks joined the batch) are gone."""
+    songs, out = _three_songs(tmp_path), str(tmp_path / "out")
+    real, calls = encode.StemWriter.write, []
+    opened = []
+
+    def interrupted(self, path, audio):
+        if os.sep + "song1" + os.sep in path:
+            calls.append(path)
+            opened.append(sorted(os.listdir(out)))
+            if len(calls) == 6:   # song1 half-written
+                raise KeyboardInterrupt
+        return real(self, path, audio)
+    monkeypatch.setattr(encode.StemWriter, "write", interrupted)
+    assert run("--inputs", *songs, "--outdir", out, "--batch-frames", "100000", *BATCH_ARGS,
+               model=tiny_model) == 130
+    assert opened[-1] == ["song0", "song1", "song2"]   # all three open at once
+    assert os.listdir(out) == ["song0"] and stems_of(os.path.join(out, "song0")) == STEMS
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"not separated: {songs[1]}, {songs[2]}")
 
 
 def test_bad_flag_values_are_usage_errors(song, tiny_model, capsys):

@@ -7,7 +7,7 @@ Inside each overlap the earlier chunk fades out with cos² and the later one fad
 The separating function is any callable ``audio (t, C) -> {name: (t, C')}``: the chunking does
 not know how masks are computed, and the caller builds the network once and reuses it.
 """
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -93,46 +93,111 @@ def separate_batches(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
                      progress: Optional[Callable[[int], None]] = None,
                      size: Callable[[int], int] = lambda t: 1, limit: int = 0
                      ) -> Iterator[Dict[str, np.ndarray]]:
-    """:func:`separate_stream` with the chunks handed to ``separate`` in batches.
+    """:func:`separate_stream` with the chunks handed to ``separate`` in batches:
+    :func:`separate_streams` of one signal (its error raised as it is).
 
     ``separate(chunks)``: a list of chunks (t_i, C) in order -> their estimates
     {name: (t_i, C')}, one dict per chunk, in order (an iterable: each is cross-faded and
-    yielded before the next is asked for). A batch holds consecutive chunks whose
-    ``size(t_i)`` add up to at most ``limit`` (one chunk always; ``limit <= 0``: one chunk per
-    batch), handed over as soon as no whole chunk more would fit, and at the signal's end.
-    The pieces are exactly those of :func:`separate_stream` with the same estimates: batching
-    changes when chunks are separated, not what is blended. Memory: the input of one batch,
-    the next block and the cross-faded overlap, besides ``separate``'s own.
-    ``progress(1)`` is called after each chunk.
+    yielded before the next is asked for). The pieces are exactly those of
+    :func:`separate_stream` with the same estimates: batching changes when chunks are
+    separated, not what is blended. ``progress(1)`` is called after each chunk.
     """
-    blend = _CrossFade(chunk, overlap)
-    pending: List[Tuple[np.ndarray, int, bool]] = []   # (chunk's input, samples, more after)
+    for _, piece in separate_streams(separate, [blocks], chunk, overlap,
+                                     progress and (lambda _: progress(1)), size, limit):
+        if isinstance(piece, BaseException):
+            raise piece
+        if piece is not None:
+            yield piece
+
+
+Event = Tuple[int, Union[Dict[str, np.ndarray], None, Exception]]
+
+
+def separate_streams(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, np.ndarray]]],
+                     streams: Iterable[Iterable[np.ndarray]], chunk: int, overlap: int,
+                     progress: Optional[Callable[[int], None]] = None,
+                     size: Callable[[int], int] = lambda t: 1, limit: int = 0
+                     ) -> Iterator[Event]:
+    """Several signals, one after the other, whose chunks share batches: a batch holds
+    consecutive chunks (of one signal or of the next ones) whose ``size(t_i)`` add up to at
+    most ``limit`` (one chunk always; ``limit <= 0``: one chunk per batch), handed to
+    ``separate`` as soon as no whole chunk more would fit, and after the last signal.
+
+    ``streams``: the signals, each an iterable of blocks (t, C), taken one at a time: the next
+    signal is started (its first block asked for) only when the batch has room for a chunk
+    after the current signal's last one. Yields events ``(index of the signal, what)``, each
+    signal's in order and the signals in order: a piece {name: (t', C') float32} (each
+    signal's pieces are those of :func:`separate_stream`), then None after its last piece;
+    or an Exception in place of the rest: raised while its blocks were read (its chunks of
+    the batch are dropped), or by ``separate`` while a batch holding its chunks was separated
+    (every signal with chunks left in that batch gets it). The other signals go on; an
+    exception that is not an Exception (an interrupt) ends it all. ``progress(index)`` is
+    called after each chunk. Memory: the inputs of one batch (at most ``limit`` in ``size``,
+    or one chunk), each signal's next block and cross-faded overlap, besides ``separate``'s.
+    """
+    pending: List[list] = []   # [signal, chunk's input or its Exception, samples, more after]
+    blends: Dict[int, _CrossFade] = {}
+    failed = set()
 
     def flush():
-        estimates = iter(separate([x for x, _, _ in pending]))
-        for x, end, more in pending:
-            est = next(estimates, None)
-            if est is None:
-                raise ValueError(f"separator returned fewer estimates than the "
-                                 f"{len(pending)} chunks of the batch")
-            piece = blend(est, end, more)
+        estimates = None
+        for k, (s, x, end, more) in enumerate(pending):
+            if s in failed:   # a failed batch's: its Exception was given
+                continue
+            if isinstance(x, Exception):
+                failed.add(s)
+                yield s, x
+                continue
+            try:
+                if estimates is None:   # the network's run: of every chunk of the batch
+                    estimates = iter(separate([p[1] for p in pending
+                                               if not isinstance(p[1], Exception)]))
+                est = next(estimates, None)
+                if est is None:
+                    raise ValueError(f"separator returned fewer estimates than the "
+                                     f"{len(pending)} chunks of the batch")
+                piece = blends[s](est, end, more)
+            except Exception as e:   # the rest of the batch is lost: each signal in it fails
+                est = piece = None
+                for t in dict.fromkeys(p[0] for p in pending[k:] if p[0] not in failed):
+                    failed.add(t)
+                    blends.pop(t, None)
+                    yield t, e
+                break
             del est   # the separator's own buffers go before the piece is used
-            yield piece
+            yield s, piece
             del piece   # used: not held while the next chunk is separated
             if progress is not None:
-                progress(1)
+                progress(s)
+            if not more:
+                del blends[s]
+                yield s, None
         pending.clear()
 
     held = 0   # size() of the pending chunks
-    for x, end, more in _chunks(blocks, blend.chunk, overlap):
-        if pending and held + size(end) > limit:
-            yield from flush()
-            held = 0
-        pending.append((x, end, more))
-        held += size(end)
-        if not more or held + size(blend.chunk) > limit:   # no whole chunk fits any more
-            yield from flush()
-            held = 0
+    for s, blocks in enumerate(streams):
+        blends[s] = _CrossFade(chunk, overlap)
+        chunks = _chunks(blocks, blends[s].chunk, overlap)
+        more = True
+        while more and s not in failed:
+            try:
+                x, end, more = next(chunks)
+            except Exception as e:   # this signal ends here; its chunks are not separated
+                pending[:] = [p for p in pending if p[0] != s] + [[s, e, 0, False]]
+                del blends[s]
+                held = sum(size(p[2]) for p in pending if p[2])
+                break
+            if held and held + size(end) > limit:   # the chunk does not fit: the batch goes
+                yield from flush()
+                held = 0
+            pending.append([s, x, end, more])
+            held += size(end)
+            if held + size(blends[s].chunk) > limit:   # no whole chunk fits any more
+                yield from flush()
+                held = 0
+        chunks.close()   # a failed signal's blocks are read no further
+    if pending:
+        yield from flush()
 
 
 def _chunks(blocks: Iterable[np.ndarray], chunk: int, overlap: int

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import dsp, heap
-from .chunking import nb_chunks, separate_batches
+from .chunking import nb_chunks, separate_streams
 from .config import PRECISIONS, ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
@@ -271,63 +271,93 @@ class Separator:
     def separate_blocks(self, blocks: Iterable[np.ndarray], rate: Optional[int] = None,
                         out_rate: Optional[int] = None, progress: Optional[Progress] = None,
                         total: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
-        """The one separation path: a mixture that arrives in blocks, in bounded memory.
+        """The one separation path for one mixture that arrives in blocks, in bounded memory:
+        :meth:`separate_streams` of one stream, its error raised as it is.
 
         Shapes: blocks (t, C) float32 at ``rate`` (default: the model's), in order -> pieces
         {stem: (t', C) float32} at ``out_rate`` (default: ``rate``), in order; the pieces of
-        each stem add up to the mixture's duration at ``out_rate``. The audio is resampled to
-        the model's rate (:class:`~xumx.resample.StreamResampler`; InputError, before any
-        block is read, for rates whose ratio has a term beyond
-        :data:`xumx.resample.MAX_TERM`), cut into the chunks of
-        :attr:`chunking`, separated with cross-fades (:func:`xumx.chunking.separate_batches`:
-        consecutive chunks of equal length go through the network together, at most
-        ``chunking.batch_frames`` frames at once) and resampled back. ``progress(done, total)`` after each chunk (``total``: the number
-        of chunks if the caller knows it, else None). Memory: one chunk and its overlap, the
-        resamplers' filter spans and the pieces in flight; not the song.
+        each stem add up to the mixture's duration at ``out_rate``. ``progress(done, total)``
+        after each chunk (``total``: the number of chunks if the caller knows it, else None).
+        InputError for rates whose ratio has a term beyond :data:`xumx.resample.MAX_TERM`,
+        before any block is read.
+        """
+        for _, piece in self.separate_streams([(blocks, rate, out_rate, progress, total)]):
+            if isinstance(piece, BaseException):
+                raise piece
+            if piece is not None:
+                yield piece
+
+    def separate_streams(self, streams: Iterable[Tuple]) -> Iterator[Tuple[int, object]]:
+        """Several mixtures, each arriving in blocks, whose chunks share the network's runs.
+
+        ``streams``: ``(blocks, rate, out_rate, progress, total)`` per mixture, as
+        :meth:`separate_blocks` takes them, taken one at a time (the next only when a batch
+        has room for its chunks). Each is resampled to the model's rate
+        (:class:`~xumx.resample.StreamResampler`), cut into the chunks of :attr:`chunking`,
+        separated with cross-fades and resampled back; the chunks go through the network in
+        batches (:func:`xumx.chunking.separate_streams`: consecutive chunks, of one mixture
+        or of the next ones, at most ``chunking.batch_frames`` STFT frames in all, one chunk
+        always; chunks of equal length share a run). Yields ``(index, what)`` in order: the
+        pieces {stem: (t', C) float32} of each mixture, then None after its last; or an
+        Exception in place of the rest of that mixture, and the others go on. Memory: the
+        chunks of one batch, each open mixture's overlap and the resamplers' filter spans;
+        not the songs.
         """
         model_rate = self.sample_rate
-        rate = int(rate or model_rate)
-        out_rate = int(out_rate or rate)
-        for a, b in ((rate, model_rate), (model_rate, out_rate)):
-            try:
-                ratio(a, b)
-            except ValueError as e:
-                raise InputError(str(e)) from None
-        into = StreamResampler(rate, model_rate)
-        back: Dict[str, StreamResampler] = {}
-        seen = [0, 0]   # input samples, chunks done
+        state: Dict[int, list] = {}   # [rate, out_rate, progress, total, input samples, chunks
+        #                                done, {stem: resampler back}]
 
-        def at_model_rate():
+        def at_model_rate(blocks, rate, mine):
+            for a, b in ((rate, model_rate), (model_rate, mine[1])):
+                try:
+                    ratio(a, b)
+                except ValueError as e:
+                    raise InputError(str(e)) from None
+            into = StreamResampler(rate, model_rate)
             for block in blocks:
-                seen[0] += block.shape[0]
+                mine[4] += block.shape[0]
                 x = into.push(block)
                 if x.shape[0]:
                     yield x
-            x = into.finish(resampled_length(seen[0], rate, model_rate))
-            if x.shape[0] or seen[0] == 0:
+            x = into.finish(resampled_length(mine[4], rate, model_rate))
+            if x.shape[0] or mine[4] == 0:
                 yield x
 
-        def chunk_done(n):
-            seen[1] += n
+        def mixtures():
+            for blocks, rate, out_rate, progress, total in streams:
+                rate = int(rate or model_rate)
+                mine = state[len(state)] = [rate, int(out_rate or rate), progress, total, 0, 0, {}]
+                yield at_model_rate(blocks, rate, mine)
+
+        def chunk_done(s):
+            mine = state[s]
+            mine[5] += 1
             heap.trim()   # the chunk's temporaries, freed, back to the system
-            if progress is not None:
-                progress(seen[1], total)
+            if mine[2] is not None:
+                mine[2](mine[5], mine[3])
 
         chunk, overlap = self.chunking.samples(model_rate)
-        for piece in separate_batches(self._separate_chunks, at_model_rate(), chunk, overlap,
-                                      chunk_done, self.nb_frames, self.chunking.batch_frames):
-            out = {}
-            for name in list(piece):   # each stem's piece let go once resampled (the
-                y = piece.pop(name)    # chunking's generator still holds the dict)
-                if name not in back:
-                    back[name] = StreamResampler(model_rate, out_rate)
-                out[name] = back[name].push(y)
-                del y
-                heap.trim()
-            yield out   # the caller may empty it (separate does, stem by stem)
-            out = None
-        length = seen[0] if out_rate == rate else resampled_length(seen[0], rate, out_rate)
-        yield {name: r.finish(length) for name, r in back.items()}
+        for s, piece in separate_streams(self._separate_chunks, mixtures(), chunk, overlap,
+                                         chunk_done, self.nb_frames,
+                                         self.chunking.batch_frames):
+            rate, out_rate, _, _, seen, _, back = state[s]
+            if piece is None:   # the mixture's end: what the resamplers hold back
+                length = seen if out_rate == rate else resampled_length(seen, rate, out_rate)
+                yield s, {name: r.finish(length) for name, r in back.items()}
+            elif isinstance(piece, dict):
+                out = {}
+                for name in list(piece):   # each stem's piece let go once resampled (the
+                    y = piece.pop(name)    # chunking's generator still holds the dict)
+                    if name not in back:
+                        back[name] = StreamResampler(model_rate, out_rate)
+                    out[name] = back[name].push(y)
+                    del y
+                    heap.trim()
+                yield s, out   # the caller may empty it (separate does, stem by stem)
+                out = None
+                continue
+            yield s, piece
+            state[s] = None   # done: its resamplers go
 
     # ------------------------------------------------------------------ one chunk
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:

@@ -262,10 +262,11 @@ def stdin_file() -> Iterator[str]:
 
 def separate_file(separator, in_path: str, out_folder: str, options: OutputConfig) -> FileResult:
     """Separate one file with ``separator`` (its settings and chunking) and write its stems to
-    ``out_folder/<stem>.<ext>``, in bounded memory.
+    ``out_folder/<stem>.<ext>``, in bounded memory: :func:`separate_files` of one input, its
+    error raised as it is.
 
     The file is decoded, resampled, separated, resampled back and encoded block by block
-    (:meth:`xumx.Separator.separate_blocks`, :class:`xumx.encode.StemWriter`): memory does not
+    (:meth:`xumx.Separator.separate_streams`, :class:`xumx.encode.StemWriter`): memory does not
     grow with its length. A bar over chunks goes to stderr when it is a terminal, unless
     ``options.quiet`` (:func:`xumx.progress.progress_bar`). All stems of the file appear
     together (temporary names, then renamed), and none on an error or an interruption; then
@@ -273,57 +274,146 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     (:func:`stale_stems`). Raises :class:`~xumx.errors.AudioError` with a one-line message for
     unreadable inputs and unwritable outputs.
     """
-    from .encode import StemWriter
-    from .progress import progress_bar
-    if in_path == STDIN:
-        with stdin_file() as path:
-            result = separate_file(separator, path, out_folder, options)
-        return dataclasses.replace(result, input=STDIN_NAME)
-    t0 = time.perf_counter()
-    model_rate = separator.sample_rate
-    info = decode.probe(in_path)
-    rate = info.rate
-    decoded = decode.stream(in_path, options.start, options.duration, info, DECODE_BLOCK)
-    counted = [0]
+    with contextlib.closing(separate_files(separator, [(in_path, out_folder)], options)) as done:
+        for _, result in done:
+            if isinstance(result, BaseException):
+                raise result
+            return result
 
-    def blocks(first):
-        yield first
-        for block in decoded:
-            yield block
-            counted[0] += block.shape[0]
 
-    with contextlib.closing(decoded):
-        first = next(decoded)   # unreadable input: fails here, before any folder is made
-        counted[0] = first.shape[0]
-        created = files.missing_folders(out_folder)   # --out-dir's own folder too
-        try:   # before the long part, so that an unusable destination fails fast
-            os.makedirs(out_folder, exist_ok=True)
-        except OSError as e:
-            raise AudioError(f"{out_folder}: cannot create the output folder "
-                             f"({e.strerror or e})") from None
+def separate_files(separator, jobs: Sequence, options: OutputConfig) -> Iterator:
+    """Separate the inputs of ``jobs`` ``[(input path, its stems' folder)]`` as
+    :func:`separate_file` does each, their chunks sharing the network's runs as the
+    separator's ``chunking.batch_frames`` allows (:meth:`xumx.Separator.separate_streams`:
+    0, the default, is one chunk at a time, each input finished before the next is opened).
+
+    Yields ``(input, FileResult or Exception)`` per input, in order. Each input has its own
+    decoder, output folder, stem writer and commit, and its own failure: an input that cannot
+    be read or written yields its Exception (its stems not written, no folder made for it left
+    behind) and the others go on; an error of a network run fails the inputs with chunks in
+    that batch. An interruption (or leaving the generator early) drops every input not
+    finished, as :func:`separate_file` does. Memory: the chunks of one batch (at most
+    ``batch_frames`` STFT frames, or one chunk) and, for each input with chunks in it, its
+    decoder's next block, its overlap and its writer's queue (:class:`WriteBehind`); the
+    next input is opened only when the batch has room for its chunks.
+    """
+    songs = [_Song(separator, path, folder, options) for path, folder in jobs]
+
+    def streams():
+        for song in songs:
+            yield song.open()
+
+    try:
+        for s, what in separator.separate_streams(streams()):
+            song = songs[s]
+            if song is None:   # failed already: the rest of its stream is dropped
+                continue
+            try:
+                if isinstance(what, Exception):
+                    raise what
+                elif what is None:
+                    song.finish()
+                else:
+                    song.write(what)
+                    continue
+            except Exception as e:   # this input fails, the others go on
+                song.abort(e)
+            songs[s] = None   # its result (an error's traceback too) is not held after
+            yield song.path, song.result
+            del song
+    except BaseException as e:   # an interruption: no input half-written
+        for song in songs:
+            if song is not None and song.result is None:
+                song.abort(e)
+        raise
+
+
+class _Song:
+    """One input of :func:`separate_files` on its way: :meth:`open` (when the separation first
+    needs its audio) decodes its first block, makes its folder and opens its stem writer;
+    its pieces are written as they come (:meth:`write`), then the stems are committed
+    together (:meth:`finish`) or none are written (:meth:`abort`). ``result``: None while it
+    is open, then its FileResult or the Exception that failed it."""
+
+    def __init__(self, separator, path: str, folder: str, options: OutputConfig):
+        self.separator, self.path, self.folder, self.options = separator, path, folder, options
+        self.result = None
+        self.stack = contextlib.ExitStack()
+        self.created: List[str] = []
+        self.paths: Dict[str, str] = {}
+        self.counted = 0
+
+    def open(self):
+        """-> ``(blocks, rate, out_rate, progress, total)`` for
+        :meth:`xumx.Separator.separate_streams`; an input that cannot be opened gives blocks
+        that raise its error."""
+        from .encode import StemWriter
+        from .progress import progress_bar
+        self.t0 = time.perf_counter()
+        model_rate, options, folder = self.separator.sample_rate, self.options, self.folder
         try:
-            if not os.access(out_folder, os.W_OK):
-                raise AudioError(f"{out_folder}: the output folder is not writable")
+            path = self.stack.enter_context(stdin_file()) if self.path == STDIN else self.path
+            info = decode.probe(path)
+            decoded = self.stack.enter_context(contextlib.closing(
+                decode.stream(path, options.start, options.duration, info, DECODE_BLOCK)))
+            first = next(decoded)   # unreadable input: fails here, before any folder is made
+            self.counted, self.rate = first.shape[0], info.rate
+            rate = info.rate
+            self.created = files.missing_folders(folder)   # --out-dir's own folder too
+            try:   # before the long part, so that an unusable destination fails fast
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise AudioError(f"{folder}: cannot create the output folder "
+                                 f"({e.strerror or e})") from None
+            if not os.access(folder, os.W_OK):
+                raise AudioError(f"{folder}: the output folder is not writable")
             expected = _expected_samples(info, options)
-            total = separator.nb_chunks(expected, rate) if expected else None
+            total = self.separator.nb_chunks(expected, rate) if expected else None
             out_rate = output_rate(options, rate, model_rate)
-            paths: Dict[str, str] = {}
-            with progress_bar(total, one_line(os.path.basename(in_path)), options.quiet, "chunk",
-                              leave=False, lines=False) as bar, \
-                    StemWriter(out_rate, options.out_format, options.bits,
-                               options.bitrate) as stems, \
-                    WriteBehind(stems) as writer:
-                def progress(done, of):   # per chunk: also re-raise an interrupt a finaliser
-                    interrupt.check()     # swallowed
-                    bar.update(1)
-                for piece in separator.separate_blocks(blocks(first), rate, out_rate, progress,
-                                                       total):
-                    for name, y in piece.items():
-                        paths.setdefault(name, os.path.join(out_folder,
-                                                            f"{name}.{options.out_format}"))
-                        writer.write(paths[name], y)
-            _remove_stale(out_folder, paths.values(), separator.stem_names)
-        except BaseException:
-            files.remove_empty(created)   # no empty folder behind a failed or interrupted file
-            raise
-    return FileResult(in_path, paths, counted[0] / rate, time.perf_counter() - t0)
+            bar = self.stack.enter_context(progress_bar(
+                total, one_line(os.path.basename(path)), options.quiet, "chunk", leave=False,
+                lines=False))
+            stems = self.stack.enter_context(StemWriter(out_rate, options.out_format,
+                                                        options.bits, options.bitrate))
+            self.writer = self.stack.enter_context(WriteBehind(stems))
+        except Exception as e:
+            return self._failed(e), model_rate, model_rate, None, None
+
+        def progress(done, of):   # per chunk: also re-raise an interrupt a finaliser
+            interrupt.check()     # swallowed
+            bar.update(1)
+        return self._blocks(first, decoded), rate, out_rate, progress, total
+
+    def _blocks(self, first, decoded):
+        yield first
+        while self.result is None:   # a failed input is read no further (its decoder closed)
+            block = next(decoded, None)
+            if block is None:
+                return
+            self.counted += block.shape[0]
+            yield block
+        raise self.result
+
+    @staticmethod
+    def _failed(error):
+        raise error
+        yield   # a generator: it raises when its first block is asked for
+
+    def write(self, piece: Dict[str, np.ndarray]):
+        for name, y in piece.items():
+            self.paths.setdefault(name, os.path.join(self.folder,
+                                                     f"{name}.{self.options.out_format}"))
+            self.writer.write(self.paths[name], y)
+
+    def finish(self):
+        self.stack.close()   # the writes done, the stems committed together
+        _remove_stale(self.folder, self.paths.values(), self.separator.stem_names)
+        self.result = FileResult(STDIN_NAME if self.path == STDIN else self.path, self.paths,
+                                 self.counted / self.rate, time.perf_counter() - self.t0)
+
+    def abort(self, error: BaseException):
+        self.result = error
+        try:
+            self.stack.__exit__(type(error), error, error.__traceback__)
+        finally:
+            files.remove_empty(self.created)   # no empty folder behind a failed input

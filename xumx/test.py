@@ -7,13 +7,16 @@ name the files too; folders, with ``--recursive`` their sub-folders, and quoted 
 are expanded; ``-`` is standard input: :mod:`xumx.stemfiles`). Every input is checked
 (:func:`xumx.stemfiles.check_input`) before the model is loaded or downloaded. Without
 ``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
-The work is :meth:`xumx.Separator.separate_file`'s. ``mpirun -n N python -m xumx.test ...``
+The work is :func:`xumx.stemfiles.separate_files`' (each input as
+:meth:`xumx.Separator.separate_file` does it; with ``--batch-frames`` the chunks of several
+inputs share the network's runs). ``mpirun -n N python -m xumx.test ...``
 shares the inputs among N processes (:mod:`xumx.mpi`), each input separated by one of them;
 rank 0 prints the one summary (the exit status is every rank's: 1 if any input failed).
 
 This module also re-exports the function API (``separate``, ``separate_args_dict``) that
 Spleeter Web imports from ``xumx.test``. Importing it parses nothing and runs nothing.
 """
+import contextlib
 import dataclasses
 import sys
 
@@ -47,7 +50,7 @@ def _separate_files(argv, left: list) -> int:
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
-    from .stemfiles import STDIN, check_input, expand_inputs, output_folders, separate_file
+    from .stemfiles import STDIN, check_input, expand_inputs, output_folders, separate_files
     output, chunking, load, separation = parse("test", argv)
     processes = world()
     output = dataclasses.replace(output, inputs=expand_inputs(output.inputs, output.recursive))
@@ -77,16 +80,16 @@ def _separate_files(argv, left: list) -> int:
         separator = processes.rank0_first(lambda: Separator.load(   # one download, then the cache
             load.model, load.device, umx=load.umx or None, sample_rate=load.sample_rate,
             quiet=output.quiet, **dataclasses.asdict(separation), **dataclasses.asdict(chunking)))
-    for path, folder in jobs:
-        try:
-            result = separate_file(separator, path, folder, output)
-        except (XumxError, OSError, MemoryError) as e:   # this input fails, the others go on
-            fails(path, e)
+    with contextlib.closing(separate_files(separator, jobs, output) if jobs else
+                            (_ for _ in ())) as results:   # see --batch-frames
+        for path, result in results:
             left.remove(path)
-            continue
-        left.remove(path)
-        if not output.quiet:
-            print(one_line(result.summary()), flush=True)
+            if isinstance(result, (XumxError, OSError, MemoryError)):   # this input fails,
+                fails(path, result)                                      # the others go on
+            elif isinstance(result, BaseException):
+                raise result
+            elif not output.quiet:
+                print(one_line(result.summary()), flush=True)
     failed = sum(processes.allgather(failed))
     if processes.rank == 0 and failed and len(output.inputs) > 1:
         say("test", f"error: {failed} of {len(output.inputs)} inputs failed")
