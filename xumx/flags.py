@@ -69,10 +69,11 @@ CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cro
                  "--overlap, in bounded memory; 0: each file or track in one piece",
                  "separation", metavar="SECONDS")
 BATCH_FRAMES = Flag(("--batch-frames",), "STFT frames the network runs at once: consecutive "
-                    "chunks of equal length go through it together up to this many frames "
-                    "(0, the default: one chunk at a time; 2600 holds two 30 s chunks at 44.1 kHz); "
-                    "the stems are the same, the memory grows with it (docs/onnx-engine.md: no "
-                    "faster on 2 cores)", "separation",
+                    "chunks of equal length (xumx.test: of the next inputs too) go through it "
+                    "together up to this many frames (0, the default: one chunk at a time, each "
+                    "input finished before the next is opened; 2600 holds two 30 s chunks at "
+                    "44.1 kHz); the stems agree to >= 100 dB, the memory grows with it "
+                    "(docs/onnx-engine.md: little or no faster on 2 cores)", "separation",
                     metavar="FRAMES")
 OVERLAP = Flag(("--overlap",), "seconds shared by neighbouring chunks, cross-faded "
                "(raised cosine)", "separation", metavar="SECONDS")

@@ -357,8 +357,8 @@ class _Song:
             decoded = self.stack.enter_context(contextlib.closing(
                 decode.stream(path, options.start, options.duration, info, DECODE_BLOCK)))
             first = next(decoded)   # unreadable input: fails here, before any folder is made
-            self.counted, self.rate = first.shape[0], info.rate
-            rate = info.rate
+            self.counted, rate = first.shape[0], info.rate
+            self.rate = rate
             self.created = files.missing_folders(folder)   # --out-dir's own folder too
             try:   # before the long part, so that an unusable destination fails fast
                 os.makedirs(folder, exist_ok=True)
@@ -376,7 +376,8 @@ class _Song:
             stems = self.stack.enter_context(StemWriter(out_rate, options.out_format,
                                                         options.bits, options.bitrate))
             self.writer = self.stack.enter_context(WriteBehind(stems))
-        except Exception as e:
+        except Exception as e:   # what it opened is closed now, its error comes in its turn
+            self._close(e)
             return self._failed(e), model_rate, model_rate, None, None
 
         def progress(done, of):   # per chunk: also re-raise an interrupt a finaliser
@@ -413,6 +414,9 @@ class _Song:
 
     def abort(self, error: BaseException):
         self.result = error
+        self._close(error)
+
+    def _close(self, error: BaseException):
         try:
             self.stack.__exit__(type(error), error, error.__traceback__)
         finally:
