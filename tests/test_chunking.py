@@ -249,3 +249,28 @@ def test_a_failed_network_run_fails_the_signals_in_its_batch_only():
     assert [(s, type(w).__name__) for s, w in events] == [
         (0, "dict"), (0, "dict"), (0, "MemoryError"), (1, "MemoryError"),
         (2, "dict"), (2, "dict"), (2, "NoneType"), (3, "dict"), (3, "NoneType")]
+
+
+@pytest.mark.parametrize("limit", [0, 2500, 100000])
+def test_the_next_signal_is_started_only_when_the_batch_has_room(limit):
+    """Bounded read-ahead: a signal's first block is asked for only when the batch holds its
+    chunks; with limit 0 after every chunk of the signal before it has been separated."""
+    from xumx.chunking import separate_streams
+    log = []
+
+    def streams():
+        for k, blocks in enumerate(_signals((2100, 900, 3300))):
+            log.append(("start", k))
+            yield blocks
+
+    def separate(chunks):
+        log.append(("run", [c.shape[0] for c in chunks]))
+        return [{"a": c} for c in chunks]
+    list(separate_streams(separate, streams(), 1000, 250, None, lambda t: t, limit))
+    expect = {0: [("start", 0), ("run", [1000]), ("run", [1000]), ("run", [600]), ("start", 1),
+                  ("run", [900]), ("start", 2)] + [("run", [n]) for n in (1000,) * 4 + (300,)],
+              2500: [("start", 0), ("run", [1000, 1000]), ("start", 1), ("start", 2),
+                     ("run", [600, 900, 1000]), ("run", [1000, 1000]), ("run", [1000, 300])],
+              100000: [("start", 0), ("start", 1), ("start", 2),
+                       ("run", [1000, 1000, 600, 900, 1000, 1000, 1000, 1000, 300])]}
+    assert log == expect[limit], log

@@ -391,7 +391,9 @@ def test_layout_same_names_and_default_folder(song, tiny_model, tmp_path, monkey
     assert stems_of(tmp_path / "song") == STEMS and stems_of(tmp_path / "song_2") == STEMS
 
 
-def test_bad_inputs_one_line_each_others_still_separated(song, tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("frames", ["0", "100000"])   # one input at a time; all in one batch
+def test_bad_inputs_one_line_each_others_still_separated(frames, song, tiny_model, tmp_path,
+                                                         capsys):
     empty = tmp_path / "empty.mp3"
     empty.write_bytes(b"")
     text = tmp_path / "readme.wav"
@@ -401,7 +403,7 @@ def test_bad_inputs_one_line_each_others_still_separated(song, tiny_model, tmp_p
     folder = tmp_path / "no-audio"
     folder.mkdir()
     code = run("--inputs", str(empty), song, str(text), missing, str(folder), "--outdir", out,
-               "--quiet", model=tiny_model)
+               "--quiet", "--batch-frames", frames, model=tiny_model)
     assert code == 1
     assert stems_of(os.path.join(out, "song")) == STEMS
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("xumx.test")]
