@@ -304,60 +304,60 @@ class Separator:
         not the songs.
         """
         model_rate = self.sample_rate
-        state: Dict[int, list] = {}   # [rate, out_rate, progress, total, input samples, chunks
-        #                                done, {stem: resampler back}]
+        state: Dict[int, Optional[_Stream]] = {}   # by index, None once done
 
-        def at_model_rate(blocks, rate, mine):
-            for a, b in ((rate, model_rate), (model_rate, mine[1])):
+        def at_model_rate(blocks, mine: "_Stream"):
+            for a, b in ((mine.rate, model_rate), (model_rate, mine.out_rate)):
                 try:
                     ratio(a, b)
                 except ValueError as e:
                     raise InputError(str(e)) from None
-            into = StreamResampler(rate, model_rate)
+            into = StreamResampler(mine.rate, model_rate)
             for block in blocks:
-                mine[4] += block.shape[0]
+                mine.seen += block.shape[0]
                 x = into.push(block)
                 if x.shape[0]:
                     yield x
-            x = into.finish(resampled_length(mine[4], rate, model_rate))
-            if x.shape[0] or mine[4] == 0:
+            x = into.finish(resampled_length(mine.seen, mine.rate, model_rate))
+            if x.shape[0] or mine.seen == 0:
                 yield x
 
         def mixtures():
             for blocks, rate, out_rate, progress, total in streams:
                 rate = int(rate or model_rate)
-                mine = state[len(state)] = [rate, int(out_rate or rate), progress, total, 0, 0, {}]
-                yield at_model_rate(blocks, rate, mine)
+                mine = state[len(state)] = _Stream(rate, int(out_rate or rate), progress, total)
+                yield at_model_rate(blocks, mine)
 
         def chunk_done(s):
             mine = state[s]
-            mine[5] += 1
+            mine.done += 1
             heap.trim()   # the chunk's temporaries, freed, back to the system
-            if mine[2] is not None:
-                mine[2](mine[5], mine[3])
+            if mine.progress is not None:
+                mine.progress(mine.done, mine.total)
 
         chunk, overlap = self.chunking.samples(model_rate)
         for s, piece in separate_streams(self._separate_chunks, mixtures(), chunk, overlap,
                                          chunk_done, self.nb_frames,
                                          self.chunking.batch_frames):
-            rate, out_rate, _, _, seen, _, back = state[s]
+            mine = state[s]
             if piece is None:   # the mixture's end: what the resamplers hold back
-                length = seen if out_rate == rate else resampled_length(seen, rate, out_rate)
-                yield s, {name: r.finish(length) for name, r in back.items()}
+                length = (mine.seen if mine.out_rate == mine.rate
+                          else resampled_length(mine.seen, mine.rate, mine.out_rate))
+                yield s, {name: r.finish(length) for name, r in mine.back.items()}
             elif isinstance(piece, dict):
                 out = {}
                 for name in list(piece):   # each stem's piece let go once resampled (the
                     y = piece.pop(name)    # chunking's generator still holds the dict)
-                    if name not in back:
-                        back[name] = StreamResampler(model_rate, out_rate)
-                    out[name] = back[name].push(y)
+                    if name not in mine.back:
+                        mine.back[name] = StreamResampler(model_rate, mine.out_rate)
+                    out[name] = mine.back[name].push(y)
                     del y
                     heap.trim()
                 yield s, out   # the caller may empty it (separate does, stem by stem)
                 out = None
                 continue
             yield s, piece
-            state[s] = None   # done: its resamplers go
+            state[s] = mine = None   # done: its resamplers go
 
     # ------------------------------------------------------------------ one chunk
     def spectrogram(self, audio: np.ndarray) -> np.ndarray:
@@ -485,3 +485,16 @@ class Separator:
         heap.trim()   # the filter's blocks, freed on its threads, before the cross-fade
         out = ola.result()   # (T, W C); each stem a view of it (the chunking copies them)
         return {name: out[:, k * c:k * c + channels] for k, (name, _) in enumerate(plan)}
+
+
+@dataclasses.dataclass
+class _Stream:
+    """One mixture of :meth:`Separator.separate_streams`: its rates, progress callback and
+    total, input samples read, chunks done and each stem's resampler back to ``out_rate``."""
+    rate: int
+    out_rate: int
+    progress: Optional[Progress]
+    total: Optional[int]
+    seen: int = 0
+    done: int = 0
+    back: Dict[str, StreamResampler] = dataclasses.field(default_factory=dict)
