@@ -149,8 +149,9 @@ def test_lstm_dropout_matches_nnabla_with_the_same_masks(rng, nb_sources, nb_lay
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkeypatch, workers):
-    """Large recurrences run their cells in groups on worker threads (forced here for a tiny
-    one, with groups of unequal size): outputs and every gradient equal the one-thread run's,
+    """Large recurrences run their cells in groups on worker threads, and large layers their
+    sources' input projections and weight and input gradients (forced here for a tiny one,
+    with groups of unequal size): outputs and every gradient equal the one-thread run's,
     dropout included."""
     from xumx.training.kernels import base
     from xumx.training.kernels.lstm import sources_lstm
@@ -161,18 +162,18 @@ def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkey
         return sources_lstm(xs, params, 3, True, training=True, dropout=LstmDropout(0.3, key=5))
     one = evaluate(build, [xs, params], True)
     monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "PARALLEL_SOURCES", 0)
     monkeypatch.setattr(base, "cell_workers", lambda: workers)
     assert base.parallel_cells_worth(8, 1)
-    calls = []
-    real = base.for_cell_groups
-
-    def counted(cells, work, fn):
-        calls.append(cells)
-        return real(cells, work, lambda ks: (calls.append(ks), fn(ks)))
-    monkeypatch.setattr("xumx.training.kernels.lstm.for_cell_groups", counted)
+    calls = []   # (count, group) of every group run: cells (8) and sources (4)
+    real = base.for_groups
+    monkeypatch.setattr(base, "for_groups", lambda count, w, fn: real(
+        count, w, lambda ks: (calls.append((count, ks)), fn(ks))))
     many = evaluate(build, [xs, params], True)
-    groups = [c for c in calls if isinstance(c, slice)]
-    assert len(groups) == workers * 6 and {g.stop - g.start for g in groups} == {8 // workers, -(-8 // workers)}
+    for count in (8, 4):   # per layer, forward and backward: the cells', then the sources' groups
+        groups = [g for c, g in calls if c == count]
+        assert len(groups) == workers * 6 and \
+            {g.stop - g.start for g in groups} == {count // workers, -(-count // workers)}
     for a, b in zip(one[0] + one[1], many[0] + many[1]):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
