@@ -149,8 +149,9 @@ def test_lstm_dropout_matches_nnabla_with_the_same_masks(rng, nb_sources, nb_lay
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkeypatch, workers):
-    """Large recurrences run their cells in groups on worker threads (forced here for a tiny
-    one, with groups of unequal size): outputs and every gradient equal the one-thread run's,
+    """Large recurrences run their cells in groups on worker threads, and large layers their
+    sources' input projections and weight and input gradients (forced here for a tiny one,
+    with groups of unequal size): outputs and every gradient equal the one-thread run's,
     dropout included."""
     from xumx.training.kernels import base
     from xumx.training.kernels.lstm import sources_lstm
@@ -161,18 +162,18 @@ def test_lstm_cells_in_parallel_threads_compute_what_one_thread_does(rng, monkey
         return sources_lstm(xs, params, 3, True, training=True, dropout=LstmDropout(0.3, key=5))
     one = evaluate(build, [xs, params], True)
     monkeypatch.setattr(base, "PARALLEL_STEP", 0)
+    monkeypatch.setattr(base, "PARALLEL_SOURCES", 0)
     monkeypatch.setattr(base, "cell_workers", lambda: workers)
     assert base.parallel_cells_worth(8, 1)
-    calls = []
-    real = base.for_cell_groups
-
-    def counted(cells, work, fn):
-        calls.append(cells)
-        return real(cells, work, lambda ks: (calls.append(ks), fn(ks)))
-    monkeypatch.setattr("xumx.training.kernels.lstm.for_cell_groups", counted)
+    calls = []   # (count, group) of every group run: cells (8) and sources (4)
+    real = base.for_groups
+    monkeypatch.setattr(base, "for_groups", lambda count, w, fn: real(
+        count, w, lambda ks: (calls.append((count, ks)), fn(ks))))
     many = evaluate(build, [xs, params], True)
-    groups = [c for c in calls if isinstance(c, slice)]
-    assert len(groups) == workers * 6 and {g.stop - g.start for g in groups} == {8 // workers, -(-8 // workers)}
+    for count in (8, 4):   # per layer, forward and backward: the cells', then the sources' groups
+        groups = [g for c, g in calls if c == count]
+        assert len(groups) == workers * 6 and \
+            {g.stop - g.start for g in groups} == {count // workers, -(-count // workers)}
     for a, b in zip(one[0] + one[1], many[0] + many[1]):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
@@ -333,43 +334,89 @@ def test_time_loss_with_a_silent_source_is_finite(rng):
 
 
 # ----------------------------------------------------------------- dense layers
-@pytest.mark.parametrize("activation,pre,post,batch_stat,x_grad", [
-    ("tanh", True, False, True, True), ("relu", False, False, True, True),
-    ("relu", False, True, True, True), (None, False, False, True, True),
-    ("tanh", True, False, False, True), ("relu", False, True, False, True),
-    ("tanh", True, False, True, False), ("tanh", True, False, False, False)])
-def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat, x_grad):
-    """Affine + batch norm with its chains against nnabla's functions, also with an input that
-    needs no gradient (fc1 on the mixture: the pre-scaling's gradients then come from
-    shifted^T da, without the input's gradient)."""
-    n, b, c, f, cut, n_out = 4, 3, 2, 11, 7, 6
-    x = var(rng.rand(n, b, c, f), x_grad)
+def dense_case(rng, sources, activation, pre, post, batch_stat, x_grad, shared, n=4, b=3, c=2,
+               f=11, cut=7, n_out=6):
+    """A layer of ``sources`` sources (``OpenUnmixCrossNet._fc_bn_layer`` with its parameters
+    replaced by random ones): (build, inputs, the running statistics' variables and starts)."""
+    xs = [var(rng.rand(n, b, c, f), x_grad) for _ in range(1 if shared else len(sources))]
     width = cut if pre else f
-    w = var(rng.standard_normal((c * width, n_out if not post else c * f)))
-    out_cols = w.shape[1]
-    bn = [var(rng.standard_normal((1, 1, out_cols))), var(1 + 0.1 * rng.standard_normal((1, 1, out_cols))),
-          var(rng.standard_normal((1, 1, out_cols)), False), var(1 + rng.rand(1, 1, out_cols), False)]
-    pre_v = [var(rng.standard_normal(cut)), var(1 + rng.rand(cut))] if pre else []
-    post_v = [var(1 + rng.rand(f)), var(rng.standard_normal(f))] if post else []
-    running = [v.d.copy() for v in bn[2:]]
-    model = OpenUnmixCrossNet(tiny_config())
+    out_cols = c * f if post else n_out
+    layer = {}
+    for s in sources:
+        bn = [var(rng.standard_normal((1, 1, out_cols))), var(1 + 0.1 * rng.standard_normal((1, 1, out_cols))),
+              var(rng.standard_normal((1, 1, out_cols)), False), var(1 + rng.rand(1, 1, out_cols), False)]
+        layer[s] = dict(params=[var(rng.standard_normal((c * width, out_cols)))] + bn,
+                        pre=[var(rng.standard_normal(cut)), var(1 + rng.rand(cut))] if pre else [],
+                        post=[var(1 + rng.rand(f)), var(rng.standard_normal(f))] if post else [])
+    stats = [v for s in sources for v in layer[s]["params"][3:]]
+    running = [v.d.copy() for v in stats]
+    model = OpenUnmixCrossNet(tiny_config(sources=tuple(sources)))
+    model._fc_bn_parameters = lambda name, n_in, n_out: layer[name.split("_", 1)[1]]["params"]
 
-    def build(x, w, bn, pre_v, post_v):
-        for v, r in zip(bn[2:], running):
+    def build(xs, layer_vars):
+        for v, r in zip(stats, running):
             v.d = r  # each side starts from the same running statistics
-        model._fc_bn_parameters = lambda *a: [w] + bn
-        return model._fc_bn(x, out_cols, "fc", not batch_stat, activation,
-                            pre=tuple(pre_v) or None, post=tuple(post_v) or None,
-                            out_shape=(n, b, c, f) if post else None)
-    stats = []
+        return model._fc_bn_layer(xs, out_cols, "fc", not batch_stat, activation,
+                                  pre=(lambda s: tuple(layer[s]["pre"])) if pre else None,
+                                  post=(lambda s: tuple(layer[s]["post"])) if post else None,
+                                  out_shape=(n, b, c, f) if post else None)
+    layer_vars = [layer[s][k] for s in sources for k in ("params", "pre", "post")]
+    return build, [xs, layer_vars], stats, running
+
+
+@pytest.mark.parametrize("activation,pre,post,batch_stat,x_grad,shared", [
+    ("tanh", True, False, True, True, True), ("relu", False, False, True, True, True),
+    ("relu", False, True, True, True, False), (None, False, False, True, True, False),
+    ("tanh", True, False, False, True, True), ("relu", False, True, False, True, False),
+    ("tanh", True, False, True, False, True), ("tanh", True, False, False, False, True),
+    ("relu", False, False, True, True, False)])
+def test_affine_batch_norm_matches_nnabla(rng, activation, pre, post, batch_stat, x_grad, shared):
+    """A dense layer of three sources (affine + batch norm with its chains, one function)
+    against nnabla's functions, with one input shared by the sources (its gradient the sum of
+    theirs) or one each, also with an input that needs no gradient (fc1 on the mixture: the
+    pre-scaling's gradients then come from shifted^T da, without the input's gradient)."""
+    build, inputs, stats, running = dense_case(rng, ("a", "b", "c"), activation, pre, post, batch_stat,
+                                               x_grad, shared)
+    moved = []
     for on in (True, False):
-        evaluate(build, [x, w, bn, pre_v, post_v], on)
-        stats.append([v.d.copy() for v in bn[2:]])
-    for a, b_ in zip(*stats):  # the running statistics move the same way
+        evaluate(build, inputs, on)
+        moved.append([v.d.copy() for v in stats])
+    for a, b_ in zip(*moved):  # the running statistics move the same way
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-6)
     if batch_stat:
-        assert not np.allclose(stats[0][0], running[0])
-    assert_same(build, [x, w, bn, pre_v, post_v], rtol=5e-5)
+        assert not np.allclose(moved[0][0], running[0])
+    assert_same(build, inputs, rtol=5e-5)
+
+
+@pytest.mark.parametrize("workers,shared", [(2, True), (3, False), (2, False)])
+def test_dense_layer_sources_on_threads_compute_what_one_thread_does(rng, monkeypatch, workers, shared):
+    """Large layers run their sources in groups on worker threads (forced here for a tiny
+    one, groups of unequal size with 3 threads for 4 sources): outputs, every gradient and the
+    running statistics equal the one-thread run's, for each chain."""
+    from xumx.training.kernels import base
+    sources = ("a", "b", "c", "d")
+    for kw in [dict(activation="tanh", pre=True, post=False, x_grad=shared),
+               dict(activation="relu", pre=False, post=True, x_grad=True),
+               dict(activation="relu", pre=False, post=False, x_grad=True)]:
+        build, inputs, stats, _ = dense_case(rng, sources, batch_stat=True, shared=shared, **kw)
+
+        def run():
+            out, grads = evaluate(build, inputs, True)
+            return out + grads + [v.d.copy() for v in stats]
+        monkeypatch.setattr(base, "cell_workers", lambda: 1)
+        one = run()
+        groups = []
+        real = base.for_groups
+        monkeypatch.setattr(base, "PARALLEL_SOURCES", 0)
+        monkeypatch.setattr(base, "cell_workers", lambda: workers)
+        monkeypatch.setattr(base, "for_groups", lambda count, w, fn: real(
+            count, w, lambda ss: (groups.append(ss), fn(ss))))
+        many = run()
+        monkeypatch.undo()
+        assert len(groups) == 2 * workers and {g.stop - g.start for g in groups} == \
+            {len(sources) // workers, -(-len(sources) // workers)}
+        for a, b_ in zip(one, many):
+            np.testing.assert_allclose(b_, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
 
 # ----------------------------------------------------------------- the whole training graph

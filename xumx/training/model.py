@@ -113,24 +113,40 @@ class OpenUnmixCrossNet:
                                                           need_grad))
         return params
 
-    def _fc_bn(self, x, n_out, name, test, activation=None, pre=None, post=None, out_shape=None):
-        """``activation(post(BN(pre(x) @ W)))``, x (N, B, ...) -> (N, B, n_out) or ``out_shape``.
+    def _fc_bn_layer(self, xs, n_out, name, test, activation=None, pre=None, post=None,
+                     out_shape=None):
+        """The fc + batch-norm layer ``name`` of every source: per source
+        ``activation(post(BN(pre(x) @ W)))``, x (N, B, ...) -> (N, B, n_out) or ``out_shape``.
 
-        ``pre``: (shift, scale) vectors: the affine sees (x[..., :w] + shift) * scale;
-        ``post``: (scale, shift) vectors: the output reshaped to ``out_shape`` times scale plus
-        shift. On CPU contexts the whole chain is one function (:mod:`xumx.training.kernels.layers`).
+        ``xs``: one input shared by the sources or one per source; ``pre(source)``: its
+        (shift, scale) vectors: the affine sees (x[..., :w] + shift) * scale; ``post(source)``:
+        its (scale, shift) vectors: the output reshaped to ``out_shape`` times scale plus shift.
+        Parameters are created source by source, its vectors then its layer's (the published
+        order). On CPU contexts the layer is one function (:mod:`xumx.training.kernels.layers`).
         """
         from . import kernels
-        width = pre[0].shape[0] if pre else x.shape[-1]
-        n_in = int(np.prod(x.shape[2:-1])) * width
-        params = self._fc_bn_parameters(name, n_in, n_out)
+        params, pres, posts = [], [], []
+        for k, source in enumerate(self.cfg.sources):
+            x = xs[0] if len(xs) == 1 else xs[k]
+            pres.append(pre(source) if pre else None)
+            posts.append(post(source) if post else None)
+            width = pres[-1][0].shape[0] if pre else x.shape[-1]
+            params.append(self._fc_bn_parameters(f"{name}_{source}", int(np.prod(x.shape[2:-1])) * width,
+                                                 n_out))
         if kernels.enabled():
-            from .kernels.layers import affine_batch_norm
-            return affine_batch_norm(x, params, not test, activation, pre, post, out_shape)
+            from .kernels.layers import sources_affine_batch_norm
+            return sources_affine_batch_norm(xs, params, not test, activation, pre and pres,
+                                             post and posts, out_shape)
+        return [self._graph_fc_bn(xs[0] if len(xs) == 1 else xs[k], params[k], test, activation,
+                                  pres[k], posts[k], out_shape) for k in range(len(params))]
 
+    @staticmethod
+    def _graph_fc_bn(x, params, test, activation, pre, post, out_shape):
+        """One source's layer of :meth:`_fc_bn_layer` from nnabla's functions."""
         def along_last(v, ndim):
             return F.reshape(v, (1,) * (ndim - 1) + v.shape, inplace=False)
         if pre:
+            width = pre[0].shape[0]
             if x.shape[-1] != width:
                 x = x[..., :width]
             x = (x + along_last(pre[0], x.ndim)) * along_last(pre[1], x.ndim)
@@ -211,18 +227,17 @@ class OpenUnmixCrossNet:
 
         with self.scope():
             vec = self._vector
-            enc = [self._fc_bn(mix_spec, cfg.hidden_size, f"fc1_{s}", test, "tanh",
-                               pre=(vec("input_mean", s, cfg.max_bin), vec("input_scale", s, cfg.max_bin)))
-                   for s in cfg.sources]
+            enc = self._fc_bn_layer([mix_spec], cfg.hidden_size, "fc1", test, "tanh",
+                                    pre=lambda s: (vec("input_mean", s, cfg.max_bin),
+                                                   vec("input_scale", s, cfg.max_bin)))
             lstm_out = self._lstms([mean(enc)] if cfg.crossing else enc, test, dropout)
             skip = [F.concatenate(e, y, axis=2) for e, y in zip(enc, lstm_out)]
-            dec_in = [mean(skip)] * len(skip) if cfg.crossing else skip
-            hid = [self._fc_bn(d, cfg.hidden_size, f"fc2_{s}", test, "relu")
-                   for s, d in zip(cfg.sources, dec_in)]
-            return [self._fc_bn(h, channels * bins, f"fc3_{s}", test, "relu",
-                                post=(vec("output_scale", s, bins), vec("output_mean", s, bins)),
-                                out_shape=(frames, batch, channels, bins))
-                    for s, h in zip(cfg.sources, hid)]
+            hid = self._fc_bn_layer([mean(skip)] if cfg.crossing else skip, cfg.hidden_size, "fc2",
+                                    test, "relu")
+            return self._fc_bn_layer(hid, channels * bins, "fc3", test, "relu",
+                                     post=lambda s: (vec("output_scale", s, bins),
+                                                     vec("output_mean", s, bins)),
+                                     out_shape=(frames, batch, channels, bins))
 
     def __call__(self, audio, test: bool = True):
         """The published forward pass from audio: STFT front end, then :meth:`masks`.

@@ -122,6 +122,30 @@ def for_cell_groups(cells: int, work_per_cell: int, fn):
     for_groups(cells, cell_workers() if parallel_cells_worth(cells, work_per_cell) else 1, fn)
 
 
+#: Work (multiply-adds of a layer's products, all sources) from which the sources of a
+#: layer run on worker threads, each with one BLAS thread (:func:`for_sources`).
+PARALLEL_SOURCES = 1 << 20
+
+
+def source_workers(count: int, work: int) -> int:
+    """Threads :func:`for_sources` uses for ``count`` sources: the process's CPUs when there
+    are 2 to ``count`` of them and ``work`` reaches :data:`PARALLEL_SOURCES`, else 1 (with
+    more CPUs than sources, BLAS's own threads on every product use them better)."""
+    workers = cell_workers()
+    return workers if 1 < workers <= count and work >= PARALLEL_SOURCES else 1
+
+
+def for_sources(count: int, work: int, fn):
+    """``fn(slice)`` over groups of the sources ``0..count-1`` of a layer: on
+    :func:`source_workers` threads, each group's products on one BLAS thread, so its
+    elementwise passes (single-threaded in numpy) run in parallel too; or one call here with
+    every source (BLAS with its own threads). ``fn`` reads and writes numpy arrays only
+    (nnabla's variables are resolved before and stored after) and each source's own."""
+    workers = source_workers(count, work)
+    with single_thread_blas(workers > 1):
+        for_groups(count, workers, fn)
+
+
 def for_groups(count: int, workers: int, fn):
     """``fn(slice)`` over ``workers`` consecutive groups of ``0..count-1`` (at most ``count``),
     each on a thread of the kernels' pool, in parallel; one group is called here."""

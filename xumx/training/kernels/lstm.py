@@ -35,8 +35,8 @@ import numpy as np
 from scipy.linalg.blas import sgemm
 
 from ...params import LSTM_GATES
-from .base import (NumpyFunction, data, for_cell_groups, output, parallel_cells_worth, put_grad,
-                   single_thread_blas)
+from .base import (NumpyFunction, data, for_cell_groups, for_sources, output, parallel_cells_worth,
+                   put_grad, single_thread_blas)
 
 GATES = LSTM_GATES
 #: Recurrent products smaller than this (multiply-adds per step) run on one BLAS thread.
@@ -181,25 +181,31 @@ class SourcesLSTM(NumpyFunction):
         wx, wh, neg_bias = w
         S, D, h = self.S, self.D, self.h
         K, G = S * D, GATES * h
-        n, b, _ = xs[0].shape
+        n, b, n_in = xs[0].shape
         a = np.empty((n, K, G, b), np.float32)
-        for s in range(S):
-            x = xs[0] if len(xs) == 1 else xs[s]
-            p = (wx[s] @ x.reshape(n * b, -1).T).reshape(D, G, n, b)   # (D 4h, N B)
-            for d in range(D):
-                src = p[d].transpose(1, 0, 2)
-                np.subtract(neg_bias[s, d * G:(d + 1) * G], src if d == 0 else src[::-1], out=a[:, s * D + d])
+
+        def sources(group):   # each source's input projections, into its cells' pre-activations
+            for s in range(group.start, group.stop):
+                x = xs[0] if len(xs) == 1 else xs[s]
+                p = (wx[s] @ x.reshape(n * b, -1).T).reshape(D, G, n, b)   # (D 4h, N B)
+                for d in range(D):
+                    src = p[d].transpose(1, 0, 2)
+                    np.subtract(neg_bias[s, d * G:(d + 1) * G], src if d == 0 else src[::-1],
+                                out=a[:, s * D + d])
+        for_sources(S, S * n * b * n_in * D * G, sources)
         c = np.empty((n, K, h, b), np.float32)
         tc = np.empty_like(c)
         hs = np.empty_like(c)
-        with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
-            for_cell_groups(K, b * h * G, lambda ks: self._recur_forward(a[:, ks], wh[ks], c[:, ks],
-                                                                        tc[:, ks], hs[:, ks]))
         y = np.empty((S, n, b, D * h), np.float32)
-        for s in range(S):
-            for d in range(D):
-                src = hs[:, s * D + d].transpose(0, 2, 1)
+
+        def cells(ks):   # the recurrence, then each cell's outputs into the layer's
+            self._recur_forward(a[:, ks], wh[ks], c[:, ks], tc[:, ks], hs[:, ks])
+            for k in range(ks.start, ks.stop):
+                s, d = divmod(k, D)
+                src = hs[:, k].transpose(0, 2, 1)
                 y[s, :, :, d * h:(d + 1) * h] = src if d == 0 else src[::-1]
+        with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
+            for_cell_groups(K, b * h * G, cells)
         return a, c, tc, y
 
     def _recur_forward(self, a, wh, c, tc, hs):
@@ -285,35 +291,49 @@ class SourcesLSTM(NumpyFunction):
         K, G = S * D, GATES * h
         n, b = a.shape[0], a.shape[3]
         dh_all = np.empty((n, K, h, b), np.float32)
-        for s in range(S):
-            for d in range(D):
+
+        def cells(ks):   # each cell's output gradients, then the recurrence
+            for k in range(ks.start, ks.stop):
+                s, d = divmod(k, D)
                 src = dy[s, :, :, d * h:(d + 1) * h].transpose(0, 2, 1)
-                dh_all[:, s * D + d] = src if d == 0 else src[::-1]
+                dh_all[:, k] = src if d == 0 else src[::-1]
+            self._recur_backward(a[:, ks], c[:, ks], tc[:, ks], dh_all[:, ks], wh_t[ks])
         with single_thread_blas(K * b * h * G < SMALL_STEP or parallel_cells_worth(K, b * h * G)):
-            for_cell_groups(K, b * h * G, lambda ks: self._recur_backward(a[:, ks], c[:, ks], tc[:, ks],
-                                                                         dh_all[:, ks], wh_t[ks]))
+            for_cell_groups(K, b * h * G, cells)
+        del dh_all
         n_in = xs[0].shape[-1]
-        dws, dbs, dx = [], [], None
+        dws, dbs, dx = [None] * S, [None] * S, None
+        shared = len(xs) == 1
         if need_dx:
-            dx = np.zeros((len(xs), n, b, n_in), np.float32)
-        for s in range(S):
-            x = (xs[0] if len(xs) == 1 else xs[s]).reshape(n * b, n_in)
-            da = np.empty((D, G, n, b), np.float32)   # gate gradients by frame
-            for d in range(D):
-                src = a[:, s * D + d].transpose(1, 0, 2)
-                da[d] = src if d == 0 else src[:, ::-1]
-            dw = np.empty((D, G, n_in + h), np.float32)
-            dw[:, :, :n_in] = (da.reshape(D * G, n * b) @ x).reshape(D, G, n_in)
-            ys = y[s]   # this layer's states by frame: h_{t-1} of a step is the frame before (after)
-            for d in range(D):
-                early, late = da[d, :, :-1].reshape(G, -1), da[d, :, 1:].reshape(G, -1)
-                cols = slice(d * h, (d + 1) * h)
-                dw[d, :, n_in:] = late @ ys[:-1, :, cols].reshape(-1, h) if d == 0 \
-                    else early @ ys[1:, :, cols].reshape(-1, h)
-            dws.append(dw.reshape(D, GATES, h, n_in + h))
-            dbs.append(da.sum(axis=(2, 3)).reshape(D, GATES, h))
-            if need_dx:
-                dx[0 if len(xs) == 1 else s] += (da.reshape(D * G, n * b).T @ wx[s]).reshape(n, b, n_in)
+            dx = np.empty((len(xs), n, b, n_in), np.float32)
+        dxs = [None] * S   # a shared input's gradient per source, summed below in source order
+
+        def sources(group):   # each source's weight, bias and input gradients
+            for s in range(group.start, group.stop):
+                x = (xs[0] if shared else xs[s]).reshape(n * b, n_in)
+                da = np.empty((D, G, n, b), np.float32)   # gate gradients by frame
+                for d in range(D):
+                    src = a[:, s * D + d].transpose(1, 0, 2)
+                    da[d] = src if d == 0 else src[:, ::-1]
+                dw = np.empty((D, G, n_in + h), np.float32)
+                dw[:, :, :n_in] = (da.reshape(D * G, n * b) @ x).reshape(D, G, n_in)
+                ys = y[s]   # this layer's states by frame: h_{t-1} of a step is the frame before (after)
+                for d in range(D):
+                    early, late = da[d, :, :-1].reshape(G, -1), da[d, :, 1:].reshape(G, -1)
+                    cols = slice(d * h, (d + 1) * h)
+                    dw[d, :, n_in:] = late @ ys[:-1, :, cols].reshape(-1, h) if d == 0 \
+                        else early @ ys[1:, :, cols].reshape(-1, h)
+                dws[s] = dw.reshape(D, GATES, h, n_in + h)
+                dbs[s] = da.sum(axis=(2, 3)).reshape(D, GATES, h)
+                if need_dx:
+                    dxs[s] = np.matmul(da.reshape(D * G, n * b).T, wx[s],
+                                       out=None if shared else dx[s].reshape(n * b, n_in))
+        for_sources(S, 2 * S * n * b * n_in * D * G, sources)
+        if need_dx and shared:
+            total = dx[0].reshape(n * b, n_in)
+            np.copyto(total, dxs[0])
+            for part in dxs[1:]:
+                total += part
         return dws, dbs, dx
 
     def _recur_backward(self, a, c, tc, dh_all, wh_t):
