@@ -69,7 +69,7 @@ CHUNK_DUR = Flag(("--chunk-dur",), "separate in chunks of this many seconds, cro
                  "--overlap, in bounded memory; 0: each file or track in one piece",
                  "separation", metavar="SECONDS")
 BATCH_FRAMES = Flag(("--batch-frames",), "STFT frames the network runs at once: consecutive "
-                    "chunks of equal length (xumx.test: of the next inputs too) go through it "
+                    "chunks of equal length (separating files: of the next inputs too) go through it "
                     "together up to this many frames (0, the default: one chunk at a time, each "
                     "input finished before the next is opened; 2600 holds two 30 s chunks at "
                     "44.1 kHz); the stems agree to >= 100 dB, the memory grows with it "
