@@ -564,6 +564,32 @@ def test_interrupted_parameter_writes_keep_the_previous_file(writer, tmp_path, m
 
 
 @pytest.mark.nnabla
+def test_a_lost_interrupt_stops_training_after_the_step(tiny_musdb, tmp_path, monkeypatch, capsys):
+    """A signal whose KeyboardInterrupt was lost (raised in a finaliser, or inside a kernel's
+    callback and swallowed there) is remembered by the handler: training stops after the step,
+    143, the resume line, not 50 epochs later."""
+    from xumx import interrupt
+    from xumx.train import main as train_main
+    from xumx.training.data import MusdbTraining
+    real, steps = MusdbTraining.batches, []
+
+    def batches(self, *args, **kwargs):
+        for batch in real(self, *args, **kwargs):
+            steps.append(1)
+            if len(steps) == 3:   # in the second epoch: the signal came, its exception lost
+                interrupt._pending.append(signal.SIGTERM)
+            yield batch
+    monkeypatch.setattr(MusdbTraining, "batches", batches)
+    flags = list(TRAIN_FLAGS)
+    flags[flags.index("--epochs") + 1] = "50"
+    out = tmp_path / "run"
+    assert train_main(["--root", tiny_musdb, "--output", str(out), *flags]) == 143
+    assert len(steps) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"xumx.train: terminated; resume with --resume {out}"
+
+
+@pytest.mark.nnabla
 def test_training_stopped_with_sigterm_exits_cleanly_with_a_whole_checkpoint(tiny_musdb, tmp_path):
     """SIGTERM (a scheduler, ``timeout``) during training: status 143 within seconds, the resume
     hint as the last line, the last checkpoint whole and no temporary left."""

@@ -35,6 +35,7 @@ from ..recipes import HISTORY, PLOT, RUN_CONFIG, recipe_text, replaced_run
 from .distributed import make_communicator, scaled_hyperparameters
 from .losses import (SDR_EDGE_TRIM, freq_combination_loss, multi_domain_loss,
                      time_combination_loss)
+from .. import interrupt
 from ..files import replacing, write_text
 from .schedule import EarlyStopping, ReduceLROnPlateau
 from ..errors import WeightsError
@@ -317,6 +318,7 @@ class Trainer:
             comm.all_reduce_data(self._buffers)
             total += float(graph.loss.d)
             count += 1
+            interrupt.check()   # a signal whose KeyboardInterrupt a kernel's callback lost
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
@@ -343,6 +345,7 @@ class Trainer:
                 g.loss.forward(clear_buffer=True)
                 weighted += float(g.loss.d) * (b - a)
                 total += b - a
+                interrupt.check()
             losses.append(weighted / total)
         # every rank contributes (sum, count) so uneven splits average over tracks exactly
         s, n = comm.all_reduce_mean([float(np.sum(losses)), float(len(losses))])
