@@ -9,8 +9,9 @@ their layout: no permuted copies):
 - the input projections of all frames are one matrix product per source and layer;
 - the recurrence advances every source and both directions of a layer together (the backward
   directions walk the frames from the end); states are kept transposed, (4h, B) per cell, so
-  each step's product is ``W_h h^T`` with the 4h rows as BLAS's long side, added in place to
-  the pre-activations (scipy's ``sgemm`` with beta = 1: no temporary, no separate sum);
+  each step's product is ``W_h h^T`` with the 4h rows as BLAS's long side: one ``np.matmul``
+  over a thread's cells, then subtracted from the pre-activations (numpy releases the GIL for
+  the product, so the cells' threads multiply at once; scipy's ``sgemm`` would hold it);
 - the gates are sigmoids ``1 / (1 + exp(-a))`` (numpy's exp is vectorised, its tanh is not:
   tanh(a) = 2 sigmoid(2 a) - 1);
 - backward through time is batched the same way; the weight gradients are again one product
@@ -32,7 +33,6 @@ size (h), cells K = S * D, input size (I).
 from typing import List
 
 import numpy as np
-from scipy.linalg.blas import sgemm
 
 from ...params import LSTM_GATES
 from .base import (NumpyFunction, data, for_cell_groups, for_sources, output, parallel_cells_worth,
@@ -211,18 +211,18 @@ class SourcesLSTM(NumpyFunction):
     def _recur_forward(self, a, wh, c, tc, hs):
         """The time loop of :meth:`_layer_forward` for a group of cells (views along the cell
         axis): ``a`` (N, k, 4h, B) negated pre-activations -z in, activations out; c, tc, hs
-        written. Each step subtracts ``W_h h`` in place (BLAS's alpha = -1, beta = 1); with
+        written. Each step subtracts ``W_h h`` (one product for the group's cells); with
         e = exp(-z), the gates i, f, o are 1 / (1 + e) and g = tanh(z) = 2 / (1 + e^2) - 1."""
         h = self.h
         k, b = a.shape[1], a.shape[3]
         tmp = np.empty((k, h, b), np.float32)
+        prod = np.empty(a.shape[1:], np.float32)
         with np.errstate(over="ignore"):   # exp(large) = inf: its gate is then exactly 0 (or -1)
             for t in range(a.shape[0]):
                 at = a[t]
-                if t:
-                    h_prev = hs[t - 1]
-                    for j in range(k):   # at[j] (4h, B) -= W_h[j] (4h, h) @ h_prev[j] (h, B)
-                        sgemm(-1.0, h_prev[j].T, wh[j].T, 1.0, at[j].T, overwrite_c=True)
+                if t:   # at (k, 4h, B) -= W_h (k, 4h, h) @ h_prev (k, h, B)
+                    np.matmul(wh, hs[t - 1], out=prod)
+                    at -= prod
                 np.exp(at, out=at)
                 g = at[:, 2 * h:3 * h]
                 g *= g
@@ -339,12 +339,13 @@ class SourcesLSTM(NumpyFunction):
     def _recur_backward(self, a, c, tc, dh_all, wh_t):
         """The backward time loop of :meth:`_layer_backward` for a group of cells (views along
         the cell axis); ``a`` ends holding the gate gradients; each step adds ``W_h^T da`` to
-        the previous step's ``dh_all`` in place (BLAS's beta = 1)."""
+        the previous step's ``dh_all`` (one product for the group's cells)."""
         h = self.h
         k, b = a.shape[1], a.shape[3]
         dc = np.zeros((k, h, b), np.float32)
         t1 = np.empty((k, h, b), np.float32)
         t2 = np.empty((k, h, b), np.float32)
+        prod = np.empty((k, h, b), np.float32)
         for t in reversed(range(a.shape[0])):
             at = a[t]
             i, f, g, o = (at[:, j * h:(j + 1) * h] for j in range(GATES))
@@ -372,9 +373,8 @@ class SourcesLSTM(NumpyFunction):
             dc *= f                                # the cell gradient of step t - 1
             if t:
                 np.multiply(t2, c[t - 1], out=f)
-                dh_prev = dh_all[t - 1]
-                for j in range(k):   # dh_prev[j] (h, B) += W_h[j]^T (h, 4h) @ at[j] (4h, B)
-                    sgemm(1.0, at[j].T, wh_t[j].T, 1.0, dh_prev[j].T, overwrite_c=True)
+                np.matmul(wh_t, at, out=prod)   # dh_prev (k, h, B) += W_h^T (k, h, 4h) @ at (k, 4h, B)
+                dh_all[t - 1] += prod
             else:
                 f[...] = 0.0
 
