@@ -419,6 +419,58 @@ def test_dense_layer_sources_on_threads_compute_what_one_thread_does(rng, monkey
             np.testing.assert_allclose(b_, a, rtol=1e-6, atol=1e-6 * np.abs(a).max())
 
 
+def parts_cases(rng):
+    """(name, losses.CHUNK, build, inputs) of every kernel that splits independent parts over
+    threads (base.for_parts): the STFT's rows, the ISTFT's batch items (a mask per channel or
+    one for both), the losses' blocks of frames and of samples (CHUNK small: several blocks)."""
+    n, b, f = 9, 3, 33
+    x = var(rng.standard_normal((b, 2, 300)))
+    re, im = (var(rng.standard_normal((n, b, 2, f))) for _ in range(2))
+    masks = {c: var(rng.rand(n, b, c, f)) for c in (1, 2)}
+    nb_sources, t, length = 3, 700, 640
+    y = rng.standard_normal((nb_sources, b, 2, t))
+    mixture = var(y.sum(0) + 0.05 * rng.standard_normal((b, 2, t)))
+    estimates = [var(y[k, :, :, :length] + 0.5 * rng.standard_normal((b, 2, length)))
+                 for k in range(nb_sources)]
+    spec = (5, b, 2, 9)
+    mix_spec = var(rng.rand(*spec))
+    spec_masks = [var(rng.rand(*spec)) for _ in range(nb_sources)]
+    return [
+        ("stft", 1 << 16, lambda x: graph_spectrogram(x, 64, 16), [x]),
+        ("istft", 1 << 16, lambda m, r, i: graph_masked_istft(m, r, i, 64, 32), [masks[2], re, im]),
+        ("istft, one mask", 1 << 16, lambda m, r, i: graph_masked_istft(m, r, i, 64, 32), [masks[1], re, im]),
+        ("freq loss", 64, lambda m, ms, t: freq_combination_loss(m, ms, t),
+         [mix_spec, spec_masks, [var(rng.rand(*spec)) for _ in range(nb_sources)]]),
+        ("time loss", 1024, lambda m, e, t: time_combination_loss(m, e, t, trim=50),
+         [mixture, estimates, var(y.transpose(1, 0, 2, 3).reshape(b, nb_sources * 2, t))]),
+    ]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_independent_parts_on_threads_compute_what_one_thread_does(rng, monkeypatch, workers):
+    """Split over 2 or 3 threads, the STFT, the ISTFT and the losses give exactly what one
+    thread gives, outputs and every input gradient: each part is computed as it is alone, and
+    the losses' block sums are added in block order."""
+    from xumx.training.kernels import base, losses
+    for name, chunk, build, inputs in parts_cases(rng):
+        monkeypatch.setattr(losses, "CHUNK", chunk)
+        monkeypatch.setattr(base, "cell_workers", lambda: 1)
+        one = evaluate(build, inputs, True)
+        groups = []   # (parts, group) of every group run
+        real = base.for_groups
+        monkeypatch.setattr(base, "PARALLEL_SOURCES", 0)
+        monkeypatch.setattr(base, "cell_workers", lambda: workers)
+        monkeypatch.setattr(base, "for_groups", lambda count, w, fn: real(
+            count, w, lambda part: (groups.append((count, part)), fn(part))))
+        many = evaluate(build, inputs, True)
+        monkeypatch.undo()
+        # forward and backward each split into min(workers, parts) groups, none empty
+        assert len(groups) == 2 * min(workers, groups[0][0]) and groups[0][0] > 1, name
+        assert all(g.stop > g.start for _, g in groups), name
+        for a, b in zip(one[0] + one[1], many[0] + many[1]):
+            np.testing.assert_array_equal(b, a, err_msg=name)
+
+
 # ----------------------------------------------------------------- the whole training graph
 def training_step_gradients(cfg, on, arrays, x, y, test=False):
     from xumx.training.trainer import build_loss_graph

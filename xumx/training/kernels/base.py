@@ -146,6 +146,20 @@ def for_sources(count: int, work: int, fn):
         for_groups(count, workers, fn)
 
 
+def for_parts(count: int, work: int, fn):
+    """``fn(slice, threads)`` over groups of ``count`` independent parts of one function (batch
+    items, rows, blocks of frames or samples, each written by one group only): on the kernels'
+    threads when the process has 2 CPUs or more and ``work`` (elements touched) reaches
+    :data:`PARALLEL_SOURCES`, each group with one BLAS thread and ``threads`` (1) FFT workers,
+    so numpy's single-threaded elementwise passes run on every CPU; else one call with every
+    part and ``threads`` the FFT's own (:func:`fft_workers`). A result summed over parts must be
+    summed in part order after it, so that it does not depend on the grouping."""
+    workers = min(cell_workers(), count) if work >= PARALLEL_SOURCES else 1
+    threads = fft_workers() if workers <= 1 else 1
+    with single_thread_blas(workers > 1):
+        for_groups(count, workers, lambda part: fn(part, threads))
+
+
 def for_groups(count: int, workers: int, fn):
     """``fn(slice)`` over ``workers`` consecutive groups of ``0..count-1`` (at most ``count``),
     each on a thread of the kernels' pool, in parallel; one group is called here."""

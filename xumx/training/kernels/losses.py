@@ -9,7 +9,9 @@ the waveforms). Every energy and inner product of every subset is a quadratic fo
 matrix; the basis keeps each of them free of cancellation between large terms (the true
 noise of a subset is r + the other targets, not mixture minus the subset's targets).
 The backward is one more pass: the gradient of each input is a small matrix times the basis.
-Partial sums are accumulated in float64.
+Partial sums are accumulated in float64. Blocks of frames (samples) are independent: large
+inputs split them over the kernels' threads (:func:`~.base.for_parts`); the blocks' Gram
+matrices are then added in block order, so the sums do not depend on the threads.
 
 Shapes use: frames (N), batch (B), channels (C), bins (F), samples (T, L), sources (S),
 rows R = B * C, subsets (K).
@@ -18,7 +20,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .base import NumpyFunction, data, grad_buffer, put_grad
+from .base import NumpyFunction, data, for_parts, grad_buffer, put_grad
 
 #: Elements per source processed at once (bounds temporaries; float32 partial sums stay short).
 CHUNK = 1 << 16
@@ -109,10 +111,17 @@ class FreqCombinationLoss(_SourcesLoss):
         mix = data(inputs[0])
         masks = [data(v) for v in inputs[1:1 + self.S]]
         targets = self._targets(inputs)
+        blocks = self._blocks(mix)
+        grams = [None] * len(blocks)
+
+        def part(p, threads):
+            for i in range(p.start, p.stop):
+                e = self._errors(mix, masks, targets, blocks[i])
+                grams[i] = e @ e.T
+        for_parts(len(blocks), 3 * self.S * mix.size, part)
         gram = np.zeros((self.S, self.S))
-        for block in self._blocks(mix):
-            e = self._errors(mix, masks, targets, block)
-            gram += e @ e.T
+        for g in grams:
+            gram += g
         data(outputs[0])[...] = np.sum(self._coefficients(mix.size) * gram)
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
@@ -127,18 +136,22 @@ class FreqCombinationLoss(_SourcesLoss):
                   for k in range(self.S)]
         need_targets = any(propagate_down[1 + self.S:])
         dtargets = [np.empty(mix.shape, np.float32) for _ in range(self.S)] if need_targets else None
-        for block in self._blocks(mix):
-            e = self._errors(mix, masks, targets, block)
-            de = (coef @ e).reshape((self.S,) + mix[block].shape)  # d loss / d e_k
-            for k in range(self.S):
-                if dmasks[k] is not None:
-                    np.multiply(de[k], mix[block], out=dmasks[k][block])
-                if dmix is not None and k == 0:
-                    np.multiply(de[k], masks[k][block], out=dmix[block])
-                elif dmix is not None:
-                    dmix[block] += de[k] * masks[k][block]
-                if dtargets is not None:
-                    np.negative(de[k], out=dtargets[k][block])
+        blocks = self._blocks(mix)
+
+        def part(p, threads):
+            for block in blocks[p]:
+                e = self._errors(mix, masks, targets, block)
+                de = (coef @ e).reshape((self.S,) + mix[block].shape)  # d loss / d e_k
+                for k in range(self.S):
+                    if dmasks[k] is not None:
+                        np.multiply(de[k], mix[block], out=dmasks[k][block])
+                    if dmix is not None and k == 0:
+                        np.multiply(de[k], masks[k][block], out=dmix[block])
+                    elif dmix is not None:
+                        dmix[block] += de[k] * masks[k][block]
+                    if dtargets is not None:
+                        np.negative(de[k], out=dtargets[k][block])
+        for_parts(len(blocks), 5 * self.S * mix.size, part)
         if dmix is not None:
             put_grad(inputs[0], dmix, accum[0])
         for k in range(self.S):
@@ -203,10 +216,17 @@ class TimeCombinationLoss(_SourcesLoss):
     def _gram(self, inputs) -> np.ndarray:
         mix, ests, targets = self._inputs(inputs)
         rows, size = mix.shape[0] * mix.shape[1], 2 * self.S + 1
+        chunks = self._chunks(ests[0].shape[-1])
+        grams = [None] * len(chunks)
+
+        def part(p, threads):
+            for i in range(p.start, p.stop):
+                v = self._basis(mix, ests, targets, chunks[i])
+                grams[i] = np.matmul(v, v.transpose(0, 2, 1))
+        for_parts(len(chunks), 3 * self.S * ests[0].size, part)
         gram = np.zeros((rows, size, size))
-        for sl in self._chunks(ests[0].shape[-1]):
-            v = self._basis(mix, ests, targets, sl)
-            gram += np.matmul(v, v.transpose(0, 2, 1))
+        for g in grams:
+            gram += g
         return gram
 
     def _row_losses(self, gram):
@@ -273,16 +293,20 @@ class TimeCombinationLoss(_SourcesLoss):
                  if propagate_down[1 + k] else None for k in range(S)]
         dtargets = [np.zeros(mix.shape, np.float32) for _ in range(S)] if need_t else None
         b, c = mix.shape[:2]
-        for sl in self._chunks(ests[0].shape[-1]):
-            dv = np.matmul(sym, self._basis(mix, ests, targets, sl))  # (R, P, n)
-            dv = dv.transpose(1, 0, 2).reshape(2 * S + 1, b, c, -1)
-            if dmix is not None:
-                dmix[:, :, sl] = dv[0]
-            for k in range(S):
-                if dests[k] is not None:
-                    dests[k][:, :, sl] = dv[1 + S + k]
-                if dtargets is not None:
-                    dtargets[k][:, :, sl] = dv[1 + k] - dv[0] - dv[1 + S + k]
+        chunks = self._chunks(ests[0].shape[-1])
+
+        def part(p, threads):
+            for sl in chunks[p]:
+                dv = np.matmul(sym, self._basis(mix, ests, targets, sl))  # (R, P, n)
+                dv = dv.transpose(1, 0, 2).reshape(2 * S + 1, b, c, -1)
+                if dmix is not None:
+                    dmix[:, :, sl] = dv[0]
+                for k in range(S):
+                    if dests[k] is not None:
+                        dests[k][:, :, sl] = dv[1 + S + k]
+                    if dtargets is not None:
+                        dtargets[k][:, :, sl] = dv[1 + k] - dv[0] - dv[1 + S + k]
+        for_parts(len(chunks), 5 * self.S * ests[0].size, part)
         if dmix is not None:
             put_grad(inputs[0], dmix, accum[0])
         for k in range(S):

@@ -6,13 +6,15 @@ at each end; the ISTFT overlap-adds the windowed frames, divides by the overlap-
 (nnabla >= 1.24, as PyTorch) and drops ``n_fft // 2`` samples at each end, giving
 ``(N - 1) * n_hop`` samples. Spectrograms are frame-major, (N, B, C, F), the layout of
 the model's input, so no transposes are needed; frames are transformed a block at a time.
+Signals (rows of the STFT, batch items of the ISTFT) are independent: large calls split them
+over the kernels' threads (:func:`~.base.for_parts`), FFTs and elementwise passes alike.
 
 Shapes use: batch (B), channels (C), samples (T), frames (N), bins (F = n_fft // 2 + 1).
 """
 import numpy as np
 import scipy.fft
 
-from .base import NumpyFunction, data, fft_workers, grad_buffer, output, put_grad
+from .base import NumpyFunction, data, for_parts, grad_buffer, output, put_grad
 
 #: Frames windowed and transformed at once (bounds the temporary frame buffers).
 BLOCK = 64
@@ -88,41 +90,52 @@ class Spectrogram(NumpyFunction):
         for out in outputs:
             out.reset_shape((n,) + shape[:-1] + (self.n_fft // 2 + 1,), True)
 
-    def _padded(self, x):
-        rows = x.reshape(-1, x.shape[-1])
-        return np.pad(rows, ((0, 0), (self.n_fft // 2, self.n_fft // 2)), mode="reflect")
-
-    def _blocks(self, x):
-        """(start, complex spectrum (n, M, F)) of each block of frames."""
-        padded = self._padded(x)
-        n = 1 + x.shape[-1] // self.n_hop
+    def _blocks(self, rows, threads: int):
+        """(start, complex spectrum (n, M, F)) of each block of frames of ``rows`` (M, T)."""
+        padded = np.pad(rows, ((0, 0), (self.n_fft // 2, self.n_fft // 2)), mode="reflect")
+        n = 1 + rows.shape[-1] // self.n_hop
         frames = _frames(padded, self.n_fft, self.n_hop, n)
         for start in range(0, n, BLOCK):
             block = frames[start:start + BLOCK] * self.window
-            yield start, scipy.fft.rfft(block, axis=-1, workers=fft_workers())
+            yield start, scipy.fft.rfft(block, axis=-1, workers=threads)
+
+    def _work(self, rows) -> int:
+        return (1 + rows.shape[-1] // self.n_hop) * rows.shape[0] * self.n_fft
 
     def forward_impl(self, inputs, outputs):
-        x = data(inputs[0])
+        rows = data(inputs[0]).reshape(-1, inputs[0].shape[-1])
         outs = [output(o).reshape(o.shape[0], -1, o.shape[-1]) for o in outputs]
-        for start, z in self._blocks(x):
-            stop = start + z.shape[0]
-            np.abs(z, out=outs[0][start:stop])
-            if self.with_complex:
-                outs[1][start:stop] = z.real
-                outs[2][start:stop] = z.imag
+
+        def part_rows(part, threads):
+            for start, z in self._blocks(rows[part], threads):
+                stop = start + z.shape[0]
+                np.abs(z, out=outs[0][start:stop, part])
+                if self.with_complex:
+                    outs[1][start:stop, part] = z.real
+                    outs[2][start:stop, part] = z.imag
+        for_parts(rows.shape[0], self._work(rows), part_rows)
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
         if not propagate_down[0]:
             return
-        x = data(inputs[0])
+        rows = data(inputs[0]).reshape(-1, inputs[0].shape[-1])
         grads = [o.grad.data.reshape(o.shape[0], -1, o.shape[-1]) for o in outputs]
+        dx = grad_buffer(inputs[0], accum[0]).reshape(rows.shape)
+
+        def part_rows(part, threads):
+            dx[part] = self._adjoint(rows[part], [g[:, part] for g in grads], threads)
+        for_parts(rows.shape[0], self._work(rows), part_rows)
+        put_grad(inputs[0], dx, accum[0])
+
+    def _adjoint(self, rows, grads, threads: int) -> np.ndarray:
+        """The gradient (M, T) of signals ``rows`` (M, T) given their outputs' gradients
+        (N, M, F) (mag, then real and imag with ``with_complex``)."""
         n_fft, hop = self.n_fft, self.n_hop
-        rows = x.reshape(-1, x.shape[-1])
         n = 1 + rows.shape[1] // hop
         ola = np.zeros((rows.shape[0], (n - 1) * hop + n_fft), np.float32)
         scale = np.full(n_fft // 2 + 1, n_fft / 2.0, np.float32)  # rfft adjoint = (n/2) irfft, DC/Nyquist x2
         scale[0] = scale[-1] = n_fft
-        for start, z in self._blocks(x):
+        for start, z in self._blocks(rows, threads):
             stop = start + z.shape[0]
             mag = np.abs(z)
             gm = grads[0][start:stop] / np.where(mag > 0, mag, np.inf)  # d|z| = Re(conj(z) dz) / |z|
@@ -131,7 +144,7 @@ class Spectrogram(NumpyFunction):
                 g.real += grads[1][start:stop]
                 g.imag += grads[2][start:stop]
             g *= scale
-            frames = scipy.fft.irfft(g, n=n_fft, axis=-1, workers=fft_workers())
+            frames = scipy.fft.irfft(g, n=n_fft, axis=-1, workers=threads)
             frames *= self.window
             _overlap_add(ola, frames, start, hop)
         pad = n_fft // 2
@@ -141,7 +154,7 @@ class Spectrogram(NumpyFunction):
         dx = dpad[:, pad:pad + length].copy()
         dx[:, 1:pad + 1] += dpad[:, :pad][:, ::-1]                       # reflected left edge
         dx[:, length - 1 - pad:length - 1] += dpad[:, pad + length:][:, ::-1]  # right edge
-        put_grad(inputs[0], dx, accum[0])
+        return dx
 
 
 class MaskedIstft(NumpyFunction):
@@ -186,18 +199,22 @@ class MaskedIstft(NumpyFunction):
         mask, re, im = (data(v) for v in inputs)
         n, b, c, f = re.shape
         pad, hop = self.n_fft // 2, self.n_hop
-        out = np.zeros((b * c, (n - 1) * hop + self.n_fft), np.float32)
-        for start in range(0, n, BLOCK):
-            s = slice(start, start + BLOCK)
-            z = np.empty(re[s].shape, np.complex64)
-            np.multiply(re[s], mask[s], out=z.real)
-            np.multiply(im[s], mask[s], out=z.imag)
-            frames = scipy.fft.irfft(z.reshape(z.shape[0], b * c, f), n=self.n_fft, axis=-1,
-                                     workers=fft_workers())
-            frames *= self.window
-            _overlap_add(out, frames, start, hop)
-        np.multiply(out[:, pad:pad + (n - 1) * hop], self._inverse_envelope(n),
-                    out=output(outputs[0]).reshape(b * c, -1))
+        inverse, out = self._inverse_envelope(n), output(outputs[0])
+
+        def items(part, threads):   # the batch items ``part``: frames windowed, overlap-added
+            rows = (part.stop - part.start) * c
+            ola = np.zeros((rows, (n - 1) * hop + self.n_fft), np.float32)
+            for start in range(0, n, BLOCK):
+                s = slice(start, start + BLOCK)
+                z = np.empty(re[s, part].shape, np.complex64)
+                np.multiply(re[s, part], mask[s, part], out=z.real)
+                np.multiply(im[s, part], mask[s, part], out=z.imag)
+                frames = scipy.fft.irfft(z.reshape(z.shape[0], rows, f), n=self.n_fft, axis=-1,
+                                         workers=threads)
+                frames *= self.window
+                _overlap_add(ola, frames, start, hop)
+            np.multiply(ola[:, pad:pad + (n - 1) * hop], inverse, out=out[part].reshape(rows, -1))
+        for_parts(b, n * b * c * self.n_fft, items)
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
         if not any(propagate_down):
@@ -205,27 +222,32 @@ class MaskedIstft(NumpyFunction):
         mask, re, im = (data(v) for v in inputs)
         n, b, c, f = re.shape
         pad, hop = self.n_fft // 2, self.n_hop
-        g = np.zeros((b * c, (n - 1) * hop + self.n_fft), np.float32)
-        np.multiply(outputs[0].grad.data.reshape(b * c, -1), self._inverse_envelope(n),
-                    out=g[:, pad:pad + (n - 1) * hop])
-        frames = _frames(g, self.n_fft, hop, n)
+        inverse, grad_out = self._inverse_envelope(n), outputs[0].grad.data
         dmask, dre, dim = (grad_buffer(v, accum[j]) if propagate_down[j] else None
                            for j, v in enumerate(inputs))
-        for start in range(0, n, BLOCK):
-            s = slice(start, start + BLOCK)
-            dz = scipy.fft.rfft(frames[s] * self.adjoint_window, axis=-1, workers=fft_workers())
-            for i in self.edge_bins:
-                dz[..., i] *= 0.5
-            dz = dz.reshape(re[s].shape)
-            if dmask is not None and mask.shape[2] == c:
-                np.multiply(dz.real, re[s], out=dmask[s])
-                dmask[s] += dz.imag * im[s]
-            elif dmask is not None:
-                dmask[s] = (dz.real * re[s] + dz.imag * im[s]).sum(axis=2, keepdims=True)
-            if dre is not None:
-                np.multiply(dz.real, mask[s], out=dre[s])
-            if dim is not None:
-                np.multiply(dz.imag, mask[s], out=dim[s])
+
+        def items(part, threads):   # the gradients of the batch items ``part``
+            rows = (part.stop - part.start) * c
+            g = np.zeros((rows, (n - 1) * hop + self.n_fft), np.float32)
+            np.multiply(grad_out[part].reshape(rows, -1), inverse, out=g[:, pad:pad + (n - 1) * hop])
+            frames = _frames(g, self.n_fft, hop, n)
+            for start in range(0, n, BLOCK):
+                s = slice(start, start + BLOCK)
+                dz = scipy.fft.rfft(frames[s] * self.adjoint_window, axis=-1, workers=threads)
+                for i in self.edge_bins:
+                    dz[..., i] *= 0.5
+                r, m = re[s, part], mask[s, part]
+                dz = dz.reshape(r.shape)
+                if dmask is not None and mask.shape[2] == c:
+                    np.multiply(dz.real, r, out=dmask[s, part])
+                    dmask[s, part] += dz.imag * im[s, part]
+                elif dmask is not None:
+                    dmask[s, part] = (dz.real * r + dz.imag * im[s, part]).sum(axis=2, keepdims=True)
+                if dre is not None:
+                    np.multiply(dz.real, m, out=dre[s, part])
+                if dim is not None:
+                    np.multiply(dz.imag, m, out=dim[s, part])
+        for_parts(b, n * b * c * self.n_fft, items)
         for j, g in enumerate((dmask, dre, dim)):
             if g is not None:
                 put_grad(inputs[j], g, accum[j])
