@@ -301,15 +301,27 @@ def test_chunks_of_several_inputs_share_network_runs(tiny_model, tmp_path, monke
     2181 and 2363 samples, chunks of 800 every 640: 2 + 3 + 3 of 800), then their three last
     chunks (of different lengths: one run each); each song's stems are those of one
     chunk at a time (--batch-frames 0: one chunk per run) to >= 100 dB (not bit for bit: a
-    batched run rounds some samples differently, by one float32 step)."""
+    batched run rounds some samples differently, by one float32 step). With 0 each input is
+    opened only once the one before is finished (its stems committed); batched, all three
+    are open before the first is finished (the per-input seams of stemfiles._Song)."""
+    from xumx import stemfiles
     songs, runs = _three_songs(tmp_path), _batch_sizes(monkeypatch)
+    seams, real_open, real_finish = [], stemfiles._Song.open, stemfiles._Song.finish
+    monkeypatch.setattr(stemfiles._Song, "open",
+                        lambda song: seams.append(("open", song.path)) or real_open(song))
+    monkeypatch.setattr(stemfiles._Song, "finish",
+                        lambda song: real_finish(song) or seams.append(("done", song.path)))
     out = {}
     for frames in ("0", "100000"):
         runs.clear()
+        seams.clear()
         out[frames] = str(tmp_path / f"out-{frames}")
         assert run("--inputs", *songs, "--outdir", out[frames], "--batch-frames", frames,
                    *BATCH_ARGS, model=tiny_model) == 0
         assert runs == ([1] * 11 if frames == "0" else [8, 1, 1, 1]), (frames, runs)
+        opened, done = [("open", p) for p in songs], [("done", p) for p in songs]
+        assert seams == ([e for pair in zip(opened, done) for e in pair] if frames == "0"
+                         else opened + done), (frames, seams)
     for k in range(3):
         for s in STEMS:
             a, _ = sf.read(os.path.join(out["100000"], f"song{k}", s + ".wav"))

@@ -183,14 +183,14 @@ def test_an_interruption_names_the_inputs_not_separated(song, tiny_model, tmp_pa
     line names the second and third as not separated."""
     from xumx import stemfiles
     from xumx.test import main
-    real, seen = stemfiles.separate_file, []
+    real, seen = stemfiles._Song.open, []
 
-    def second_interrupted(separator, path, folder, options):
-        seen.append(path)
+    def second_interrupted(song):   # the per-input seam: each input's start
+        seen.append(song.path)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        return real(separator, path, folder, options)
-    monkeypatch.setattr(stemfiles, "separate_file", second_interrupted)
+        return real(song)
+    monkeypatch.setattr(stemfiles._Song, "open", second_interrupted)
     songs = []
     for name in ("a", "b", "c"):
         songs.append(str(tmp_path / f"{name}.wav"))

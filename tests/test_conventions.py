@@ -99,7 +99,7 @@ def test_a_bug_while_separating_a_file_keeps_its_traceback(tiny_model, tmp_path)
     sf.write(song, sine_mix(4000, 8000), 8000)
     planted = ("import sys, xumx.stemfiles as i\n"
                "def bug(*a, **k): raise RuntimeError('a planted bug')\n"
-               "i.separate_file = bug\n"
+               "i._Song.open = bug\n"   # the per-input seam of separate_files
                "from xumx.test import main\n"
                "sys.exit(main(sys.argv[1:]))\n")
     p = subprocess.run([sys.executable, "-c", planted, "--inputs", song, song, "--model",

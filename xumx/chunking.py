@@ -174,7 +174,9 @@ def separate_streams(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
                 yield s, None
         pending.clear()
 
-    held = 0   # size() of the pending chunks
+    def held() -> int:   # size() of the pending chunks (a failed signal's entry has none)
+        return sum(size(end) for _, x, end, _ in pending if not isinstance(x, Exception))
+
     for s, blocks in enumerate(streams):
         blends[s] = _CrossFade(chunk, overlap)
         chunks = _chunks(blocks, blends[s].chunk, overlap)
@@ -185,16 +187,13 @@ def separate_streams(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
             except Exception as e:   # this signal ends here; its chunks are not separated
                 pending[:] = [p for p in pending if p[0] != s] + [[s, e, 0, False]]
                 del blends[s]
-                held = sum(size(p[2]) for p in pending if p[2])
                 break
-            if held and held + size(end) > limit:   # the chunk does not fit: the batch goes
+            now = held()
+            if now and now + size(end) > limit:   # the chunk does not fit: the batch goes
                 yield from flush()
-                held = 0
             pending.append([s, x, end, more])
-            held += size(end)
-            if held + size(blends[s].chunk) > limit:   # no whole chunk fits any more
+            if held() + size(blends[s].chunk) > limit:   # no whole chunk fits any more
                 yield from flush()
-                held = 0
         chunks.close()   # a failed signal's blocks are read no further
     if pending:
         yield from flush()

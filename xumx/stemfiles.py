@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -301,7 +301,7 @@ def separate_files(separator, jobs: Sequence, options: OutputConfig) -> Iterator
 
     def streams():
         for song in songs:
-            yield song.open()
+            yield song.stream()
 
     try:
         for s, what in separator.separate_streams(streams()):
@@ -333,57 +333,95 @@ class _Song:
     needs its audio) decodes its first block, makes its folder and opens its stem writer;
     its pieces are written as they come (:meth:`write`), then the stems are committed
     together (:meth:`finish`) or none are written (:meth:`abort`). ``result``: None while it
-    is open, then its FileResult or the Exception that failed it."""
+    is open, then its FileResult or the Exception that failed it.
+
+    The per-input seams (where tests plant a fault, an interrupt or a record of which input
+    ran): :meth:`open`, called once per input (by :meth:`stream`) in the inputs' order, the
+    next input's only after the one before is finished when ``batch_frames`` is 0; and
+    :meth:`finish`, called once per input separated, after its last piece. What either
+    raises is what the input's separation raised: an Exception is the input's ``result``
+    (the others go on), an interrupt ends :func:`separate_files` with every input not
+    finished dropped."""
 
     def __init__(self, separator, path: str, folder: str, options: OutputConfig):
         self.separator, self.path, self.folder, self.options = separator, path, folder, options
-        self.result = None
-        self.stack = contextlib.ExitStack()
-        self.created: List[str] = []
-        self.paths: Dict[str, str] = {}
-        self.counted = 0
+        self.result: Union[None, FileResult, BaseException] = None
+        self.stack = contextlib.ExitStack()   # what open() opened: closed by finish or abort
+        self.created: List[str] = []          # the folders made for it (gone if it fails)
+        self.paths: Dict[str, str] = {}       # {stem name: its path}, as first written
+        self.writer: Optional[WriteBehind] = None   # of its stems, once opened
+        self.counted = 0                      # frames decoded so far (at the input's rate)
+        self.rate = 0                         # the input's rate, once its first block is read
+        self.t0 = 0.0                         # time.perf_counter() when it was opened
 
-    def open(self):
+    def stream(self):
         """-> ``(blocks, rate, out_rate, progress, total)`` for
-        :meth:`xumx.Separator.separate_streams`; an input that cannot be opened gives blocks
-        that raise its error."""
-        from .encode import StemWriter
-        from .progress import progress_bar
-        self.t0 = time.perf_counter()
-        model_rate, options, folder = self.separator.sample_rate, self.options, self.folder
+        :meth:`xumx.Separator.separate_streams`: :meth:`open`'s, or for an input that cannot
+        be opened blocks that raise its error (what it opened is closed by then)."""
         try:
-            path = self.stack.enter_context(stdin_file()) if self.path == STDIN else self.path
-            info = decode.probe(path)
-            decoded = self.stack.enter_context(contextlib.closing(
-                decode.stream(path, options.start, options.duration, info, DECODE_BLOCK)))
-            first = next(decoded)   # unreadable input: fails here, before any folder is made
-            self.counted, rate = first.shape[0], info.rate
-            self.rate = rate
-            self.created = files.missing_folders(folder)   # --out-dir's own folder too
-            try:   # before the long part, so that an unusable destination fails fast
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise AudioError(f"{folder}: cannot create the output folder "
-                                 f"({e.strerror or e})") from None
-            if not os.access(folder, os.W_OK):
-                raise AudioError(f"{folder}: the output folder is not writable")
-            expected = _expected_samples(info, options)
-            total = self.separator.nb_chunks(expected, rate) if expected else None
-            out_rate = output_rate(options, rate, model_rate)
-            bar = self.stack.enter_context(progress_bar(
-                total, one_line(os.path.basename(path)), options.quiet, "chunk", leave=False,
-                lines=False))
-            stems = self.stack.enter_context(StemWriter(out_rate, options.out_format,
-                                                        options.bits, options.bitrate))
-            self.writer = self.stack.enter_context(WriteBehind(stems))
-        except Exception as e:   # what it opened is closed now, its error comes in its turn
+            return self.open()
+        except Exception as e:   # its error comes in its turn
             self._close(e)
+            model_rate = self.separator.sample_rate
             return self._failed(e), model_rate, model_rate, None, None
 
-        def progress(done, of):   # per chunk: also re-raise an interrupt a finaliser
-            interrupt.check()     # swallowed
+    def open(self):
+        """Decode the first block, make the folder, open the stem writer: -> ``(blocks, rate,
+        out_rate, progress, total)``; raises the input's error (what it opened is left for
+        :meth:`_close`)."""
+        self.t0 = time.perf_counter()
+        model_rate, options = self.separator.sample_rate, self.options
+        path, info, decoded, first = self._decode()
+        self._make_folder()   # before the long part: an unusable destination fails fast
+        expected = _expected_samples(info, options)
+        total = self.separator.nb_chunks(expected, self.rate) if expected else None
+        out_rate = output_rate(options, self.rate, model_rate)
+        progress = self._open_writer(os.path.basename(path), total, out_rate)
+        return self._blocks(first, decoded), self.rate, out_rate, progress, total
+
+    def _decode(self):
+        """-> (the path read, its :func:`xumx.decode.probe`, its decoder, its first block);
+        an unreadable input fails here, before any folder is made. Standard input is read
+        into a temporary file first (:func:`stdin_file`)."""
+        path = self.stack.enter_context(stdin_file()) if self.path == STDIN else self.path
+        info = decode.probe(path)
+        decoded = self.stack.enter_context(contextlib.closing(
+            decode.stream(path, self.options.start, self.options.duration, info, DECODE_BLOCK)))
+        first = next(decoded)
+        self.counted, self.rate = first.shape[0], info.rate
+        return path, info, decoded, first
+
+    def _make_folder(self):
+        """Make the stems' folder (and ``--out-dir``'s own, remembered in ``created``);
+        AudioError when it cannot be made or written to."""
+        folder = self.folder
+        self.created = files.missing_folders(folder)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise AudioError(f"{folder}: cannot create the output folder "
+                             f"({e.strerror or e})") from None
+        if not os.access(folder, os.W_OK):
+            raise AudioError(f"{folder}: the output folder is not writable")
+
+    def _open_writer(self, name: str, total: Optional[int], out_rate: int):
+        """Open the progress bar over ``total`` chunks (labelled ``name``) and the stems'
+        writer (:class:`WriteBehind` of a :class:`xumx.encode.StemWriter` at ``out_rate``);
+        -> the per-chunk progress callback, which also re-raises an interrupt that a
+        finaliser swallowed (:func:`xumx.interrupt.check`)."""
+        from .encode import StemWriter
+        from .progress import progress_bar
+        options = self.options
+        bar = self.stack.enter_context(progress_bar(total, one_line(name), options.quiet,
+                                                    "chunk", leave=False, lines=False))
+        stems = self.stack.enter_context(StemWriter(out_rate, options.out_format,
+                                                    options.bits, options.bitrate))
+        self.writer = self.stack.enter_context(WriteBehind(stems))
+
+        def progress(done, of):
+            interrupt.check()
             bar.update(1)
-        return self._blocks(first, decoded), rate, out_rate, progress, total
+        return progress
 
     def _blocks(self, first, decoded):
         yield first
@@ -407,10 +445,17 @@ class _Song:
             self.writer.write(self.paths[name], y)
 
     def finish(self):
-        self.stack.close()   # the writes done, the stems committed together
+        """Commit the stems together (the writes done), remove an earlier run's stale stems
+        and set ``result`` to the FileResult."""
+        self.stack.close()
         _remove_stale(self.folder, self.paths.values(), self.separator.stem_names)
-        self.result = FileResult(STDIN_NAME if self.path == STDIN else self.path, self.paths,
-                                 self.counted / self.rate, time.perf_counter() - self.t0)
+        self.result = self._file_result()
+
+    def _file_result(self) -> FileResult:
+        """What was done: the input's name, its stems' paths, the seconds decoded and the
+        wall time since :meth:`open`."""
+        return FileResult(STDIN_NAME if self.path == STDIN else self.path, self.paths,
+                          self.counted / self.rate, time.perf_counter() - self.t0)
 
     def abort(self, error: BaseException):
         self.result = error

@@ -7,8 +7,9 @@ name the files too; folders, with ``--recursive`` their sub-folders, and quoted 
 are expanded; ``-`` is standard input: :mod:`xumx.stemfiles`). Every input is checked
 (:func:`xumx.stemfiles.check_input`) before the model is loaded or downloaded. Without
 ``--model`` the published weights are downloaded to the user cache (:mod:`xumx.pretrained`).
-The work is :meth:`xumx.Separator.separate_file`'s, input by input (with ``--batch-frames``,
-:func:`xumx.stemfiles.separate_files`': the chunks of several inputs share the network's
+The work is :func:`xumx.stemfiles.separate_files`' (each input as
+:meth:`xumx.Separator.separate_file` does it, its result or its error given before the next
+input is opened; with ``--batch-frames`` the chunks of several inputs share the network's
 runs). ``mpirun -n N python -m xumx.test ...``
 shares the inputs among N processes (:mod:`xumx.mpi`), each input separated by one of them;
 rank 0 prints the one summary (the exit status is every rank's: 1 if any input failed).
@@ -42,24 +43,6 @@ def kept_note(left) -> str:
     return f"{KEPT}; not separated: {shown}"
 
 
-def _results(separator, jobs, output):
-    """``(input, FileResult or Exception)`` per job ``(input, folder)``, in order: each input
-    separated and written before the next is opened (:func:`xumx.stemfiles.separate_file`),
-    or, when ``--batch-frames`` lets chunks of the next inputs share the network's runs,
-    :func:`xumx.stemfiles.separate_files` (of which separate_file is the one-input case)."""
-    from .stemfiles import separate_file, separate_files
-    if separator.chunking.batch_frames > 0:
-        yield from separate_files(separator, jobs, output)
-        return
-    for path, folder in jobs:
-        try:
-            result = separate_file(separator, path, folder, output)
-        except Exception as e:   # this input's: the caller says or raises it
-            result = e
-        yield path, result
-        result = None
-
-
 def _separate_files(argv, left: list) -> int:
     from . import interrupt
     from .cli import FAILED, OK, failure, say
@@ -68,7 +51,7 @@ def _separate_files(argv, left: list) -> int:
     from .parsing import parse
     from .separator import Separator
     from .heap import limit_arenas
-    from .stemfiles import STDIN, check_input, expand_inputs, output_folders
+    from .stemfiles import STDIN, check_input, expand_inputs, output_folders, separate_files
     output, chunking, load, separation = parse("test", argv)
     processes = world()
     output = dataclasses.replace(output, inputs=expand_inputs(output.inputs, output.recursive))
@@ -98,7 +81,7 @@ def _separate_files(argv, left: list) -> int:
         separator = processes.rank0_first(lambda: Separator.load(   # one download, then the cache
             load.model, load.device, umx=load.umx or None, sample_rate=load.sample_rate,
             quiet=output.quiet, **dataclasses.asdict(separation), **dataclasses.asdict(chunking)))
-    with contextlib.closing(_results(separator, jobs, output) if jobs else
+    with contextlib.closing(separate_files(separator, jobs, output) if jobs else
                             (_ for _ in ())) as results:
         for path, result in results:
             left.remove(path)
