@@ -251,6 +251,34 @@ def test_a_failed_network_run_fails_the_signals_in_its_batch_only():
         (2, "dict"), (2, "dict"), (2, "NoneType"), (3, "dict"), (3, "NoneType")]
 
 
+@pytest.mark.parametrize("limit", [0, 2000, 2500])
+def test_a_full_batch_is_run_before_more_of_the_signal_is_read(limit):
+    """A batch goes as soon as no whole chunk more fits: when it runs, the signal has been
+    read at most one block past its last chunk's end (bounded read-ahead: the chunker looks
+    one block ahead), not into the next chunk."""
+    from xumx.chunking import chunk_bounds, separate_streams
+    n, block = 5000, 500
+    bounds, log = chunk_bounds(n, 1000, 250), []
+    x = sine_mix(n, 8000)
+
+    def blocks():
+        for i in range(0, n, block):
+            log.append(("read", i + block))
+            yield x[i:i + block]
+
+    def separate(chunks):
+        log.append(("run", len(chunks)))
+        return [{"a": c} for c in chunks]
+    list(separate_streams(separate, [blocks()], 1000, 250, None, lambda t: t, limit))
+    done = 0
+    for i, (what, value) in enumerate(log):
+        if what == "run":
+            done += value
+            read = max(v for w, v in log[:i] if w == "read")
+            assert read <= bounds[done - 1][1] + block, log
+    assert done == len(bounds)
+
+
 @pytest.mark.parametrize("limit", [0, 2500, 100000])
 def test_the_next_signal_is_started_only_when_the_batch_has_room(limit):
     """Bounded read-ahead: a signal's first block is asked for only when the batch holds its

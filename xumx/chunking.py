@@ -102,15 +102,23 @@ def separate_batches(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
     :func:`separate_stream` with the same estimates: batching changes when chunks are
     separated, not what is blended. ``progress(1)`` is called after each chunk.
     """
-    for _, piece in separate_streams(separate, [blocks], chunk, overlap,
-                                     progress and (lambda _: progress(1)), size, limit):
-        if isinstance(piece, BaseException):
-            raise piece
-        if piece is not None:
-            yield piece
+    yield from one_stream(separate_streams(separate, [blocks], chunk, overlap,
+                                           progress and (lambda _: progress(1)), size, limit))
 
 
 Event = Tuple[int, Union[Dict[str, np.ndarray], None, Exception]]
+
+
+def one_stream(events: Iterable[Tuple[object, object]]) -> Iterator:
+    """What the events ``(index, what)`` of a single stream carry, in order: each ``what``
+    but the None that ends it; an Exception in their place is raised as it is. (The events of
+    :func:`separate_streams`, :meth:`xumx.Separator.separate_streams` and
+    :func:`xumx.stemfiles.separate_files`, read for one signal, mixture or file.)"""
+    for _, what in events:
+        if isinstance(what, BaseException):
+            raise what
+        if what is not None:
+            yield what
 
 
 def separate_streams(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, np.ndarray]]],
@@ -191,8 +199,9 @@ def separate_streams(separate: Callable[[List[np.ndarray]], Iterable[Dict[str, n
             now = held()
             if now and now + size(end) > limit:   # the chunk does not fit: the batch goes
                 yield from flush()
+                now = 0
             pending.append([s, x, end, more])
-            if held() + size(blends[s].chunk) > limit:   # no whole chunk fits any more
+            if now + size(end) + size(blends[s].chunk) > limit:   # no whole chunk fits any more
                 yield from flush()
         chunks.close()   # a failed signal's blocks are read no further
     if pending:

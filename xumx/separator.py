@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from . import dsp, heap
-from .chunking import nb_chunks, separate_streams
+from .chunking import nb_chunks, one_stream, separate_streams
 from .config import PRECISIONS, ChunkConfig, ModelConfig, OutputConfig, SeparationConfig
 from .errors import ConfigError, InputError, TargetError
 from .filtering import wiener_blocks
@@ -281,11 +281,7 @@ class Separator:
         InputError for rates whose ratio has a term beyond :data:`xumx.resample.MAX_TERM`,
         before any block is read.
         """
-        for _, piece in self.separate_streams([(blocks, rate, out_rate, progress, total)]):
-            if isinstance(piece, BaseException):
-                raise piece
-            if piece is not None:
-                yield piece
+        yield from one_stream(self.separate_streams([(blocks, rate, out_rate, progress, total)]))
 
     def separate_streams(self, streams: Iterable[Tuple]) -> Iterator[Tuple[int, object]]:
         """Several mixtures, each arriving in blocks, whose chunks share the network's runs.

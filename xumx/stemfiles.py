@@ -274,11 +274,9 @@ def separate_file(separator, in_path: str, out_folder: str, options: OutputConfi
     (:func:`stale_stems`). Raises :class:`~xumx.errors.AudioError` with a one-line message for
     unreadable inputs and unwritable outputs.
     """
+    from .chunking import one_stream
     with contextlib.closing(separate_files(separator, [(in_path, out_folder)], options)) as done:
-        for _, result in done:
-            if isinstance(result, BaseException):
-                raise result
-            return result
+        return next(one_stream(done))
 
 
 def separate_files(separator, jobs: Sequence, options: OutputConfig) -> Iterator:
